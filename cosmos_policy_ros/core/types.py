@@ -1,0 +1,75 @@
+"""Plain data types shared by the core, the ROS layer, the planner and training.
+
+These are the public contract between layers: the ROS nodes build an :class:`Observation` from
+messages, hand it to anything implementing :class:`PolicyBackend`, and publish what comes back in
+:class:`PolicyOutput`. No torch types cross this boundary.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+#: Camera names of the ALOHA, in the reference's naming.
+ALOHA_CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
+
+
+@dataclass
+class Observation:
+    """One synchronised observation of the robot.
+
+    images: camera name -> (H, W, 3) uint8 array, RGB channel order (the ROS layer converts bgr8/mono8).
+    proprio: (14,) float array in robot units: per arm 6 joint angles (rad) + normalised gripper (0..1),
+        left arm first.
+    instruction: task text; must be one of the policy's known instructions.
+    stamp: observation time in seconds (the latest input stamp); carried through to the chunk.
+    """
+
+    images: Mapping[str, np.ndarray]
+    proprio: np.ndarray
+    instruction: str
+    stamp: float = 0.0
+
+
+@dataclass
+class PolicyOutput:
+    """What one policy query returns.
+
+    actions: (horizon, action_dim) float32 absolute joint targets in robot units (same layout as proprio).
+    future_images: camera name -> (h, w, 3) uint8 RGB predicted future frame (may be empty).
+    future_proprio: (action_dim,) predicted proprio at the end of the chunk, robot units, or None.
+    value: predicted value of the future state in [0, 1], or NaN when the backend does not predict one.
+    timings: stage name -> seconds (e.g. "preprocess", "encode", "denoise", "decode", "total").
+    seed: the seed the sample was drawn with.
+    """
+
+    actions: np.ndarray
+    future_images: Dict[str, np.ndarray] = field(default_factory=dict)
+    future_proprio: Optional[np.ndarray] = None
+    value: float = float("nan")
+    timings: Dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+
+@runtime_checkable
+class PolicyBackend(Protocol):
+    """Anything the policy node can run: the real Cosmos Policy or a named test double."""
+
+    horizon: int  # actions per chunk (50 on ALOHA)
+    action_dim: int  # 14 on ALOHA
+    period: float  # seconds between actions (0.04 at 25 Hz)
+    policy_id: str
+
+    @property
+    def instructions(self) -> List[str]:
+        """Task instructions this policy has text embeddings for."""
+        ...
+
+    def infer(self, obs: Observation, seed: Optional[int] = None) -> PolicyOutput:
+        """Sample one action chunk (and future state / value) for ``obs``."""
+        ...
+
+    def infer_batch(self, obs: Observation, seeds: Sequence[int]) -> List[PolicyOutput]:
+        """Sample one chunk per seed for the same observation in one batched forward per step."""
+        ...

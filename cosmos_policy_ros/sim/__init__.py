@@ -1,0 +1,1 @@
+"""ROS-free simulated ALOHA: gym-aloha / MuJoCo physics, fast rendering, scripted demonstrations."""
