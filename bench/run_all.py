@@ -1,0 +1,105 @@
+"""`make bench`: run every benchmark and rewrite BENCHMARKS.md with their markdown output.
+
+Each benchmark is a script printing a markdown section on stdout (and progress on stderr). A failing or
+missing benchmark is written down as such, never silently dropped. Run one with
+`make bench BENCH_ARGS="--only commander"`.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(os.environ.get("COSMOS_POLICY_ROS_SOURCE", Path(__file__).resolve().parents[1]))
+
+# key -> (title, script, args, timeout s)
+BENCHES = {
+    "commander": ("Commander tick timing and observation preprocessing", "bench/commander_bench.py", [], 600),
+    "recorder": ("Recorder: drops and write headroom at full rate", "bench/recorder_bench.py", [], 900),
+    "sim_expert": ("Scripted transfer-cube expert", "bench/sim_expert.py", [], 1200),
+    "model_cpu": ("Model core latency (tiny config, CPU)", "bench/gpu_latency.py", ["--tiny"], 600),
+    "planner": ("Planner decision latency", "bench/planner_bench.py", [], 900),
+    "policy_success": ("Small sim policy success rate", "bench/policy_success.py", [], 3600),
+}
+
+
+def machine() -> str:
+    """One line describing the machine the numbers came from."""
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+        tv = torch.__version__
+    except Exception:  # torch missing must not stop the report
+        gpu, tv = "unknown", "n/a"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {tv}"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these benchmarks")
+    parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = parser.parse_args(argv)
+    keys = args.only or list(BENCHES)
+    out_path = Path(args.out)
+    previous = out_path.read_text() if out_path.exists() else ""
+    sections = {}
+    for key in keys:
+        title, script, extra, timeout = BENCHES[key]
+        path = ROOT / script
+        if not path.exists():
+            sections[key] = f"## {title}\n\nNot run: `{script}` does not exist yet.\n"
+            continue
+        print(f"[bench] {key}: {script} {' '.join(extra)}", file=sys.stderr, flush=True)
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run([sys.executable, str(path), *extra], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=timeout)
+            body = proc.stdout.strip()
+            if proc.returncode != 0:
+                body += f"\n\n**FAILED** (exit {proc.returncode}):\n\n```\n{proc.stderr.strip()[-3000:]}\n```"
+        except subprocess.TimeoutExpired:
+            body = f"**TIMED OUT** after {timeout} s."
+        elapsed = time.monotonic() - t0
+        sections[key] = (f"## {title}\n\nRerun: `make bench BENCH_ARGS=\"--only {key}\"` "
+                         f"(`{script}`, took {elapsed:.0f} s)\n\n{body}\n")
+    header = (
+        "# Benchmarks\n\nProduced by `make bench` (bench/run_all.py); every number below was measured, "
+        "including the ones that disappoint.\n\n"
+        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
+        f"- Machine: {machine()}\n\n")
+    keep = _sections_of(previous)
+    for key in BENCHES:
+        if key not in sections and key in keep:
+            sections[key] = keep[key]
+    text = header + "\n".join(f"<!-- bench:{k} -->\n{sections[k]}" for k in BENCHES if k in sections)
+    out_path.write_text(text)
+    print(f"[bench] wrote {out_path}", file=sys.stderr)
+    return 0
+
+
+def _sections_of(text: str):
+    """Previously written sections, so `--only x` keeps the others (each carries its own rerun line)."""
+    parts = {}
+    chunks = text.split("<!-- bench:")
+    for chunk in chunks[1:]:
+        key, _, body = chunk.partition(" -->\n")
+        parts[key.strip()] = body
+    return parts
+
+
+if __name__ == "__main__":
+    sys.exit(main())
