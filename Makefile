@@ -25,7 +25,7 @@ CMAKE_ARGS := -DCMAKE_PREFIX_PATH=$(VENV) -DCMAKE_INSTALL_PREFIX=$(VENV) \
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2
 
-.PHONY: setup build test demo bench clean distclean help
+.PHONY: setup build locked-build test demo bench clean distclean help
 help:
 	@echo "make demo   - run one simulated ALOHA episode with the embedded default checkpoint"
 	@echo "make test   - set up what is missing, build, run the whole test suite"
@@ -75,13 +75,17 @@ build: setup
 		|| (tail -60 $(BUILD)/cosmos_policy_ros.log; exit 1)
 	@echo "built and installed cosmos_policy_ros into $(VENV)"
 
-test: build
+# Parallel `make test` runs share .venv and build/: serialise only the setup/build step.
+locked-build:
+	@flock $(CURDIR)/.make.lock $(MAKE) --no-print-directory build
+
+test: locked-build
 	$(RUN_ENV) $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS) test
 
-demo: build
+demo: locked-build
 	$(RUN_ENV) $(PY) -m cosmos_policy_ros.demo $(DEMO_ARGS)
 
-bench: build
+bench: locked-build
 	$(RUN_ENV) $(PY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
