@@ -43,23 +43,25 @@ $(STAMP)/system:
 $(STAMP)/pip: $(STAMP)/system requirements/ros.txt requirements/core.txt requirements/sim.txt requirements/test.txt requirements/lock.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@mkdir -p $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements/lock.txt \
+	@echo "[setup] installing Python packages into $(VENV) (torch CPU, ROS 2 Jazzy wheels, model stack, MuJoCo)"
+	@$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	@$(PY) -m pip install -q --disable-pip-version-check -c requirements/lock.txt \
 		-r requirements/ros.txt -r requirements/core.txt -r requirements/sim.txt -r requirements/test.txt
 	@touch $@
 
 # The Jazzy wheels' exported CMake files name their build host's Python include dirs: point them here.
 $(STAMP)/cmake_paths: $(STAMP)/pip scripts/patch_wheel_cmake.py
-	$(PY) scripts/patch_wheel_cmake.py $(VENV)
+	@$(PY) scripts/patch_wheel_cmake.py $(VENV)
 	@touch $@
 
 $(STAMP)/interbotix_msgs: $(STAMP)/cmake_paths $(wildcard test/interbotix_xs_msgs/msg/* test/interbotix_xs_msgs/srv/*) test/interbotix_xs_msgs/CMakeLists.txt
 	@rm -rf $(BUILD)/interbotix_xs_msgs && mkdir -p $(BUILD)
-	$(RUN_ENV) cmake -S test/interbotix_xs_msgs -B $(BUILD)/interbotix_xs_msgs $(CMAKE_ARGS) > $(BUILD)/interbotix_xs_msgs.log 2>&1 \
+	@echo "[setup] building test-only interbotix_xs_msgs into $(VENV) (log: $(BUILD)/interbotix_xs_msgs.log)"
+	@$(RUN_ENV) cmake -S test/interbotix_xs_msgs -B $(BUILD)/interbotix_xs_msgs $(CMAKE_ARGS) > $(BUILD)/interbotix_xs_msgs.log 2>&1 \
 		|| (cat $(BUILD)/interbotix_xs_msgs.log; exit 1)
-	$(RUN_ENV) cmake --build $(BUILD)/interbotix_xs_msgs -j2 >> $(BUILD)/interbotix_xs_msgs.log 2>&1 \
+	@$(RUN_ENV) cmake --build $(BUILD)/interbotix_xs_msgs -j2 >> $(BUILD)/interbotix_xs_msgs.log 2>&1 \
 		|| (tail -50 $(BUILD)/interbotix_xs_msgs.log; exit 1)
-	$(RUN_ENV) cmake --install $(BUILD)/interbotix_xs_msgs >> $(BUILD)/interbotix_xs_msgs.log 2>&1 \
+	@$(RUN_ENV) cmake --install $(BUILD)/interbotix_xs_msgs >> $(BUILD)/interbotix_xs_msgs.log 2>&1 \
 		|| (tail -50 $(BUILD)/interbotix_xs_msgs.log; exit 1)
 	@touch $@
 
