@@ -1,0 +1,185 @@
+"""Vectors <-> latent frames: min-max normalisation, injection by tiling, extraction by averaging.
+
+- Proprio in: ``2 * (x - min) / (max - min) - 1`` per dimension (stats JSON ``proprio_{min,max}``).
+- Actions out: ``0.5 * (a + 1) * (max - min) + min`` (``actions_{min,max}``), then clipped to [min, max]
+  (the released code never clips; a robot must not get targets outside the data's range).
+- A dimension with max == min normalises to 0 and un-normalises to min (no division by zero).
+- Injection: flatten the normalised vector row-major, repeat it until it fills C*H*W values, truncate,
+  reshape to (C, H, W). Extraction: mean over the complete copies (float64, so an injected vector comes
+  back bit-identical). The value is one scalar in [-1, 1] over the whole frame, mapped to [0, 1].
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Mapping, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+STAT_KEYS = tuple(f"{p}_{s}" for p in ("actions", "proprio") for s in ("min", "max", "mean", "std", "median"))
+
+
+@dataclass
+class DatasetStats:
+    """Per-dimension dataset statistics (the NVIDIA ``*_dataset_statistics.json`` keys)."""
+
+    actions_min: np.ndarray
+    actions_max: np.ndarray
+    proprio_min: np.ndarray
+    proprio_max: np.ndarray
+    extra: Dict[str, np.ndarray]  # mean / std / median etc., carried along unchanged
+
+    def __post_init__(self):
+        for name in ("actions_min", "actions_max", "proprio_min", "proprio_max"):
+            arr = np.asarray(getattr(self, name), dtype=np.float64)
+            if arr.ndim != 1 or not np.all(np.isfinite(arr)):
+                raise ValueError(f"stats {name}: expected a finite 1-D array, got shape {arr.shape}")
+            setattr(self, name, arr)
+        if self.actions_min.shape != self.actions_max.shape:
+            raise ValueError(f"stats: expected actions_min/max of one shape, got {self.actions_min.shape} vs {self.actions_max.shape}")
+        if self.proprio_min.shape != self.proprio_max.shape:
+            raise ValueError(f"stats: expected proprio_min/max of one shape, got {self.proprio_min.shape} vs {self.proprio_max.shape}")
+        if np.any(self.actions_max < self.actions_min) or np.any(self.proprio_max < self.proprio_min):
+            raise ValueError("stats: expected max >= min in every dimension")
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions_min.shape[0])
+
+    @property
+    def proprio_dim(self) -> int:
+        return int(self.proprio_min.shape[0])
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Sequence[float]]) -> "DatasetStats":
+        """From the parsed stats JSON; missing min/max keys raise naming the key."""
+        missing = [k for k in ("actions_min", "actions_max", "proprio_min", "proprio_max") if k not in d]
+        if missing:
+            raise ValueError(f"dataset statistics: missing keys {missing}; got {sorted(d)}")
+        extra = {k: np.asarray(v, dtype=np.float64) for k, v in d.items()
+                 if k not in ("actions_min", "actions_max", "proprio_min", "proprio_max")}
+        return cls(np.asarray(d["actions_min"]), np.asarray(d["actions_max"]),
+                   np.asarray(d["proprio_min"]), np.asarray(d["proprio_max"]), extra)
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "DatasetStats":
+        """Read the stats JSON file."""
+        with open(path, "r", encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def to_dict(self) -> Dict[str, list]:
+        """JSON-able dict with the NVIDIA key names."""
+        out = {"actions_min": self.actions_min.tolist(), "actions_max": self.actions_max.tolist(),
+               "proprio_min": self.proprio_min.tolist(), "proprio_max": self.proprio_max.tolist()}
+        out.update({k: np.asarray(v).tolist() for k, v in self.extra.items()})
+        return out
+
+    def save(self, path: Union[str, Path]) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+
+def _minmax_normalize(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    rng = hi - lo
+    safe = np.where(rng > 0, rng, 1.0)
+    return np.where(rng > 0, 2.0 * (x - lo) / safe - 1.0, 0.0)
+
+
+def normalize_proprio(proprio: np.ndarray, stats: DatasetStats) -> np.ndarray:
+    """(..., proprio_dim) robot units -> [-1, 1] (values outside the data range go outside [-1, 1])."""
+    x = np.asarray(proprio, dtype=np.float64)
+    if x.shape[-1] != stats.proprio_dim:
+        raise ValueError(f"proprio: expected {stats.proprio_dim} values, got shape {x.shape}")
+    return _minmax_normalize(x, stats.proprio_min, stats.proprio_max)
+
+
+def normalize_actions(actions: np.ndarray, stats: DatasetStats) -> np.ndarray:
+    """(..., action_dim) robot units -> [-1, 1] (used by training)."""
+    x = np.asarray(actions, dtype=np.float64)
+    if x.shape[-1] != stats.action_dim:
+        raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {x.shape}")
+    return _minmax_normalize(x, stats.actions_min, stats.actions_max)
+
+
+def _minmax_unnormalize(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return 0.5 * (a + 1.0) * (hi - lo) + lo  # max == min gives lo: the guard is implicit
+
+
+def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = True) -> Tuple[np.ndarray, bool]:
+    """(..., action_dim) in [-1, 1] -> robot units; returns (actions, clipped?) where clipped tells whether
+    any value fell outside [actions_min, actions_max] and was clipped (only when ``clip``)."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.shape[-1] != stats.action_dim:
+        raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {a.shape}")
+    out = _minmax_unnormalize(a, stats.actions_min, stats.actions_max)
+    if not clip:
+        return out, False
+    clipped = np.clip(out, stats.actions_min, stats.actions_max)
+    return clipped, bool(np.any(clipped != out))
+
+
+def unnormalize_proprio(proprio: np.ndarray, stats: DatasetStats) -> np.ndarray:
+    """(..., proprio_dim) in [-1, 1] -> robot units (not clipped: a prediction, not a command)."""
+    p = np.asarray(proprio, dtype=np.float64)
+    if p.shape[-1] != stats.proprio_dim:
+        raise ValueError(f"proprio: expected {stats.proprio_dim} values, got shape {p.shape}")
+    return _minmax_unnormalize(p, stats.proprio_min, stats.proprio_max)
+
+
+# ---- latent injection / extraction (torch, batched) ---------------------------------------------
+def inject(vector: torch.Tensor, frame_shape: Sequence[int]) -> torch.Tensor:
+    """(B, n) normalised vectors -> (B, C, H, W) latent frames filled by row-major tiling.
+
+    The vector is repeated ceil(C*H*W / n) times and truncated to C*H*W values.
+    """
+    if vector.ndim != 2:
+        raise ValueError(f"inject: expected a (B, n) tensor, got shape {tuple(vector.shape)}")
+    c, h, w = (int(v) for v in frame_shape)
+    total = c * h * w
+    n = vector.shape[1]
+    if n > total:
+        raise ValueError(f"inject: a vector of {n} values does not fit a latent frame of {total} values")
+    reps = math.ceil(total / n)
+    return vector.repeat(1, reps)[:, :total].reshape(vector.shape[0], c, h, w)
+
+
+def extract(frame: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, C, H, W) latent frames -> (B, n) vectors: mean over the complete copies, computed in float64.
+
+    With the float64 mean, ``extract(inject(v))`` returns v bit-identically (k * v is exact in float64).
+    """
+    if frame.ndim != 4:
+        raise ValueError(f"extract: expected a (B, C, H, W) tensor, got shape {tuple(frame.shape)}")
+    flat = frame.reshape(frame.shape[0], -1).to(torch.float64)
+    copies = flat.shape[1] // n
+    if copies < 1:
+        raise ValueError(f"extract: a frame of {flat.shape[1]} values holds no complete copy of {n} values")
+    return flat[:, : copies * n].reshape(frame.shape[0], copies, n).mean(dim=1)
+
+
+def inject_value(value: torch.Tensor, frame_shape: Sequence[int]) -> torch.Tensor:
+    """(B,) values in [-1, 1] -> (B, C, H, W) constant frames."""
+    c, h, w = (int(v) for v in frame_shape)
+    return value.reshape(-1, 1, 1, 1).expand(-1, c, h, w).clone()
+
+
+def extract_value(frame: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) value frames -> (B,) float64 in [-1, 1] units (frame mean, not clamped)."""
+    return frame.reshape(frame.shape[0], -1).to(torch.float64).mean(dim=1)
+
+
+def value_to_unit(v):
+    """Model value in [-1, 1] -> [0, 1]: ``(v + 1) / 2`` clamped."""
+    if isinstance(v, torch.Tensor):
+        return ((v + 1.0) / 2.0).clamp(0.0, 1.0)
+    return np.clip((np.asarray(v, dtype=np.float64) + 1.0) / 2.0, 0.0, 1.0)
+
+
+def unit_to_value(u):
+    """[0, 1] value target -> model units [-1, 1] (training)."""
+    if isinstance(u, torch.Tensor):
+        return u * 2.0 - 1.0
+    return np.asarray(u, dtype=np.float64) * 2.0 - 1.0

@@ -1,0 +1,227 @@
+"""The Cosmos Policy sampler: rectified-flow scaling, Karras sigmas, second-order multistep in x0 form.
+
+No weights and no I/O here: the network is a function ``net_fn(x_in, c_noise) -> F`` with
+``x_in`` (B, C, T, H, W), ``c_noise`` (B, T) (one noise level per latent frame). Everything follows
+facts sheet section 3:
+
+- RF scaling (sigma_data = 1): ``t = sigma / (sigma + 1)``, ``c_skip = 1 - t``, ``c_out = -t``,
+  ``c_in = 1 - t``, ``c_noise = t``; ``x0_hat = c_skip * x + c_out * F(c_in * x, c_noise)``.
+- Conditioning frames have their own noise level (``condition_sigma``, 0 = clean), are fed clean and
+  their x0 prediction is replaced by the clean latent after every call (bit-identical in the output).
+- n network calls: n = 1 -> ``D(x_T, sigma_max)``; n > 1 -> m = n - 1 steps on the Karras grid
+  (rho 7, sigma_max -> sigma_min), Euler first, then the exponential 2nd-order multistep, then a final
+  ``D(x, sigma_min)``. The state and the update are float64 (as the reference).
+- ``x_T = sigma_max * N(0, I)`` drawn from a per-sample ``torch.Generator`` on the CPU, so a seed gives
+  the same noise on any device and a batch of candidates gets exactly the noise of one-by-one runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .layout import MODES, LatentLayout
+
+NetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+SAMPLE_MODES = ("parallel", "autoregressive")
+
+
+@dataclass
+class SamplerConfig:
+    """Sampler settings. ``future_state_steps`` / ``value_steps`` apply to the autoregressive mode only;
+    in the parallel mode (released ALOHA deploy) one sample of ``action_steps`` calls gives everything."""
+
+    action_steps: int = 10
+    future_state_steps: int = 10
+    value_steps: int = 10
+    mode: str = "parallel"
+    sigma_max: float = 80.0
+    sigma_min: float = 4.0
+    rho: float = 7.0
+    condition_sigma: float = 0.0
+    value_condition: str = "value_q"  # conditioning mode of the autoregressive value stage
+
+    def __post_init__(self):
+        for name in ("action_steps", "future_state_steps", "value_steps"):
+            v = getattr(self, name)
+            if int(v) != v or v < 1:
+                raise ValueError(f"sampler {name}: expected an integer >= 1, got {v!r}")
+            setattr(self, name, int(v))
+        if self.mode not in SAMPLE_MODES:
+            raise ValueError(f"sampler mode: expected one of {SAMPLE_MODES}, got {self.mode!r}")
+        if not (0 < self.sigma_min < self.sigma_max):
+            raise ValueError(f"sampler sigmas: expected 0 < sigma_min < sigma_max, got {self.sigma_min}, {self.sigma_max}")
+        if self.rho <= 0:
+            raise ValueError(f"sampler rho: expected > 0, got {self.rho}")
+        if self.condition_sigma < 0:
+            raise ValueError(f"sampler condition_sigma: expected >= 0, got {self.condition_sigma}")
+        if self.value_condition not in ("value_q", "value_v"):
+            raise ValueError(f"sampler value_condition: expected 'value_q' or 'value_v', got {self.value_condition!r}")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def karras_sigmas(n_calls: int, sigma_max: float = 80.0, sigma_min: float = 4.0, rho: float = 7.0) -> np.ndarray:
+    """The sigmas at which the network is called for ``n_calls`` calls (float64, length n_calls).
+
+    n = 1 gives [sigma_max]; otherwise ``(smax^(1/rho) + i/m * (smin^(1/rho) - smax^(1/rho)))^rho``,
+    i = 0..m with m = n - 1 (so the last call is at sigma_min).
+    """
+    if n_calls < 1:
+        raise ValueError(f"expected at least 1 network call, got {n_calls}")
+    if n_calls == 1:
+        return np.array([float(sigma_max)], dtype=np.float64)
+    m = n_calls - 1
+    i = np.arange(m + 1, dtype=np.float64)
+    a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
+    return (a + i / m * (b - a)) ** rho
+
+
+def rf_scalings(sigma: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rectified-flow preconditioning (sigma_data = 1) -> (c_skip, c_out, c_in, c_noise)."""
+    t = sigma / (sigma + 1.0)
+    return 1.0 - t, -t, 1.0 - t, t
+
+
+def initial_noise(seeds: Sequence[int], shape: Sequence[int], sigma_max: float = 80.0,
+                  generators: Optional[List[torch.Generator]] = None) -> torch.Tensor:
+    """(len(seeds), *shape) float64 ``sigma_max * N(0, I)``, one CPU generator per seed (or continue the
+    given ``generators``), so each row only depends on its own seed."""
+    gens = generators if generators is not None else [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    rows = [torch.randn(tuple(shape), generator=g, dtype=torch.float32) for g in gens]
+    return torch.stack(rows).to(torch.float64) * float(sigma_max)
+
+
+class Denoiser:
+    """``D(x, sigma)``: the x0 prediction with per-frame noise levels and clean conditioning frames.
+
+    clean: (B, C, T, H, W) latents whose conditioning frames are used (others ignored).
+    condition: (T,) or (B, T) bool, True = conditioning frame.
+    ``calls`` counts network calls (the tests assert it).
+    """
+
+    def __init__(self, net_fn: NetFn, clean: torch.Tensor, condition: torch.Tensor, condition_sigma: float = 0.0):
+        if clean.ndim != 5:
+            raise ValueError(f"expected clean latents (B, C, T, H, W), got shape {tuple(clean.shape)}")
+        b, _, t = clean.shape[:3]
+        cond = torch.as_tensor(condition, dtype=torch.bool, device=clean.device)
+        if cond.ndim == 1:
+            cond = cond.unsqueeze(0).expand(b, -1)
+        if tuple(cond.shape) != (b, t):
+            raise ValueError(f"expected a condition mask of shape ({t},) or ({b}, {t}), got {tuple(cond.shape)}")
+        self.net_fn = net_fn
+        self.clean = clean.to(torch.float64)
+        self.cond = cond  # (B, T)
+        self.cond5 = cond[:, None, :, None, None]  # (B, 1, T, 1, 1)
+        self.condition_sigma = float(condition_sigma)
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        """x: (B, C, T, H, W) float64 noisy state at ``sigma`` -> (B, C, T, H, W) float64 x0 estimate."""
+        sig = torch.where(self.cond, torch.full_like(self.cond, self.condition_sigma, dtype=torch.float64),
+                          torch.full_like(self.cond, float(sigma), dtype=torch.float64))  # (B, T)
+        c_skip, c_out, c_in, c_noise = rf_scalings(sig)
+        x_in = torch.where(self.cond5, self.clean, x)  # conditioning frames fed clean
+        c5 = lambda c: c[:, None, :, None, None]  # noqa: E731  (B, T) -> (B, 1, T, 1, 1)
+        out = self.net_fn(c5(c_in) * x_in, c_noise)
+        self.calls += 1
+        x0 = c5(c_skip) * x_in + c5(c_out) * out.to(torch.float64)
+        return torch.where(self.cond5, self.clean, x0)  # and replaced by the clean latent after the call
+
+
+def sample(denoiser: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.Tensor, n_calls: int,
+           sigma_max: float = 80.0, sigma_min: float = 4.0, rho: float = 7.0) -> torch.Tensor:
+    """Run the exact n-call sampler from ``x_T`` (float64); returns the final x0 (float64)."""
+    sigmas = karras_sigmas(n_calls, sigma_max, sigma_min, rho)
+    x = x_T.to(torch.float64)
+    if n_calls == 1:
+        return denoiser(x, float(sigmas[0]))
+    m = n_calls - 1
+    x0_prev: Optional[torch.Tensor] = None
+    for i in range(m):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        x0 = denoiser(x, s)
+        if i == 0:  # Euler step in x0 form
+            r = s_next / s
+            x = r * x + (1.0 - r) * x0
+        else:  # 2nd-order exponential multistep in lambda = -log(sigma)
+            h = math.log(s / s_next)
+            c2 = math.log(s / float(sigmas[i - 1])) / h
+            phi1 = math.expm1(-h) / (-h)
+            phi2 = (phi1 - 1.0) / (-h)
+            b2 = phi2 / c2
+            b1 = phi1 - b2
+            x = math.exp(-h) * x + h * (b1 * x0 + b2 * x0_prev)
+        x0_prev = x0
+    return denoiser(x, float(sigmas[m]))
+
+
+@dataclass
+class Stage:
+    """One sampling pass: which frames are conditioning and how many network calls."""
+
+    name: str
+    condition: Tuple[int, ...]
+    steps: int
+
+
+def plan_stages(layout: LatentLayout, cfg: SamplerConfig, start: str = "policy") -> List[Stage]:
+    """The passes for ``cfg.mode``.
+
+    parallel: one pass conditioned for ``start`` (policy / world_model / value_v / value_q) with
+    ``action_steps`` calls. autoregressive (planning): action (policy conditioning, ``action_steps``),
+    then future state (world-model conditioning: the sampled action frame is clean,
+    ``future_state_steps``), then value (``cfg.value_condition``, ``value_steps``). Starting from
+    ``world_model`` skips the action pass (the action is given).
+    """
+    if start not in MODES:
+        raise ValueError(f"start mode: expected one of {MODES}, got {start!r}")
+    if cfg.mode == "parallel":
+        return [Stage(start, layout.condition_indices(start), cfg.action_steps)]
+    stages = []
+    if start == "policy":
+        stages.append(Stage("action", layout.condition_indices("policy"), cfg.action_steps))
+    if start in ("policy", "world_model"):
+        stages.append(Stage("future_state", layout.condition_indices("world_model"), cfg.future_state_steps))
+    stages.append(Stage("value", layout.condition_indices(cfg.value_condition), cfg.value_steps))
+    return stages
+
+
+@dataclass
+class SampleResult:
+    """x0: (B, C, T, H, W) float64 final latents (conditioning frames bit-identical to the input);
+    calls: network calls per stage; seconds: wall time per stage."""
+
+    x0: torch.Tensor
+    calls: Dict[str, int] = field(default_factory=dict)
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+
+def run_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seeds: Sequence[int],
+               cfg: SamplerConfig, timer: Optional[Callable[[], float]] = None) -> SampleResult:
+    """Run the passes one after the other; each pass's generated frames become the next pass's clean
+    input. Noise for every pass comes from the per-seed generators (continued between passes)."""
+    if clean.shape[0] != len(seeds):
+        raise ValueError(f"expected one seed per batch row ({clean.shape[0]}), got {len(seeds)}")
+    import time
+    timer = timer or time.perf_counter
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+    current = clean.to(torch.float64)
+    t_frames = clean.shape[2]
+    result = SampleResult(current)
+    for st in stages:
+        t0 = timer()
+        cond = torch.zeros(t_frames, dtype=torch.bool)
+        cond[list(st.condition)] = True
+        den = Denoiser(net_fn, current, cond.to(clean.device), cfg.condition_sigma)
+        x_T = initial_noise(seeds, clean.shape[1:], cfg.sigma_max, generators=gens).to(clean.device)
+        current = sample(den, x_T, st.steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
+        result.calls[st.name] = den.calls
+        result.seconds[st.name] = timer() - t0
+    result.x0 = current
+    return result
