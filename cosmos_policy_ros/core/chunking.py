@@ -1,0 +1,273 @@
+"""Action-chunk splicing for a fixed-rate commander: which planned action to send at each tick.
+
+Time model (all times in seconds, passed in by the caller; nothing here reads a clock):
+
+* The commander ticks on a grid ``t0 + k * period``; ``k`` is the integer *tick number* (:class:`TickClock`).
+* A chunk planned from an observation taken at ``stamp`` holds ``horizon`` actions; action ``i`` is the one
+  planned for time ``stamp + i * period``. On the tick grid that is tick ``base + i`` with
+  ``base = round((stamp - t0) / period)`` (integer arithmetic from there on, so consecutive ticks use
+  consecutive indices: no action is replayed or skipped).
+* A new chunk replaces the running one from the next tick on (optionally cross-faded over ``blend_ticks``).
+* Cold start / restart: when the commander is holding (no chunk running), the robot did not move while it
+  waited, so the chunk is re-based to start at its first action on the next tick (skipping ahead by the
+  latency there would command a jump). If the robot was still moving when the observation was taken and
+  the hold began after it, the chunk starts at the action planned for the tick the hold began.
+* When the running chunk ends before the next one arrives, the caller holds: chunks are never padded and
+  never extrapolated. A chunk that arrives after its last planned tick is rejected.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+_NEVER = -(10 ** 15)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One action chunk as received from the policy.
+
+    actions: (horizon, action_dim) absolute targets in robot units; stamp: observation time (s).
+    """
+
+    chunk_id: int
+    stamp: float
+    period: float
+    actions: np.ndarray
+    policy_id: str = ""
+
+    def __post_init__(self):
+        a = np.asarray(self.actions, dtype=np.float64)
+        if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1:
+            raise ValueError(f"expected actions of shape (horizon>=1, action_dim>=1), got {a.shape}")
+        if not (self.period > 0 and math.isfinite(self.period)):
+            raise ValueError(f"expected a positive chunk period, got {self.period}")
+        if not math.isfinite(self.stamp):
+            raise ValueError(f"expected a finite chunk stamp, got {self.stamp}")
+        object.__setattr__(self, "actions", a)
+
+    @property
+    def horizon(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.actions.shape[1])
+
+
+@dataclass
+class SpliceConfig:
+    """Splicing settings.
+
+    period: commander tick period (s); chunks must carry the same period (within ``period_tolerance``).
+    blend_ticks: cross-fade from the old chunk to a new one over this many ticks (0 = switch at once).
+    action_dim: expected values per action.
+    """
+
+    period: float = 0.04
+    blend_ticks: int = 0
+    action_dim: int = 14
+    period_tolerance: float = 1e-4
+
+    def __post_init__(self):
+        if not (self.period > 0 and math.isfinite(self.period)):
+            raise ValueError(f"period: expected a positive number of seconds, got {self.period}")
+        if int(self.blend_ticks) != self.blend_ticks or self.blend_ticks < 0:
+            raise ValueError(f"blend_ticks: expected an integer >= 0, got {self.blend_ticks}")
+        if self.action_dim < 1:
+            raise ValueError(f"action_dim: expected >= 1, got {self.action_dim}")
+        self.blend_ticks = int(self.blend_ticks)
+
+
+class TickClock:
+    """Tick numbering for a periodic timer: tolerant to jitter, honest about missed ticks.
+
+    The first call fixes ``t0``. Each later call is normally the next tick; a callback that comes so late
+    that the wall clock already passed (most of) another period counts the skipped ticks as *missed*, so
+    the tick number stays aligned with time (``t0 + k * period``).
+    """
+
+    def __init__(self, period: float, late_fraction: float = 0.95):
+        if not period > 0:
+            raise ValueError(f"period: expected > 0, got {period}")
+        if not 0.5 <= late_fraction < 1.0:
+            raise ValueError(f"late_fraction: expected in [0.5, 1), got {late_fraction}")
+        self.period = float(period)
+        self._slack = 1.0 - late_fraction
+        self.t0: Optional[float] = None
+        self.tick: Optional[int] = None
+        self.missed_total = 0
+
+    def advance(self, now: float) -> Tuple[int, int]:
+        """Register a timer callback at time ``now``; return (tick number, ticks missed since the last call)."""
+        if self.t0 is None:
+            self.t0 = float(now)
+            self.tick = 0
+            return 0, 0
+        k_wall = math.floor((now - self.t0) / self.period + self._slack)
+        k = max(self.tick + 1, k_wall)
+        missed = k - self.tick - 1
+        self.tick = k
+        self.missed_total += missed
+        return k, missed
+
+    def time_of(self, tick: int) -> float:
+        """Nominal time of tick ``tick``."""
+        if self.t0 is None:
+            raise RuntimeError("TickClock not started")
+        return self.t0 + tick * self.period
+
+    def tick_of(self, t: float) -> int:
+        """The tick whose nominal time is nearest to ``t`` (may be negative or in the future)."""
+        if self.t0 is None:
+            raise RuntimeError("TickClock not started")
+        return int(math.floor((t - self.t0) / self.period + 0.5))
+
+
+@dataclass
+class Acceptance:
+    """What happened to a chunk handed to :meth:`ChunkSplicer.add_chunk`.
+
+    accepted: the chunk runs from ``first_tick`` at index ``start_index``.
+    reason: "ok", "cold_start" or why it was rejected ("expired", "out_of_order", "period", "action_dim").
+    margin_ticks: ticks the previously running chunk still had left at ``next_tick`` (negative: it had
+        already run out that many ticks ago; None when nothing was running).
+    """
+
+    accepted: bool
+    reason: str
+    chunk_id: int
+    first_tick: int = 0
+    start_index: int = 0
+    margin_ticks: Optional[int] = None
+
+
+@dataclass
+class Planned:
+    """The splicer's answer for one tick: the planned action, or None (caller holds) with a reason."""
+
+    tick: int
+    action: Optional[np.ndarray]
+    chunk_id: int = -1
+    index: int = -1
+    blended: bool = False
+    reason: str = "chunk"
+
+
+@dataclass
+class _Active:
+    chunk: Chunk
+    base: int  # tick at which action 0 is (or would have been) executed
+
+
+class ChunkSplicer:
+    """Keeps the running chunk and answers "which action at tick k" (see the module docstring).
+
+    Pure: ticks are integers on the caller's :class:`TickClock`; chunk stamps are converted with the same
+    clock's ``t0``. Thread-unsafe by design (the commander calls it from one timer).
+    """
+
+    def __init__(self, config: SpliceConfig):
+        self.config = config
+        self._active: Optional[_Active] = None
+        self._previous: Optional[_Active] = None  # for blending
+        self._switch_tick: Optional[int] = None
+        # Tick the current hold began; "since forever" at start (the robot has not been commanded yet).
+        self._hold_since: int = _NEVER
+        self._last_stamp = -math.inf
+        self.last_end_tick: Optional[int] = None
+
+    @property
+    def holding(self) -> bool:
+        """True when no chunk is running (the caller holds its last safe command)."""
+        return self._active is None
+
+    @property
+    def active_chunk_id(self) -> int:
+        return self._active.chunk.chunk_id if self._active else -1
+
+    def end_tick(self) -> Optional[int]:
+        """First tick past the running chunk's last action, or None when holding."""
+        if self._active is None:
+            return None
+        return self._active.base + self._active.chunk.horizon
+
+    def add_chunk(self, chunk: Chunk, next_tick: int, clock: TickClock) -> Acceptance:
+        """Splice ``chunk`` in, effective from tick ``next_tick`` (the next tick the caller will run)."""
+        cfg = self.config
+        if abs(chunk.period - cfg.period) > cfg.period_tolerance:
+            return Acceptance(False, "period", chunk.chunk_id)
+        if chunk.action_dim != cfg.action_dim:
+            return Acceptance(False, "action_dim", chunk.chunk_id)
+        if chunk.stamp <= self._last_stamp:
+            return Acceptance(False, "out_of_order", chunk.chunk_id)
+        base = clock.tick_of(chunk.stamp)
+        end = self.end_tick()
+        margin = None if end is None else end - next_tick
+        if self._active is None:
+            # The robot stood still since `_hold_since`: start where the plan meets a standing robot.
+            start_index = max(0, self._hold_since - base)
+            if start_index >= chunk.horizon:
+                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin)
+            self._active = _Active(chunk, next_tick - start_index)
+            self._previous = None
+            self._switch_tick = None
+            reason = "cold_start"
+        else:
+            start_index = next_tick - base
+            if start_index >= chunk.horizon:
+                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin)
+            if start_index < 0:
+                # Observation stamped in the future relative to the tick grid (clock skew): start at 0.
+                base = next_tick
+                start_index = 0
+            self._previous = self._active if cfg.blend_ticks > 0 else None
+            self._active = _Active(chunk, base)
+            self._switch_tick = next_tick
+            reason = "ok"
+        self._last_stamp = chunk.stamp
+        return Acceptance(True, reason, chunk.chunk_id, first_tick=next_tick, start_index=start_index,
+                          margin_ticks=margin)
+
+    def hold(self, tick: int) -> None:
+        """Stop the running chunk (fault, e-stop): the robot holds from ``tick`` on until a new chunk."""
+        if self._active is not None:
+            self._hold_since = tick
+        self._active = None
+        self._previous = None
+        self._switch_tick = None
+
+    def reject_before(self, stamp: float) -> None:
+        """Refuse chunks observed at or before ``stamp`` (planned from an observation a fault invalidated)."""
+        self._last_stamp = max(self._last_stamp, stamp)
+
+    def action_at(self, tick: int) -> Planned:
+        """The planned action for ``tick`` (call once per tick, in increasing order)."""
+        if self._active is None:
+            return Planned(tick, None, reason="no_chunk")
+        act = self._active
+        i = tick - act.base
+        if i >= act.chunk.horizon:
+            self.last_end_tick = act.base + act.chunk.horizon
+            self.hold(self.last_end_tick)
+            return Planned(tick, None, chunk_id=act.chunk.chunk_id, index=i, reason="chunk_ended")
+        if i < 0:  # cannot happen after add_chunk's re-basing; keep it explicit rather than index from the end
+            return Planned(tick, None, chunk_id=act.chunk.chunk_id, index=i, reason="not_started")
+        action = act.chunk.actions[i]
+        blended = False
+        prev = self._previous
+        if prev is not None and self._switch_tick is not None:
+            j = tick - self._switch_tick  # 0 .. blend_ticks-1 while blending
+            pi = tick - prev.base
+            if 0 <= j < self.config.blend_ticks and 0 <= pi < prev.chunk.horizon:
+                w = (j + 1) / (self.config.blend_ticks + 1)
+                action = (1.0 - w) * prev.chunk.actions[pi] + w * action
+                blended = True
+            elif j >= self.config.blend_ticks:
+                self._previous = None
+        return Planned(tick, np.array(action, dtype=np.float64), chunk_id=act.chunk.chunk_id, index=i,
+                       blended=blended, reason="blend" if blended else "chunk")

@@ -1,0 +1,136 @@
+"""Splicing logic: exact indices per tick, cold start, hold at the end, blending, rejections (no ROS)."""
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core.chunking import Chunk, ChunkSplicer, SpliceConfig, TickClock
+
+P = 0.04
+
+
+def ramp_chunk(chunk_id, stamp, horizon=50, dim=14):
+    """Actions whose first value is the index (so tests read which action was sent)."""
+    a = np.zeros((horizon, dim))
+    a[:, 0] = np.arange(horizon)
+    a[:, 1] = chunk_id
+    return Chunk(chunk_id, stamp, P, a)
+
+
+def started_clock(t0=100.0):
+    clock = TickClock(P)
+    clock.advance(t0)
+    return clock
+
+
+def test_tick_clock_counts_missed_ticks_and_tolerates_jitter():
+    clock = TickClock(P)
+    assert clock.advance(10.0) == (0, 0)
+    assert clock.advance(10.0 + P + 0.015) == (1, 0)  # late but within the period
+    assert clock.advance(10.0 + 2 * P + 0.001) == (2, 0)
+    assert clock.advance(10.0 + 3 * P - 0.002) == (3, 0)  # slightly early
+    assert clock.advance(10.0 + 5 * P + 0.005) == (5, 1)  # tick 4 never ran
+    assert clock.missed_total == 1
+    assert clock.tick_of(10.0 + 7 * P + 0.01) == 7
+
+
+def test_cold_start_begins_at_first_action_then_consecutive_indices():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P))
+    assert sp.action_at(1).action is None and sp.holding
+    # Observed at tick 0, arrives for tick 20 (0.8 s latency): cold start still runs action 0 first.
+    acc = sp.add_chunk(ramp_chunk(1, clock.time_of(0)), next_tick=20, clock=clock)
+    assert acc.accepted and acc.reason == "cold_start" and acc.start_index == 0
+    got = [sp.action_at(k) for k in range(20, 70)]
+    assert [int(p.action[0]) for p in got] == list(range(50))
+    end = sp.action_at(70)
+    assert end.action is None and end.reason == "chunk_ended" and sp.holding
+
+
+def test_splice_by_observation_time_no_replay_no_skip():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P))
+    sp.add_chunk(ramp_chunk(1, clock.time_of(0)), next_tick=0, clock=clock)
+    sent = [sp.action_at(k) for k in range(0, 30)]
+    # Chunk 2 observed at tick 25 (+ sub-tick stamp noise), arrives for tick 30: index 5 runs at tick 30.
+    acc = sp.add_chunk(ramp_chunk(2, clock.time_of(25) + 0.003), next_tick=30, clock=clock)
+    assert acc.accepted and acc.start_index == 5 and acc.margin_ticks == 20
+    sent += [sp.action_at(k) for k in range(30, 75)]
+    ids = [(int(p.action[1]), int(p.action[0])) for p in sent]
+    assert ids[:30] == [(1, i) for i in range(30)]
+    assert ids[30:] == [(2, i) for i in range(5, 50)]
+    # the tick each planned action was meant for equals the tick it was sent at
+    for k, p in zip(range(75), sent):
+        stamp_tick = 0 if p.chunk_id == 1 else 25
+        assert stamp_tick + p.index == k
+
+
+def test_late_chunk_is_rejected_and_running_off_the_end_holds():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P))
+    sp.add_chunk(ramp_chunk(1, clock.time_of(0)), next_tick=0, clock=clock)
+    for k in range(50):
+        assert sp.action_at(k).action is not None
+    held = sp.action_at(50)
+    assert held.action is None and held.reason == "chunk_ended"
+    # A chunk observed at tick 0 arriving at tick 60 planned nothing for tick 60 or later: rejected.
+    acc = sp.add_chunk(ramp_chunk(2, clock.time_of(0) + 0.001), next_tick=60, clock=clock)
+    assert not acc.accepted and acc.reason == "expired"
+    assert sp.action_at(60).action is None
+
+
+def test_restart_after_hold_uses_hold_tick_not_arrival_tick():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P))
+    sp.add_chunk(ramp_chunk(1, clock.time_of(0)), next_tick=0, clock=clock)
+    for k in range(10):
+        sp.action_at(k)
+    sp.hold(10)  # fault at tick 10: robot stops where tick 9 left it
+    # Observed at tick 5 (robot still moving), arrives at tick 40: resume at the action planned for tick 10.
+    acc = sp.add_chunk(ramp_chunk(2, clock.time_of(5)), next_tick=40, clock=clock)
+    assert acc.accepted and acc.reason == "cold_start" and acc.start_index == 5
+    assert int(sp.action_at(40).action[0]) == 5
+    assert int(sp.action_at(41).action[0]) == 6
+    # Observed after the hold began: starts from its first action.
+    sp.hold(42)
+    acc = sp.add_chunk(ramp_chunk(3, clock.time_of(50)), next_tick=70, clock=clock)
+    assert acc.start_index == 0 and int(sp.action_at(70).action[0]) == 0
+
+
+def test_out_of_order_wrong_period_and_dim_are_rejected():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P))
+    assert sp.add_chunk(ramp_chunk(1, clock.time_of(10)), 10, clock).accepted
+    assert sp.add_chunk(ramp_chunk(2, clock.time_of(5)), 11, clock).reason == "out_of_order"
+    assert sp.add_chunk(Chunk(3, clock.time_of(12), 0.02, np.zeros((50, 14))), 12, clock).reason == "period"
+    assert sp.add_chunk(Chunk(4, clock.time_of(12), P, np.zeros((50, 7))), 12, clock).reason == "action_dim"
+    sp.reject_before(clock.time_of(20))
+    assert sp.add_chunk(ramp_chunk(5, clock.time_of(15)), 21, clock).reason == "out_of_order"
+
+
+def test_blending_crossfades_then_follows_new_chunk():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P, blend_ticks=3))
+    a1 = np.zeros((50, 14))
+    a2 = np.ones((50, 14))
+    sp.add_chunk(Chunk(1, clock.time_of(0), P, a1), 0, clock)
+    for k in range(10):
+        sp.action_at(k)
+    sp.add_chunk(Chunk(2, clock.time_of(8), P, a2), 10, clock)
+    vals = [sp.action_at(k) for k in range(10, 15)]
+    assert [round(float(v.action[0]), 3) for v in vals] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [v.blended for v in vals] == [True, True, True, False, False]
+
+
+def test_chunk_is_never_padded_or_extrapolated():
+    clock = started_clock()
+    sp = ChunkSplicer(SpliceConfig(period=P))
+    sp.add_chunk(Chunk(1, clock.time_of(0), P, np.ones((3, 14))), 0, clock)
+    assert [sp.action_at(k).action is not None for k in range(5)] == [True, True, True, False, False]
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="expected a positive"):
+        SpliceConfig(period=0)
+    with pytest.raises(ValueError, match="blend_ticks"):
+        SpliceConfig(blend_ticks=-1)
+    with pytest.raises(ValueError, match="expected actions of shape"):
+        Chunk(1, 0.0, P, np.zeros(14))
