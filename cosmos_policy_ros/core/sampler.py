@@ -1,7 +1,8 @@
 """The Cosmos Policy sampler: rectified-flow scaling, Karras sigmas, second-order multistep in x0 form.
 
-No weights and no I/O here: the network is a function ``net_fn(x_in, c_noise) -> F`` with
-``x_in`` (B, C, T, H, W), ``c_noise`` (B, T) (one noise level per latent frame). Everything follows
+No weights and no I/O here: the network is a function ``net_fn(x_in, c_noise, cond) -> F`` with
+``x_in`` (B, C, T, H, W) float64, ``c_noise`` (B, T) float64 (one noise level per latent frame) and
+``cond`` (B, T) bool (True = conditioning frame; the network turns it into its mask channel). Everything follows
 facts sheet section 3:
 
 - RF scaling (sigma_data = 1): ``t = sigma / (sigma + 1)``, ``c_skip = 1 - t``, ``c_out = -t``,
@@ -25,7 +26,7 @@ import torch
 
 from .layout import MODES, LatentLayout
 
-NetFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+NetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 SAMPLE_MODES = ("parallel", "autoregressive")
 
@@ -128,7 +129,7 @@ class Denoiser:
         c_skip, c_out, c_in, c_noise = rf_scalings(sig)
         x_in = torch.where(self.cond5, self.clean, x)  # conditioning frames fed clean
         c5 = lambda c: c[:, None, :, None, None]  # noqa: E731  (B, T) -> (B, 1, T, 1, 1)
-        out = self.net_fn(c5(c_in) * x_in, c_noise)
+        out = self.net_fn(c5(c_in) * x_in, c_noise, self.cond)
         self.calls += 1
         x0 = c5(c_skip) * x_in + c5(c_out) * out.to(torch.float64)
         return torch.where(self.cond5, self.clean, x0)  # and replaced by the clean latent after the call

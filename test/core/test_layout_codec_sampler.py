@@ -102,7 +102,7 @@ class CountingNetTestDouble:
         self.calls = 0
         self.c_noise_seen = []
 
-    def __call__(self, x_in, c_noise):
+    def __call__(self, x_in, c_noise, cond):
         self.calls += 1
         self.c_noise_seen.append(c_noise.clone())
         return torch.tanh(x_in * 0.1) + c_noise[:, None, :, None, None]

@@ -1,0 +1,241 @@
+"""The Cosmos-Predict2 DiT + Wan 2.1 VAE, built from diffusers classes with the exactness settings.
+
+diffusers 0.42.1 ships the exact network (``CosmosTransformer3DModel``) and VAE (``AutoencoderKLWan``).
+Two settings make its output identical to the reference network (facts sheet section 4; checked by
+reading ``transformer_cosmos.py``: ``CosmosRotaryPosEmbed.forward`` scales the temporal positions by
+``base_fps / fps`` only when fps is given, and ``Attention(qk_norm="rms_norm")`` builds ``RMSNorm`` with
+eps 1e-5 whose ``forward`` reads ``self.eps`` at call time):
+
+- ``fps=None`` on every call (the 2B model has no fps modulation of RoPE);
+- per-head q/k RMSNorm eps = 1e-6, set on the modules after construction (:func:`set_qk_norm_eps`).
+
+The reference's 17 input channels + padding mask (``concat_padding_mask=True``) would call torchvision;
+instead the model is built with ``in_channels=18, concat_padding_mask=False`` and we feed
+``cat([latent (16), condition_mask (1), padding_mask (1, zeros)])``: the patch embedding then has the
+same (72 -> hidden) weight with the same column order, so NVIDIA weights load unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+#: Wan 2.1 latent normalisation (16 per-channel means / stds; the reference hard-codes the same values).
+WAN_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+WAN_LATENTS_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                   3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+LATENT_CHANNELS = 16
+SPATIAL_COMPRESSION = 8
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class VAEConfig:
+    """AutoencoderKLWan architecture. z_dim must stay 16 (the latent layout and the DiT expect it)."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: Tuple[int, ...] = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attn_scales: Tuple[float, ...] = ()
+    temperal_downsample: Tuple[bool, ...] = (False, True, True)
+
+    def __post_init__(self):
+        if self.z_dim != LATENT_CHANNELS:
+            raise ValueError(f"vae z_dim: expected {LATENT_CHANNELS}, got {self.z_dim}")
+        self.dim_mult = tuple(int(v) for v in self.dim_mult)
+        self.attn_scales = tuple(float(v) for v in self.attn_scales)
+        self.temperal_downsample = tuple(bool(v) for v in self.temperal_downsample)
+        if len(self.dim_mult) != 4 or list(self.temperal_downsample) != [False, True, True]:
+            raise ValueError("vae: expected dim_mult of 4 levels and temperal_downsample (False, True, True) "
+                             f"(8x spatial, 4x temporal), got {self.dim_mult}, {self.temperal_downsample}")
+        if self.base_dim < 1 or self.num_res_blocks < 1:
+            raise ValueError(f"vae: expected base_dim, num_res_blocks >= 1, got {self.base_dim}, {self.num_res_blocks}")
+
+
+@dataclass
+class NetworkConfig:
+    """Transformer + VAE + input sizes. ``image_size`` (px) sets the latent size (image_size / 8)."""
+
+    name: str = "cosmos-predict2-2b"
+    num_layers: int = 28
+    num_attention_heads: int = 16
+    attention_head_dim: int = 128
+    mlp_ratio: float = 4.0
+    text_embed_dim: int = 1024
+    text_len: int = 512
+    adaln_lora_dim: int = 256
+    max_size: Tuple[int, int, int] = (128, 240, 240)
+    patch_size: Tuple[int, int, int] = (1, 2, 2)
+    rope_scale: Tuple[float, float, float] = (1.0, 3.0, 3.0)
+    qk_norm_eps: float = 1e-6
+    image_size: int = 224
+    vae: VAEConfig = field(default_factory=VAEConfig)
+
+    def __post_init__(self):
+        if isinstance(self.vae, dict):
+            self.vae = VAEConfig(**self.vae)
+        self.max_size = tuple(int(v) for v in self.max_size)
+        self.patch_size = tuple(int(v) for v in self.patch_size)
+        self.rope_scale = tuple(float(v) for v in self.rope_scale)
+        if self.patch_size[0] != 1:
+            raise ValueError(f"patch_size: expected temporal patch 1 (per-frame noise levels need it), got {self.patch_size}")
+        if self.image_size % (SPATIAL_COMPRESSION * self.patch_size[1]) or self.image_size % (SPATIAL_COMPRESSION * self.patch_size[2]):
+            raise ValueError(f"image_size: expected a multiple of {SPATIAL_COMPRESSION * self.patch_size[1]}, got {self.image_size}")
+        for name in ("num_layers", "num_attention_heads", "attention_head_dim", "text_embed_dim", "text_len", "adaln_lora_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"network {name}: expected >= 1, got {getattr(self, name)}")
+
+    @property
+    def latent_size(self) -> int:
+        """Latent height = width (28 for 224 px)."""
+        return self.image_size // SPATIAL_COMPRESSION
+
+    @property
+    def latent_frame_shape(self) -> Tuple[int, int, int]:
+        """(C, H', W') of one latent frame: (16, 28, 28) for the 2B ALOHA model."""
+        return (LATENT_CHANNELS, self.latent_size, self.latent_size)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NetworkConfig":
+        d = dict(d)
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"network config: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        return cls(**d)
+
+
+#: The released 2B Video2World network (1,956,413,440 transformer parameters) at 224 px.
+NETWORK_2B = NetworkConfig()
+
+
+def tiny_network_config(image_size: int = 64, text_embed_dim: int = 32, text_len: int = 8) -> NetworkConfig:
+    """A CPU-sized config of the same classes: 2 layers, hidden 64, VAE base_dim 8, 64 px -> 8x8 latents."""
+    return NetworkConfig(name="tiny", num_layers=2, num_attention_heads=2, attention_head_dim=32, mlp_ratio=4.0,
+                         text_embed_dim=text_embed_dim, text_len=text_len, adaln_lora_dim=16,
+                         image_size=image_size, vae=VAEConfig(base_dim=8))
+
+
+def get_dtype(name) -> torch.dtype:
+    """'float32' / 'bfloat16' / 'float16' (or a torch.dtype) -> torch.dtype."""
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return _DTYPES[str(name)]
+    except KeyError:
+        raise ValueError(f"dtype: expected one of {sorted(_DTYPES)}, got {name!r}") from None
+
+
+def set_qk_norm_eps(transformer: nn.Module, eps: float = 1e-6) -> int:
+    """Set eps of every attention q/k RMSNorm (diffusers builds them with 1e-5); returns how many."""
+    n = 0
+    for module in transformer.modules():
+        for attr in ("norm_q", "norm_k"):
+            norm = getattr(module, attr, None)
+            if norm is not None and hasattr(norm, "eps"):
+                norm.eps = eps
+                n += 1
+    return n
+
+
+def build_transformer(cfg: NetworkConfig):
+    """CosmosTransformer3DModel with 18 input channels, no padding-mask concat, no learnable pos-emb."""
+    from diffusers import CosmosTransformer3DModel
+
+    model = CosmosTransformer3DModel(
+        in_channels=LATENT_CHANNELS + 2, out_channels=LATENT_CHANNELS,
+        num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
+        num_layers=cfg.num_layers, mlp_ratio=cfg.mlp_ratio, text_embed_dim=cfg.text_embed_dim,
+        adaln_lora_dim=cfg.adaln_lora_dim, max_size=cfg.max_size, patch_size=cfg.patch_size,
+        rope_scale=cfg.rope_scale, concat_padding_mask=False, extra_pos_embed_type=None)
+    set_qk_norm_eps(model, cfg.qk_norm_eps)
+    return model
+
+
+def build_vae(cfg: NetworkConfig):
+    """AutoencoderKLWan with the Wan 2.1 latent statistics."""
+    from diffusers import AutoencoderKLWan
+
+    v = cfg.vae
+    return AutoencoderKLWan(base_dim=v.base_dim, z_dim=v.z_dim, dim_mult=list(v.dim_mult),
+                            num_res_blocks=v.num_res_blocks, attn_scales=list(v.attn_scales),
+                            temperal_downsample=list(v.temperal_downsample),
+                            latents_mean=list(WAN_LATENTS_MEAN), latents_std=list(WAN_LATENTS_STD))
+
+
+class CosmosNetwork(nn.Module):
+    """The transformer and the VAE, with the input assembly and the latent normalisation.
+
+    ``forward`` is the raw network ``F`` used by the sampler; ``encode`` / ``decode`` map between
+    videos in [-1, 1] (B, 3, F, H, W) and normalised latents (B, 16, T, H/8, W/8).
+    """
+
+    def __init__(self, cfg: NetworkConfig, transformer=None, vae=None):
+        super().__init__()
+        self.cfg = cfg
+        self.transformer = transformer if transformer is not None else build_transformer(cfg)
+        self.vae = vae if vae is not None else build_vae(cfg)
+        set_qk_norm_eps(self.transformer, cfg.qk_norm_eps)  # also for weights loaded into a given model
+        self.register_buffer("latents_mean", torch.tensor(WAN_LATENTS_MEAN).view(1, -1, 1, 1, 1), persistent=False)
+        self.register_buffer("latents_std", torch.tensor(WAN_LATENTS_STD).view(1, -1, 1, 1, 1), persistent=False)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    def forward(self, x_in: torch.Tensor, c_noise: torch.Tensor, cond: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Raw network output F.
+
+        x_in: (B, 16, T, H, W) scaled noisy latents (any float dtype); c_noise: (B, T) per-frame noise
+        level; cond: (B, T) bool conditioning frames; text: (B, L, D) T5 embeddings.
+        Returns (B, 16, T, H, W) in the model dtype.
+        """
+        b, c, t, h, w = x_in.shape
+        dt = self.dtype
+        mask = cond.to(dt)[:, None, :, None, None].expand(b, 1, t, h, w)  # (B, 1, T, H, W), 1 = condition
+        pad = torch.zeros((b, 1, t, h, w), dtype=dt, device=x_in.device)  # padding mask: no padding
+        hidden = torch.cat([x_in.to(dt), mask, pad], dim=1)  # (B, 18, T, H, W)
+        # timestep (B, 1, T, 1, 1): one noise level per latent frame, kept float32 for the sinusoids
+        timestep = c_noise.to(torch.float32)[:, None, :, None, None]
+        return self.transformer(hidden, timestep, text.to(dt), fps=None, return_dict=False)[0]
+
+    def net_fn(self, text: torch.Tensor):
+        """Bind the text embeddings: -> ``f(x_in, c_noise, cond)`` as the sampler expects."""
+        return lambda x_in, c_noise, cond: self.forward(x_in, c_noise, cond, text)
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> (B, 16, 1 + (F-1)/4, H/8, W/8) normalised latents (encoder mean),
+        the whole sequence in one VAE call (the VAE is causal)."""
+        vdt = next(self.vae.parameters()).dtype
+        mu = self.vae.encode(video.to(vdt)).latent_dist.mean
+        return (mu.float() - self.latents_mean) / self.latents_std
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, 16, T, h, w) normalised latents -> (B, 3, 1 + 4(T-1), 8h, 8w) video in [-1, 1]."""
+        vdt = next(self.vae.parameters()).dtype
+        z = latents.float() * self.latents_std + self.latents_mean
+        return self.vae.decode(z.to(vdt)).sample.float()
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
