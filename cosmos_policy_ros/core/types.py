@@ -42,6 +42,7 @@ class PolicyOutput:
     value: predicted value of the future state in [0, 1], or NaN when the backend does not predict one.
     timings: stage name -> seconds (e.g. "preprocess", "encode", "denoise", "decode", "total").
     seed: the seed the sample was drawn with.
+    clipped: True when some action fell outside the dataset statistics' range and was clipped to it.
     """
 
     actions: np.ndarray
@@ -50,6 +51,7 @@ class PolicyOutput:
     value: float = float("nan")
     timings: Dict[str, float] = field(default_factory=dict)
     seed: int = 0
+    clipped: bool = False
 
 
 @runtime_checkable

@@ -1,0 +1,361 @@
+"""Cosmos Policy: observation -> action chunk, future images / proprio and value (PolicyBackend).
+
+One query (facts sheet sections 1-3):
+
+1. check the observation (cameras, uint8 RGB, proprio length, finite values, known instruction);
+2. preprocess each camera (squash 256, resize, 90% centre crop) and build the raw video: blank frame,
+   then 4 copies per latent slot (current images in their slots, future-image placeholders hold copies
+   of the current images, vector slots hold blank images);
+3. encode it with the VAE in one call -> clean latents; inject the normalised proprio (and, for world-model
+   queries, the given action chunk) by tiling;
+4. sample (parallel: one pass with ``action_steps`` calls gives action, future state and value;
+   autoregressive: separate passes) for every seed in one batch;
+5. extract action (mean over complete copies, un-normalised, **clipped** to the stats range), future
+   proprio and value ((v+1)/2 in [0, 1]); put the clean pre-injection latents back into the vector frames
+   and decode the future images.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from . import codec
+from .checkpoint import (CheckpointData, CheckpointError, load_checkpoint, load_strict, save_checkpoint)
+from .codec import DatasetStats
+from .images import ImageConfig, check_image, from_model_range, preprocess_batch, to_model_range
+from .layout import ALOHA, LatentLayout, get_layout
+from .network import CosmosNetwork, NetworkConfig, build_transformer, build_vae, get_dtype, tiny_network_config
+from .sampler import SamplerConfig, plan_stages, run_stages
+from .types import Observation, PolicyOutput
+
+#: The released deploy's fixed seed.
+DEFAULT_SEED = 195
+
+
+class ObservationError(ValueError):
+    """The observation cannot be fed to the model (the message says which part and why)."""
+
+
+@dataclass
+class Prepared:
+    """An observation turned into model inputs (shared by every candidate of a batch).
+
+    clean: (1, 16, T, h, w) float32 latents of the raw video *before* injection (decode needs them);
+    proprio_norm: (proprio_dim,) float64 normalised proprio; text: (1, L, D) embedding;
+    images: camera -> (S, S, 3) uint8 model-input image; timings: seconds per stage so far.
+    """
+
+    clean: torch.Tensor
+    proprio_norm: np.ndarray
+    text: torch.Tensor
+    images: Dict[str, np.ndarray]
+    timings: Dict[str, float] = field(default_factory=dict)
+
+
+class CosmosPolicy:
+    """The policy backend (implements :class:`cosmos_policy_ros.core.types.PolicyBackend`)."""
+
+    period: float = 0.04
+
+    def __init__(self, network: CosmosNetwork, layout: LatentLayout, stats: DatasetStats,
+                 embeddings: Mapping[str, torch.Tensor], sampler: Optional[SamplerConfig] = None,
+                 image: Optional[ImageConfig] = None, policy_id: str = "cosmos-policy", period: float = 0.04,
+                 default_seed: int = DEFAULT_SEED, decode_future_images: bool = True, clip_actions: bool = True):
+        if stats.action_dim != layout.action_dim or stats.proprio_dim != layout.proprio_dim:
+            raise ValueError(f"stats dims (actions {stats.action_dim}, proprio {stats.proprio_dim}) do not match "
+                             f"layout {layout.name!r} (actions {layout.action_dim}, proprio {layout.proprio_dim})")
+        if not embeddings:
+            raise ValueError("expected at least one instruction embedding")
+        d = network.cfg.text_embed_dim
+        for k, e in embeddings.items():
+            if e.ndim != 3 or e.shape[0] != 1 or e.shape[2] != d:
+                raise ValueError(f"embedding of {k!r}: expected shape (1, L, {d}), got {tuple(e.shape)}")
+        if period <= 0:
+            raise ValueError(f"period: expected > 0, got {period}")
+        frame = int(np.prod(network.cfg.latent_frame_shape))
+        if layout.horizon * layout.action_dim > frame or layout.proprio_dim > frame:
+            raise ValueError(f"layout {layout.name!r} vectors do not fit a latent frame of {frame} values")
+        self.network = network.eval()
+        self.layout = layout
+        self.stats = stats
+        self.embeddings = {k: v.detach().to("cpu") for k, v in embeddings.items()}
+        self.sampler = sampler or SamplerConfig()
+        self.image = image or ImageConfig(size=network.cfg.image_size)
+        if self.image.size != network.cfg.image_size:
+            raise ValueError(f"image size {self.image.size} does not match the network's {network.cfg.image_size}")
+        self.policy_id = policy_id
+        self.period = float(period)
+        self.default_seed = int(default_seed)
+        self.decode_future_images = decode_future_images
+        self.clip_actions = clip_actions
+        self.horizon = layout.horizon
+        self.action_dim = layout.action_dim
+        self.dtype = "float32"
+
+    # ---- PolicyBackend -------------------------------------------------------------------------
+    @property
+    def instructions(self) -> List[str]:
+        return sorted(self.embeddings)
+
+    @property
+    def device(self) -> torch.device:
+        return self.network.device
+
+    def infer(self, obs: Observation, seed: Optional[int] = None, **kwargs) -> PolicyOutput:
+        """One chunk for ``obs`` (seed defaults to the released deploy's 195)."""
+        return self.infer_batch(obs, [self.default_seed if seed is None else int(seed)], **kwargs)[0]
+
+    def infer_batch(self, obs: Observation, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
+                    start: str = "policy", sampler: Optional[SamplerConfig] = None,
+                    decode_images: Optional[bool] = None) -> List[PolicyOutput]:
+        """One sample per seed, all in one batch per network call.
+
+        actions: for ``start="world_model"`` (planning), the given chunk(s) in robot units, (H, A) for all
+        seeds or (N, H, A) one per seed; injected into the action frame as a condition.
+        sampler: override the checkpoint's sampler settings (e.g. autoregressive with 1..5 steps).
+        """
+        seeds = [int(s) for s in seeds]
+        if not seeds:
+            raise ValueError("expected at least one seed")
+        t_total = time.perf_counter()
+        prep = self.prepare(obs)
+        cfg = sampler or self.sampler
+        if start in ("world_model", "value_q") and actions is None:
+            raise ValueError(f"start={start!r} needs the action chunk (actions=...)")
+        clean = self._inject(prep, len(seeds), actions)  # (B, 16, T, h, w) float32
+        stages = plan_stages(self.layout, cfg, start)
+        text = prep.text.to(self.device).expand(len(seeds), -1, -1)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            res = run_stages(self.network.net_fn(text), clean, stages, seeds, cfg)
+        t_denoise = time.perf_counter() - t0
+        outs = self._extract(res.x0, prep, seeds, decode_images if decode_images is not None else self.decode_future_images)
+        total = time.perf_counter() - t_total
+        for o in outs:
+            o.timings.update(prep.timings)
+            o.timings["denoise"] = t_denoise
+            for name, s in res.seconds.items():
+                o.timings[f"denoise_{name}"] = s
+            o.timings["network_calls"] = float(sum(res.calls.values()))
+            o.timings["total"] = total
+        return outs
+
+    # ---- stages --------------------------------------------------------------------------------
+    def check_observation(self, obs: Observation) -> None:
+        """Raise ObservationError unless ``obs`` can be fed to this policy."""
+        if obs.instruction not in self.embeddings:
+            raise ObservationError(f"unknown instruction {obs.instruction!r}; known instructions: {self.instructions}")
+        missing = [c for c in self.layout.cameras if c not in obs.images]
+        if missing:
+            raise ObservationError(f"missing camera images {missing}; expected {list(self.layout.cameras)}")
+        for cam in self.layout.cameras:
+            try:
+                check_image(obs.images[cam], self.image, f"camera {cam!r}")
+            except ValueError as e:
+                raise ObservationError(str(e)) from None
+        p = np.asarray(obs.proprio)
+        if p.shape != (self.layout.proprio_dim,):
+            raise ObservationError(f"proprio: expected shape ({self.layout.proprio_dim},), got {p.shape}")
+        if not np.issubdtype(p.dtype, np.number) or not np.all(np.isfinite(p.astype(np.float64))):
+            raise ObservationError(f"proprio: expected finite numbers, got {p.tolist()}")
+
+    def prepare(self, obs: Observation) -> Prepared:
+        """Check, preprocess, build the raw video and VAE-encode it (one call) -> :class:`Prepared`."""
+        t0 = time.perf_counter()
+        self.check_observation(obs)
+        cams = self.layout.cameras
+        raw = torch.stack([torch.from_numpy(np.ascontiguousarray(obs.images[c])).permute(2, 0, 1) for c in cams]) \
+            if len({obs.images[c].shape for c in cams}) == 1 else None
+        if raw is not None:
+            imgs = preprocess_batch(raw, self.image)  # (ncam, 3, S, S) uint8
+        else:  # cameras of different sizes: one by one
+            imgs = torch.cat([preprocess_batch(torch.from_numpy(np.ascontiguousarray(obs.images[c])).permute(2, 0, 1)[None],
+                                               self.image) for c in cams])
+        by_cam = {c: imgs[i] for i, c in enumerate(cams)}
+        video = self._raw_video(by_cam)  # (1, 3, F, S, S) in [-1, 1]
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            clean = self.network.encode(video.to(self.device))  # (1, 16, T, h, w) float32
+        t2 = time.perf_counter()
+        if clean.shape[2] != self.layout.num_frames:
+            raise RuntimeError(f"VAE gave {clean.shape[2]} latent frames, layout expects {self.layout.num_frames}")
+        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(np.asarray(obs.proprio, np.float64), self.stats),
+                        text=self.embeddings[obs.instruction],
+                        images={c: by_cam[c].permute(1, 2, 0).numpy() for c in cams},
+                        timings={"preprocess": t1 - t0, "encode": t2 - t1})
+
+    def _raw_video(self, by_cam: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """camera -> (3, S, S) uint8 -> (1, 3, F, S, S) float32 in [-1, 1] following the layout.
+        Blank frames (frame 0 and the vector slots) are black images (UNVERIFIED: the reference's blank)."""
+        s = self.image.size
+        lay = self.layout
+        frames = torch.zeros((lay.num_raw_frames, 3, s, s), dtype=torch.uint8)
+        for k, slot in enumerate(lay.slots):
+            if slot.kind == "image":  # current image, and its copy as the future placeholder
+                for f in lay.raw_frames(k):
+                    frames[f] = by_cam[slot.camera]
+        return to_model_range(frames).permute(1, 0, 2, 3).unsqueeze(0)
+
+    def _inject(self, prep: Prepared, batch: int, actions: Optional[np.ndarray]) -> torch.Tensor:
+        lay, fs = self.layout, self.network.cfg.latent_frame_shape
+        x = prep.clean.expand(batch, -1, -1, -1, -1).clone()  # (B, 16, T, h, w)
+        p = torch.from_numpy(prep.proprio_norm).to(x.device, torch.float32)[None].expand(batch, -1)
+        x[:, :, lay.current_proprio_index] = codec.inject(p, fs)
+        if actions is not None:
+            a = np.asarray(actions, dtype=np.float64)
+            if a.shape == (lay.horizon, lay.action_dim):
+                a = np.broadcast_to(a, (batch,) + a.shape)
+            if a.shape != (batch, lay.horizon, lay.action_dim) or not np.all(np.isfinite(a)):
+                raise ValueError(f"actions: expected finite ({lay.horizon}, {lay.action_dim}) or "
+                                 f"({batch}, {lay.horizon}, {lay.action_dim}), got {a.shape}")
+            an = torch.from_numpy(codec.normalize_actions(a, self.stats).reshape(batch, -1)).to(x.device, torch.float32)
+            x[:, :, lay.action_index] = codec.inject(an, fs)
+        return x
+
+    def _extract(self, x0: torch.Tensor, prep: Prepared, seeds: Sequence[int], decode: bool) -> List[PolicyOutput]:
+        lay = self.layout
+        b = x0.shape[0]
+        a_norm = codec.extract(x0[:, :, lay.action_index], lay.horizon * lay.action_dim).cpu().numpy()
+        p_norm = codec.extract(x0[:, :, lay.future_proprio_index], lay.proprio_dim).cpu().numpy()
+        v_raw = codec.extract_value(x0[:, :, lay.value_index]).cpu().numpy()
+        images: List[Dict[str, np.ndarray]] = [{} for _ in range(b)]
+        t_dec = 0.0
+        if decode:
+            t0 = time.perf_counter()
+            images = self._decode_future(x0, prep.clean)
+            t_dec = time.perf_counter() - t0
+        outs = []
+        for i in range(b):
+            acts, clipped = codec.unnormalize_actions(a_norm[i].reshape(lay.horizon, lay.action_dim), self.stats,
+                                                      clip=self.clip_actions)
+            outs.append(PolicyOutput(
+                actions=acts.astype(np.float32), future_images=images[i],
+                future_proprio=codec.unnormalize_proprio(p_norm[i], self.stats).astype(np.float32),
+                value=float(codec.value_to_unit(v_raw[i])), timings={"decode": t_dec}, seed=int(seeds[i]),
+                clipped=clipped))
+        return outs
+
+    def _decode_future(self, x0: torch.Tensor, clean: torch.Tensor) -> List[Dict[str, np.ndarray]]:
+        """Vector frames back to their clean latents, decode up to the last future image (the decoder is
+        causal), take each future image slot's first raw frame."""
+        lay = self.layout
+        fut = lay.image_indices("future")
+        if not fut:
+            return [{} for _ in range(x0.shape[0])]
+        lat = x0.to(torch.float32).clone()
+        # latents decoded only up to the last future image frame; vector frames get the clean ones back
+        injected = list(lay.injected_indices())
+        last = max(fut.values())
+        lat[:, :, injected] = clean[:, :, injected].to(lat.device).expand(lat.shape[0], -1, -1, -1, -1)
+        with torch.inference_mode():
+            video = self.network.decode(lat[:, :, : last + 1])  # (B, 3, F', S, S)
+        u8 = from_model_range(video)  # (B, 3, F', S, S) uint8
+        out = []
+        for b in range(lat.shape[0]):
+            out.append({cam: u8[b, :, lay.raw_frame(k)].permute(1, 2, 0).cpu().numpy() for cam, k in fut.items()})
+        return out
+
+    # ---- conversion helpers --------------------------------------------------------------------
+    def to_checkpoint_data(self) -> CheckpointData:
+        """The policy as plain tensors + configs (for :func:`save_policy`)."""
+        return CheckpointData(network=self.network.cfg, layout=self.layout, sampler=self.sampler, image=self.image,
+                              stats=self.stats, embeddings=dict(self.embeddings),
+                              transformer_state=self.network.transformer.state_dict(),
+                              vae_state=self.network.vae.state_dict(), policy_id=self.policy_id, dtype=self.dtype)
+
+
+# ================================================================================================
+# building, loading, saving
+# ================================================================================================
+def _to(module: torch.nn.Module, device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move, and cast only when needed (diffusers warns on every dtype cast through ``to``)."""
+    module = module.to(device)
+    if any(p.dtype != dtype for p in module.parameters()):
+        module = module.to(dtype=dtype)
+    return module
+
+
+def policy_from_data(data: CheckpointData, device: Union[str, torch.device] = "cpu",
+                     dtype: Optional[str] = None, **kwargs) -> CosmosPolicy:
+    """Build the modules on the meta device, strict-load the weights, cast and move them."""
+    dt = get_dtype(dtype or ("float32" if torch.device(device).type == "cpu" else data.dtype))
+    with torch.device("meta"):
+        transformer = build_transformer(data.network)
+        vae = build_vae(data.network)
+    reports = {r.what.split(" ")[0]: r for r in data.reports}
+    load_strict(transformer, data.transformer_state, "transformer weights", reports.get("transformer"), assign=True)
+    load_strict(vae, data.vae_state, "VAE weights", reports.get("VAE"), assign=True)
+    # the VAE stays float32 unless bf16 is asked for on a GPU (it is small; float32 keeps images exact)
+    net = CosmosNetwork(data.network, _to(transformer, device, dt), _to(vae, device, torch.float32))
+    net.latents_mean = net.latents_mean.to(device)  # buffers were created on the default device
+    net.latents_std = net.latents_std.to(device)
+    policy = CosmosPolicy(net, data.layout, data.stats, data.embeddings, data.sampler, data.image,
+                          policy_id=data.policy_id, **kwargs)
+    policy.dtype = str(dt).replace("torch.", "")
+    return policy
+
+
+def load_policy(source: Union[str, Path], device: Union[str, torch.device] = "cpu", dtype: Optional[str] = None,
+                vae_source: Optional[Union[str, Path]] = None, layout: Union[str, LatentLayout] = "aloha",
+                image_size: int = 224, cache_dir: Optional[Union[str, Path]] = None, write_cache: bool = True,
+                local_files_only: bool = False, **kwargs) -> CosmosPolicy:
+    """Load a policy from a local directory or a Hugging Face repo id, in our format or NVIDIA's.
+
+    NVIDIA checkpoints are converted once (strict key / shape check, readable report on failure) and
+    cached in our format (see :func:`cosmos_policy_ros.core.checkpoint.load_checkpoint`). ``dtype``
+    defaults to float32 on CPU and to the checkpoint's dtype (bfloat16 for NVIDIA) elsewhere. Extra
+    keyword arguments go to :class:`CosmosPolicy` (period, default_seed, decode_future_images, ...).
+    """
+    data = load_checkpoint(source, vae_source=vae_source, layout=layout, image_size=image_size,
+                           cache_dir=cache_dir, write_cache=write_cache, local_files_only=local_files_only)
+    return policy_from_data(data, device=device, dtype=dtype, **kwargs)
+
+
+def save_policy(policy: CosmosPolicy, directory: Union[str, Path]) -> Path:
+    """Write ``policy`` in our checkpoint format (config.json, model/vae/t5 safetensors, stats JSON)."""
+    return save_checkpoint(policy.to_checkpoint_data(), directory)
+
+
+def aloha_like_stats(action_dim: int = 14, proprio_dim: int = 14) -> DatasetStats:
+    """Plausible ALOHA ranges (arm joints about +-1.5 rad, grippers 0..1) for tiny random policies."""
+    lo = np.full(action_dim, -1.5)
+    hi = np.full(action_dim, 1.5)
+    for g in (6, 13):
+        if g < action_dim:
+            lo[g], hi[g] = 0.0, 1.0
+    plo, phi = lo[:proprio_dim].copy(), hi[:proprio_dim].copy()
+    return DatasetStats.from_dict({
+        "actions_min": lo, "actions_max": hi, "actions_mean": (lo + hi) / 2, "actions_std": (hi - lo) / 4,
+        "actions_median": (lo + hi) / 2, "proprio_min": plo, "proprio_max": phi, "proprio_mean": (plo + phi) / 2,
+        "proprio_std": (phi - plo) / 4, "proprio_median": (plo + phi) / 2})
+
+
+DEFAULT_TINY_INSTRUCTIONS = ("put the candy in the bowl", "transfer the cube", "fold the shirt")
+
+
+def make_tiny_policy(seed: int = 0, image_size: int = 64, layout: Union[str, LatentLayout] = ALOHA,
+                     instructions: Sequence[str] = DEFAULT_TINY_INSTRUCTIONS, stats: Optional[DatasetStats] = None,
+                     sampler: Optional[SamplerConfig] = None, network: Optional[NetworkConfig] = None,
+                     policy_id: Optional[str] = None, **kwargs) -> CosmosPolicy:
+    """A small randomly initialised policy (same classes as the 2B one) for tests, the demo and training.
+
+    Deterministic for a given seed; the global torch RNG is left untouched.
+    """
+    lay = layout if isinstance(layout, LatentLayout) else get_layout(layout)
+    cfg = network or tiny_network_config(image_size=image_size)
+    st = stats or aloha_like_stats(lay.action_dim, lay.proprio_dim)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer = build_transformer(cfg)
+        vae = build_vae(cfg)
+        g = torch.Generator().manual_seed(seed + 1)
+        emb = {ins: torch.randn(1, cfg.text_len, cfg.text_embed_dim, generator=g) for ins in instructions}
+    net = CosmosNetwork(cfg, transformer, vae)
+    return CosmosPolicy(net, lay, st, emb, sampler or SamplerConfig(), ImageConfig(size=cfg.image_size),
+                        policy_id=policy_id or f"tiny-{lay.name}-seed{seed}", **kwargs)
