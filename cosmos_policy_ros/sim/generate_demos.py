@@ -1,0 +1,183 @@
+"""Scripted demonstrations in the simulated ALOHA, written in the reference's episode HDF5 layout.
+
+    python -m cosmos_policy_ros.sim.generate_demos --task transfer_cube --episodes 50 --out demos/ \
+        --image-size 96 96
+
+Timing: physics at 50 Hz, the expert acts at 25 Hz (each action is held for two physics steps, as the
+policy does at deployment). Step t of a file: ``observations/*[t]`` is the state at physics step 2t,
+before ``action[t]`` is applied for physics steps 2t and 2t+1. One file per episode,
+``episode_<i>.hdf5`` (written atomically by ``cosmos_policy_training.episodes.write_episode``):
+/observations/qpos, /observations/qvel (T, 14), /observations/images/<cam> (T, H, W, 3) uint8,
+/observations/timestamps (T,), /action (T, 14); attrs sim=True, task_description, success (the task
+reached reward 4 at some step), success_score (max reward / 4), fps=25, plus task, seed, expert settings.
+Images are rendered directly at the requested size (no resize pass).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from cosmos_policy_ros.core.types import ALOHA_CAMERAS
+from cosmos_policy_ros.sim.aloha_sim import CONTROL_HZ, SUCCESS_REWARD, TASK_DESCRIPTIONS, TASKS, AlohaSim
+from cosmos_policy_ros.sim.expert import make_expert
+
+#: Policy / demo rate: every second 50 Hz physics step.
+DEMO_HZ = 25
+
+
+@dataclass
+class ExpertEpisode:
+    """One expert rollout at ``hz``: obs[t] (qpos, qvel, images) precedes action[t]."""
+
+    qpos: np.ndarray  # (T, 14)
+    qvel: np.ndarray  # (T, 14)
+    action: np.ndarray  # (T, 14)
+    images: Dict[str, np.ndarray]  # cam -> (T, H, W, 3) uint8
+    seed: int
+    success: bool  # reward 4 reached at some step
+    success_at_end: bool  # reward 4 at the last step
+    max_reward: int
+    first_success_step: Optional[int]  # 50 Hz physics step of the first success, None if never
+    hz: int = DEMO_HZ
+    extra: Dict[str, object] = field(default_factory=dict)
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.qpos.shape[0])
+
+
+def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = True,
+                   cameras: Optional[Sequence[str]] = None, image_size: Optional[Sequence[int]] = None,
+                   **expert_kwargs) -> ExpertEpisode:
+    """Reset ``sim`` to ``seed``, run the scripted expert for ``sim.config.max_steps`` physics steps at ``hz``.
+
+    The expert is queried once per ``50 // hz`` physics steps for the target at the end of that hold.
+    Images (when ``render``) are rendered at ``image_size`` (default: the sim's) for ``cameras``.
+    """
+    if CONTROL_HZ % hz:
+        raise ValueError(f"expected a rate dividing {CONTROL_HZ} Hz, got {hz}")
+    stride = CONTROL_HZ // hz
+    cams = tuple(sim.config.cameras if cameras is None else cameras)
+    size = tuple(int(v) for v in (image_size or sim.config.image_size))
+    sim.reset(seed, render=False)
+    expert = make_expert(sim, **expert_kwargs)
+    T = sim.config.max_steps // stride
+    qpos = np.empty((T, 14))
+    qvel = np.empty((T, 14))
+    action = np.empty((T, 14))
+    images = {c: np.empty((T,) + size + (3,), dtype=np.uint8) for c in cams} if render else {}
+    first = None
+    for t in range(T):
+        qpos[t] = sim.qpos14()
+        qvel[t] = sim.qvel14()
+        if render:
+            for cam, img in sim.render(cams, size=size).items():
+                images[cam][t] = img
+        a = expert.action(sim.step_count + stride)
+        action[t] = a
+        for _ in range(stride):
+            _, _, success, _ = sim.step(a, render=False)
+            if success and first is None:
+                first = sim.step_count
+    return ExpertEpisode(qpos=qpos, qvel=qvel, action=action, images=images, seed=int(seed),
+                         success=sim.ever_success, success_at_end=sim.success, max_reward=int(sim.max_reward),
+                         first_success_step=first, hz=hz)
+
+
+def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str, object]) -> Path:
+    """Write one expert episode in the reference layout (see the module docstring)."""
+    from cosmos_policy_training.episodes import write_episode  # one writer for every episode file
+
+    T = ep.num_steps
+    return write_episode(
+        path, qpos=ep.qpos, action=ep.action, images=ep.images, task=TASK_DESCRIPTIONS[task],
+        success=ep.success, success_score=ep.max_reward / SUCCESS_REWARD, fps=float(ep.hz), qvel=ep.qvel,
+        timestamps=np.arange(T) / float(ep.hz), sim=True,
+        extra_attrs={"task": task, "seed": ep.seed, "physics_hz": CONTROL_HZ, "policy_name": "scripted_expert",
+                     "success_at_end": ep.success_at_end, "max_reward": ep.max_reward,
+                     "first_success_step": -1 if ep.first_success_step is None else ep.first_success_step,
+                     "expert_kwargs": json.dumps(expert_kwargs)})
+
+
+def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (480, 640),
+             seed_start: int = 0, cameras: Sequence[str] = ALOHA_CAMERAS, max_steps: int = 400,
+             time_scale: float = 1.0, meeting_jitter: float = 0.0, skip_failures: bool = False,
+             progress: bool = True) -> List[Path]:
+    """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
+
+    With ``skip_failures`` failed rollouts are not written and further seeds are tried until
+    ``episodes`` files exist (at most 3x as many attempts).
+    """
+    from tqdm import tqdm
+
+    if episodes <= 0:
+        raise ValueError(f"expected episodes > 0, got {episodes}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False)
+    kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter}
+    paths: List[Path] = []
+    seed = seed_start
+    failures = 0
+    bar = tqdm(total=episodes, desc=f"{task} demos", unit="ep", disable=not progress)
+    try:
+        while len(paths) < episodes and seed < seed_start + 3 * episodes:
+            ep = rollout_expert(sim, seed, **kwargs)
+            seed += 1
+            if not ep.success:
+                failures += 1
+                if skip_failures:
+                    continue
+            paths.append(write_demo(out / f"episode_{len(paths)}.hdf5", ep, task, kwargs))
+            bar.update(1)
+            bar.set_postfix(failures=failures)
+    finally:
+        bar.close()
+        sim.close()
+    return paths
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI arguments (also usable as a `cosmos-policy` subcommand)."""
+    parser.add_argument("--task", choices=TASKS, default="transfer_cube")
+    parser.add_argument("--episodes", type=int, required=True, help="number of episode files to write")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (episode_<i>.hdf5)")
+    parser.add_argument("--image-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
+                        help="rendered image size (rendered directly at this size); default 480 640")
+    parser.add_argument("--cameras", nargs="+", default=list(ALOHA_CAMERAS))
+    parser.add_argument("--seed-start", type=int, default=0, help="first scene seed (seeds are consecutive)")
+    parser.add_argument("--max-steps", type=int, default=400, help="50 Hz physics steps per episode (T = max/2)")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="stretch (>1) or compress the expert's schedule")
+    parser.add_argument("--meeting-jitter", type=float, default=0.0,
+                        help="per-episode random offset (m) of the hand-over point, for more varied demos")
+    parser.add_argument("--skip-failures", action="store_true", help="do not write failed rollouts")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the demos; print a one-line summary."""
+    t0 = time.monotonic()
+    paths = generate(args.task, args.episodes, args.out, image_size=tuple(args.image_size), seed_start=args.seed_start,
+                     cameras=tuple(args.cameras), max_steps=args.max_steps, time_scale=args.time_scale,
+                     meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
+                     progress=not args.no_progress)
+    print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
+    return 0 if len(paths) == args.episodes else 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cosmos_policy_ros.sim.generate_demos",
+                                     description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
