@@ -25,7 +25,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -141,6 +141,127 @@ def resize_frames(frames: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
     return out
 
 
+class EpisodeWriter:
+    """Write an episode step by step (frames go to disk as they come, so long full-resolution episodes never
+    sit in memory); :func:`write_episode` is the all-at-once form. Same layout either way.
+
+    Usage: ``w = EpisodeWriter(path, cameras)``; ``w.append(qpos, action, {cam: frame})`` per step;
+    ``w.close(task, success, success_score)``. Written to ``<path>.tmp`` and renamed on close, so a reader
+    never sees a half-written episode; :meth:`abort` removes the temporary file.
+    """
+
+    def __init__(self, path: PathLike, cameras: Sequence[str], *, fps: Optional[float] = 25.0,
+                 jpeg_quality: Optional[int] = None, sim: bool = False):
+        self.path = Path(path)
+        self.cameras = list(cameras)
+        self.fps = fps
+        self.jpeg_quality = jpeg_quality
+        self.sim = sim
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._f: Optional[h5py.File] = h5py.File(self._tmp, "w")
+        self._obs = self._f.create_group("observations")
+        self._img = self._obs.create_group("images")
+        self._ds: Dict[str, h5py.Dataset] = {}
+        self._lens: List[List[int]] = [[] for _ in self.cameras]
+        self._rows: Dict[str, List[np.ndarray]] = {"qpos": [], "action": [], "qvel": [], "effort": [], "timestamps": []}
+        self.num_steps = 0
+
+    def append(self, qpos: np.ndarray, action: np.ndarray, images: Mapping[str, np.ndarray], *,
+               timestamp: Optional[float] = None, qvel: Optional[np.ndarray] = None,
+               effort: Optional[np.ndarray] = None) -> None:
+        """Add one step: proprio before the action, the executed action, one (H, W, 3) uint8 frame per camera."""
+        if self._f is None:
+            raise RuntimeError(f"{self.path}: writer already closed")
+        if sorted(images) != sorted(self.cameras):
+            raise ValueError(f"expected frames for cameras {self.cameras}, got {sorted(images)}")
+        for ci, cam in enumerate(self.cameras):
+            frame = images[cam]
+            if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+                raise ValueError(f"camera {cam!r}: expected an (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+            ds = self._ds.get(cam)
+            if self.jpeg_quality is None:
+                if ds is None:
+                    # One chunk per frame: training reads random single steps.
+                    ds = self._ds[cam] = self._img.create_dataset(
+                        cam, shape=(0,) + frame.shape, maxshape=(None,) + frame.shape, dtype=np.uint8,
+                        chunks=(1,) + frame.shape)
+                elif ds.shape[1:] != frame.shape:
+                    raise ValueError(f"camera {cam!r}: frame shape changed from {ds.shape[1:]} to {frame.shape}")
+                ds.resize(self.num_steps + 1, axis=0)
+                ds[self.num_steps] = frame
+            else:
+                data = np.frombuffer(encode_jpeg(frame, self.jpeg_quality), dtype=np.uint8)
+                if ds is None:
+                    ds = self._ds[cam] = self._img.create_dataset(
+                        cam, shape=(0, len(data)), maxshape=(None, None), dtype=np.uint8, chunks=(1, 65536))
+                if len(data) > ds.shape[1]:
+                    ds.resize(len(data), axis=1)
+                ds.resize(self.num_steps + 1, axis=0)
+                row = np.zeros(ds.shape[1], dtype=np.uint8)
+                row[:len(data)] = data
+                ds[self.num_steps] = row
+                self._lens[ci].append(len(data))
+        self._rows["qpos"].append(np.asarray(qpos, dtype=np.float64))
+        self._rows["action"].append(np.asarray(action, dtype=np.float64))
+        for key, val in (("qvel", qvel), ("effort", effort), ("timestamps", timestamp)):
+            if val is not None:
+                self._rows[key].append(np.asarray(val, dtype=np.float64))
+        self.num_steps += 1
+
+    def close(self, task: str, success: bool, success_score: float,
+              extra_attrs: Optional[Mapping[str, Any]] = None) -> Path:
+        """Write proprio/actions and attributes, then move the file into place; returns the path."""
+        f = self._f
+        if f is None:
+            raise RuntimeError(f"{self.path}: writer already closed")
+        try:
+            T = self.num_steps
+            if T == 0:
+                raise ValueError(f"{self.path}: no steps to write")
+            self._obs.create_dataset("qpos", data=np.stack(self._rows["qpos"]))
+            f.create_dataset("action", data=np.stack(self._rows["action"]))
+            for key in ("qvel", "effort", "timestamps"):
+                rows = self._rows[key]
+                if rows:
+                    if len(rows) != T:
+                        raise ValueError(f"{key} given for {len(rows)} of {T} steps")
+                    self._obs.create_dataset(key, data=np.stack(rows))
+            compress = self.jpeg_quality is not None
+            f.attrs["sim"] = bool(self.sim)
+            f.attrs["task_description"] = str(task)
+            f.attrs["success"] = bool(success)
+            f.attrs["success_score"] = float(success_score)
+            f.attrs["compress"] = compress
+            if self.fps is not None:
+                f.attrs["fps"] = float(self.fps)
+            if compress:
+                f.create_dataset("compress_len", data=np.asarray(self._lens, dtype=np.int64))
+                f.attrs["compress_cams"] = np.array(self.cameras, dtype=h5py.string_dtype())
+            for key, value in (extra_attrs or {}).items():
+                if key in _KNOWN_ATTRS:
+                    raise ValueError(f"extra attr {key!r} clashes with a standard attribute")
+                f.attrs[key] = value
+            f.close()
+            self._f = None
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the partial file."""
+        if self._f is not None:
+            try:
+                self._f.close()
+            except Exception:
+                pass
+            self._f = None
+        if self._tmp.exists():
+            self._tmp.unlink()
+
+
 def write_episode(path: PathLike, qpos: np.ndarray, action: np.ndarray, images: Mapping[str, np.ndarray],
                   task: str, success: bool, success_score: float, *, fps: Optional[float] = 25.0,
                   jpeg_quality: Optional[int] = None, qvel: Optional[np.ndarray] = None,
@@ -149,10 +270,8 @@ def write_episode(path: PathLike, qpos: np.ndarray, action: np.ndarray, images: 
     """Write one episode as HDF5 in the layout described in the module docstring; returns the path.
 
     images: camera -> (T, H, W, 3) uint8 RGB. ``jpeg_quality`` set -> frames stored JPEG-compressed (ALOHA's
-    padded-bytes format) instead of raw arrays. The file is written to ``<path>.tmp`` and renamed, so a reader
-    never sees a half-written episode.
+    padded-bytes format) instead of raw arrays. Written to ``<path>.tmp`` and renamed (atomic).
     """
-    path = Path(path)
     qpos = np.asarray(qpos, dtype=np.float64)
     action = np.asarray(action, dtype=np.float64)
     if qpos.ndim != 2 or action.shape != qpos.shape:
@@ -161,50 +280,16 @@ def write_episode(path: PathLike, qpos: np.ndarray, action: np.ndarray, images: 
     for cam, frames in images.items():
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != T or frames.shape[3] != 3:
             raise ValueError(f"camera {cam!r}: expected ({T}, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    compress = jpeg_quality is not None
-    with h5py.File(tmp, "w") as f:
-        f.attrs["sim"] = bool(sim)
-        f.attrs["task_description"] = str(task)
-        f.attrs["success"] = bool(success)
-        f.attrs["success_score"] = float(success_score)
-        f.attrs["compress"] = compress
-        if fps is not None:
-            f.attrs["fps"] = float(fps)
-        for key, value in (extra_attrs or {}).items():
-            if key in _KNOWN_ATTRS:
-                raise ValueError(f"extra attr {key!r} clashes with a standard attribute")
-            f.attrs[key] = value
-        obs = f.create_group("observations")
-        obs.create_dataset("qpos", data=qpos)
-        for name, arr in (("qvel", qvel), ("effort", effort)):
-            if arr is not None:
-                obs.create_dataset(name, data=np.asarray(arr, dtype=np.float64))
-        if timestamps is not None:
-            obs.create_dataset("timestamps", data=np.asarray(timestamps, dtype=np.float64))
-        f.create_dataset("action", data=action)
-        img = obs.create_group("images")
-        cams = list(images)
-        if compress:
-            encoded = {cam: [encode_jpeg(fr, jpeg_quality) for fr in images[cam]] for cam in cams}
-            width = max([len(b) for bs in encoded.values() for b in bs] or [1])
-            lens = np.zeros((len(cams), T), dtype=np.int64)
-            for ci, cam in enumerate(cams):
-                buf = np.zeros((T, width), dtype=np.uint8)
-                for t, b in enumerate(encoded[cam]):
-                    buf[t, :len(b)] = np.frombuffer(b, dtype=np.uint8)
-                    lens[ci, t] = len(b)
-                img.create_dataset(cam, data=buf, chunks=(1, width))
-            f.create_dataset("compress_len", data=lens)
-            f.attrs["compress_cams"] = np.array(cams, dtype=h5py.string_dtype())
-        else:
-            for cam in cams:
-                frames = images[cam]
-                # One chunk per frame: training reads random single steps.
-                img.create_dataset(cam, data=frames, chunks=(1,) + frames.shape[1:])
-    os.replace(tmp, path)
-    return path
+    w = EpisodeWriter(path, list(images), fps=fps, jpeg_quality=jpeg_quality, sim=sim)
+    try:
+        for t in range(T):
+            w.append(qpos[t], action[t], {cam: fr[t] for cam, fr in images.items()},
+                     timestamp=None if timestamps is None else timestamps[t],
+                     qvel=None if qvel is None else qvel[t], effort=None if effort is None else effort[t])
+        return w.close(task, success, success_score, extra_attrs)
+    except BaseException:
+        w.abort()
+        raise
 
 
 def _attr_str(value: Any) -> str:
