@@ -271,3 +271,68 @@ class ChunkSplicer:
                 self._previous = None
         return Planned(tick, np.array(action, dtype=np.float64), chunk_id=act.chunk.chunk_id, index=i,
                        blended=blended, reason="blend" if blended else "chunk")
+
+
+class ReplanSchedule:
+    """When the policy node starts its next inference (pure; times in seconds on the observation clock).
+
+    Auto mode (``replan_period`` 0): the next observation is taken at
+    ``stamp + horizon * period - latency_estimate - margin``, so the new chunk arrives ``margin`` seconds before
+    the current one runs out. The latency estimate is the largest of the last ``window`` measured latencies,
+    excluding the first (warm-up) call; until a second call has been measured the warm-up latency (or
+    ``latency_guess`` when larger) stands in. Fixed mode: ``stamp + replan_period``.
+    """
+
+    def __init__(self, horizon: int, period: float, replan_period: float = 0.0, margin: float = 0.3,
+                 latency_guess: float = 0.0, window: int = 10):
+        if horizon < 1 or not period > 0:
+            raise ValueError(f"expected horizon >= 1 and period > 0, got {horizon}, {period}")
+        if replan_period < 0 or margin < 0 or latency_guess < 0:
+            raise ValueError(f"replan_period, margin, latency_guess: expected >= 0, got "
+                             f"{replan_period}, {margin}, {latency_guess}")
+        self.horizon = int(horizon)
+        self.period = float(period)
+        self.replan_period = float(replan_period)
+        self.margin = float(margin)
+        self.latency_guess = float(latency_guess)
+        self.window = int(window)
+        self.warmup: Optional[float] = None
+        self._recent: list = []
+
+    @property
+    def chunk_duration(self) -> float:
+        return self.horizon * self.period
+
+    def record_latency(self, latency: float) -> None:
+        """Register one measured observation-to-chunk latency (s); the first is the warm-up call."""
+        if self.warmup is None:
+            self.warmup = float(latency)
+            return
+        self._recent.append(float(latency))
+        del self._recent[:-self.window]
+
+    @property
+    def latency_estimate(self) -> float:
+        """Latency used for planning the trigger point (s)."""
+        if self._recent:
+            return max(self._recent)
+        return max(self.latency_guess, self.warmup or 0.0)
+
+    def trigger_offset(self) -> float:
+        """Seconds after an observation at which the next inference starts (>= 0)."""
+        if self.replan_period > 0:
+            return self.replan_period
+        return max(0.0, self.chunk_duration - self.latency_estimate - self.margin)
+
+    def next_start(self, stamp: float) -> float:
+        """Time to take the next observation after one taken at ``stamp``."""
+        return stamp + self.trigger_offset()
+
+    def expected_margin(self) -> float:
+        """Seconds the new chunk is expected to arrive before the current one runs out (negative: late)."""
+        return self.chunk_duration - self.trigger_offset() - self.latency_estimate
+
+    @property
+    def slower_than_chunk(self) -> bool:
+        """True when inference takes longer than a whole chunk: the robot will hold between chunks."""
+        return self.latency_estimate >= self.chunk_duration

@@ -134,3 +134,20 @@ def test_config_validation_messages():
         SpliceConfig(blend_ticks=-1)
     with pytest.raises(ValueError, match="expected actions of shape"):
         Chunk(1, 0.0, P, np.zeros(14))
+
+
+def test_replan_schedule_auto_trigger_excludes_warmup():
+    from cosmos_policy_ros.core.chunking import ReplanSchedule
+
+    s = ReplanSchedule(horizon=50, period=P, margin=0.2, latency_guess=0.5)
+    assert s.trigger_offset() == pytest.approx(2.0 - 0.5 - 0.2)
+    s.record_latency(1.5)  # warm-up: stands in until a real measurement exists
+    assert s.latency_estimate == 1.5
+    s.record_latency(0.8)
+    s.record_latency(0.7)
+    assert s.latency_estimate == 0.8 and s.trigger_offset() == pytest.approx(1.0)
+    assert s.next_start(10.0) == pytest.approx(11.0) and s.expected_margin() == pytest.approx(0.2)
+    assert not s.slower_than_chunk
+    s.record_latency(2.5)
+    assert s.slower_than_chunk and s.trigger_offset() == 0.0
+    assert ReplanSchedule(50, P, replan_period=0.5).trigger_offset() == 0.5

@@ -1,0 +1,408 @@
+"""Policy node: camera frames + follower joint states -> Cosmos Policy -> ActionChunk (+ future images, value).
+
+Subscription callbacks only store the latest stamped input (a zero-copy view of each image). Inference runs
+on a worker thread, never in a callback; the worker starts the next inference early enough that its chunk
+arrives before the current one runs out (:class:`~cosmos_policy_ros.core.chunking.ReplanSchedule`; the trigger
+point is reported in /diagnostics). Health goes out on ``~/status`` (diagnostic_msgs/DiagnosticStatus,
+level ERROR = the commander must hold) at ``status_rate`` and immediately on every change.
+
+The backend is chosen by the ``checkpoint`` parameter:
+  ``test-double:latency=0.8[,horizon=50,...]`` -> :class:`~cosmos_policy_ros.core.test_doubles.LatencyPolicyTestDouble`
+  ``tiny-random`` -> ``cosmos_policy_ros.core.policy.make_tiny_policy()`` (random tiny network, CPU)
+  anything else (local path or Hugging Face id) -> ``cosmos_policy_ros.core.checkpoint.load_policy(checkpoint)``
+The model modules are imported lazily, in the worker thread.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+import sys
+import threading
+import time
+import traceback
+from typing import Dict, List, Optional
+
+import numpy as np
+import rclpy
+import rclpy.executors
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float32
+
+from cosmos_policy_ros.msg import ActionChunk
+
+from ..core.chunking import ReplanSchedule
+from ..core.observation import ObservationAssembler, ObservationConfig
+from ..core.robot import ACTION_DIM, SIDES, gripper_convention
+from ..core.types import ALOHA_CAMERAS, PolicyOutput
+from . import diagnostics as dg
+from .conversions import chunk_to_msg, rgb_to_image_msg, stamp_to_sec
+from .params import Param, declare
+
+DEFAULT_CAMERA_TOPICS = [f"/{c}/camera/color/image_rect_raw" for c in ALOHA_CAMERAS]
+
+PARAMS = (
+    Param("checkpoint", "tiny-random", "policy to run: local path or Hugging Face id (core.checkpoint.load_policy), "
+          "'tiny-random' (random tiny network) or 'test-double:latency=<s>' (timing tests only)"),
+    Param("device", "", "torch device for the model (empty: the loader's default, cuda when available)"),
+    Param("task", "", "task instruction (must be one the checkpoint has a text embedding for)"),
+    Param("generation", "aloha2", "ALOHA generation selecting the gripper observation normalisation (aloha1 | aloha2)"),
+    Param("camera_topics", DEFAULT_CAMERA_TOPICS, "sensor_msgs/Image topics, one per camera slot"),
+    Param("camera_slots", list(ALOHA_CAMERAS), "model camera slot of each camera topic (same order)"),
+    Param("arms", ["follower_left", "follower_right"], "follower namespaces (left, right); joint states on <ns>/joint_states"),
+    Param("image_height", 480, "required camera image height (0 = any)"),
+    Param("image_width", 640, "required camera image width (0 = any)"),
+    Param("max_input_age", 0.2, "an input older than this (s) makes the observation invalid"),
+    Param("stamp_tolerance", 0.1, "largest allowed spread (s) between the input stamps of one observation"),
+    Param("replan_period", 0.0, "seconds from one observation to the next inference start; 0 = auto (just in time "
+          "for the chunk to arrive replan_margin before the current one runs out)"),
+    Param("replan_margin", 0.3, "auto mode: seconds the next chunk should arrive before the current one ends"),
+    Param("latency_guess", 0.0, "auto mode: inference latency (s) assumed until measured"),
+    Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
+    Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch and keep the highest predicted value "
+          "(0 or 1 = off)"),
+    Param("publish_future_images", True, "publish predicted future frames on ~/future/<slot>"),
+    Param("status_rate", 25.0, "Hz at which ~/status is published"),
+    Param("retry_delay", 0.5, "seconds to wait after a failed inference before retrying"),
+    Param("diagnostics_period", 1.0, "seconds between /diagnostics messages"),
+    Param("test_double_fault", "", "fault injection for the test double only: '', 'exception', 'nan', "
+          "'latency=<s>'", dynamic=True),
+)
+
+
+def load_backend(checkpoint: str, device: str = ""):
+    """Resolve the ``checkpoint`` parameter to a PolicyBackend (model modules imported lazily)."""
+    spec = checkpoint.strip()
+    if spec.startswith("test-double"):
+        from ..core.test_doubles import LatencyPolicyTestDouble
+
+        return LatencyPolicyTestDouble.from_spec(spec)
+    if spec in ("tiny-random", "tiny"):
+        from ..core import policy as policy_mod
+
+        return _call_with_device(policy_mod.make_tiny_policy, None, device)
+    if not spec:
+        raise ValueError("checkpoint: expected a path, a Hugging Face id, 'tiny-random' or 'test-double:...', got ''")
+    from ..core import checkpoint as ckpt_mod
+
+    return _call_with_device(ckpt_mod.load_policy, spec, device)
+
+
+def _call_with_device(fn, arg, device: str):
+    kwargs = {}
+    if device:
+        try:
+            if "device" in inspect.signature(fn).parameters:
+                kwargs["device"] = device
+        except (TypeError, ValueError):
+            pass
+    return fn(**kwargs) if arg is None else fn(arg, **kwargs)
+
+
+def validate_output(out: PolicyOutput, horizon: int, action_dim: int) -> Optional[str]:
+    """Problem with a policy output (shape, NaN), or None."""
+    a = np.asarray(out.actions)
+    if a.ndim != 2 or a.shape[1] != action_dim or a.shape[0] < 1:
+        return f"policy returned actions of shape {a.shape}, expected ({horizon}, {action_dim})"
+    if not np.all(np.isfinite(a)):
+        return f"policy returned non-finite actions ({int((~np.isfinite(a)).sum())} values)"
+    return None
+
+
+def pick_candidate(outputs: List[PolicyOutput]) -> int:
+    """Best-of-N by predicted value: the first candidate wins unless another scores strictly higher."""
+    best = 0
+    for i, o in enumerate(outputs):
+        v = o.value if o.value == o.value else -math.inf
+        b = outputs[best].value if outputs[best].value == outputs[best].value else -math.inf
+        if v > b:
+            best = i
+    return best
+
+
+class PolicyNode(Node):
+    """See the module docstring."""
+
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        p = declare(self, PARAMS)
+        self.p = p
+        if len(p["camera_topics"]) != len(p["camera_slots"]):
+            raise ValueError(f"camera_topics ({len(p['camera_topics'])}) and camera_slots ({len(p['camera_slots'])}) "
+                             "must have the same length")
+        if len(p["arms"]) != 2:
+            raise ValueError(f"arms: expected 2 follower namespaces (left, right), got {p['arms']}")
+        size = (p["image_height"], p["image_width"]) if p["image_height"] > 0 and p["image_width"] > 0 else None
+        self.assembler = ObservationAssembler(
+            ObservationConfig(cameras=p["camera_slots"], max_age=p["max_input_age"],
+                              stamp_tolerance=p["stamp_tolerance"], expected_size=size),
+            gripper_convention(p["generation"]))
+        self.rates: Dict[str, dg.RateMeter] = {}
+        for topic, slot in zip(p["camera_topics"], p["camera_slots"]):
+            self.rates[slot] = dg.RateMeter()
+            self.create_subscription(Image, topic, lambda m, s=slot: self._on_image(s, m), qos_profile_sensor_data)
+        for side, ns in zip(SIDES, p["arms"]):
+            self.rates[f"{side}_joint_states"] = dg.RateMeter()
+            self.create_subscription(JointState, "/" + ns.strip("/") + "/joint_states",
+                                     lambda m, s=side: self._on_js(s, m), qos_profile_sensor_data)
+        self.chunk_pub = self.create_publisher(ActionChunk, "~/action_chunk", 10)
+        self.status_pub = self.create_publisher(DiagnosticStatus, "~/status", 10)
+        self.value_pub = self.create_publisher(Float32, "~/value", 10)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.future_pubs = {s: self.create_publisher(Image, f"~/future/{s}", 2) for s in p["camera_slots"]} \
+            if p["publish_future_images"] else {}
+
+        self.backend = None
+        self.schedule: Optional[ReplanSchedule] = None
+        self._state_lock = threading.Lock()
+        self._input_problems: List[str] = ["waiting for inputs"]
+        self._infer_fault: Optional[str] = None
+        self._config_fault: Optional[str] = None
+        self._warning: Optional[str] = None
+        self._last_status: Optional[tuple] = None
+        self.latency = dg.Stats(200)
+        self.chunks_published = 0
+        self.inference_failures = 0
+        self.invalid_observations = 0
+        self._chunk_id = 0
+        self._last_obs_stamp: Optional[float] = None
+        self._last_input_log = 0.0
+
+        self.add_on_set_parameters_callback(self._on_set_params)
+        self.create_timer(1.0 / p["status_rate"], self._on_status_timer)
+        self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._run_worker, name="policy-inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(f"policy node: checkpoint {p['checkpoint']!r}, task {p['task']!r}, cameras "
+                               f"{dict(zip(p['camera_slots'], p['camera_topics']))}, arms {p['arms']}")
+
+    # -- inputs ----------------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_image(self, slot: str, msg: Image) -> None:
+        self.rates[slot].tick(time.monotonic())
+        err = self.assembler.set_image_fields(slot, stamp_to_sec(msg.header.stamp), msg.data, msg.height, msg.width,
+                                              msg.encoding, msg.step, msg.is_bigendian)
+        if err:
+            self.get_logger().error(f"unusable image: {err}", throttle_duration_sec=1.0)
+
+    def _on_js(self, side: str, msg: JointState) -> None:
+        self.rates[f"{side}_joint_states"].tick(time.monotonic())
+        err = self.assembler.set_joint_state(side, stamp_to_sec(msg.header.stamp), msg.position)
+        if err:
+            self.get_logger().error(f"unusable joint state: {err}", throttle_duration_sec=1.0)
+
+    def _on_set_params(self, params) -> SetParametersResult:
+        for prm in params:
+            if prm.name == "test_double_fault":
+                if self.backend is None or not hasattr(self.backend, "set_fault"):
+                    return SetParametersResult(successful=False,
+                                               reason="test_double_fault only applies to the test double backend")
+                try:
+                    self.backend.set_fault(prm.value)
+                except ValueError as exc:
+                    return SetParametersResult(successful=False, reason=str(exc))
+                self.get_logger().warning(f"test double fault set to {prm.value!r}")
+        return SetParametersResult(successful=True)
+
+    # -- status ------------------------------------------------------------------------------------------
+    def _status(self):
+        with self._state_lock:
+            faults = ([self._config_fault] if self._config_fault else []) + list(self._input_problems) + \
+                ([self._infer_fault] if self._infer_fault else [])
+            warning = self._warning
+        if faults:
+            return dg.ERROR, "; ".join(faults)
+        if self.backend is None:
+            return dg.WARN, "loading policy"
+        if warning:
+            return dg.WARN, warning
+        return dg.OK, "ready"
+
+    def _publish_status(self, force: bool = False) -> None:
+        level, message = self._status()
+        st = dg.make_status("policy", level, message, {}, "policy")
+        self.status_pub.publish(st)
+        key = (level, message.split(":")[0])
+        if key != self._last_status:
+            if self._last_status is not None or level != dg.OK:
+                log = self.get_logger()
+                {dg.OK: log.info, dg.WARN: log.warning}.get(level, log.error)(
+                    f"status {dg.LEVEL_NAMES[level]}: {message}")
+            self._last_status = key
+
+    def _on_status_timer(self) -> None:
+        problems = self.assembler.problems(self._now())
+        with self._state_lock:
+            self._input_problems = problems
+        self._publish_status()
+
+    def _set_input_problems(self, problems: List[str]) -> None:
+        with self._state_lock:
+            changed = problems != self._input_problems
+            self._input_problems = problems
+        if changed:
+            self._publish_status()
+
+    # -- worker ------------------------------------------------------------------------------------------
+    def _load(self) -> bool:
+        try:
+            backend = load_backend(self.p["checkpoint"], self.p["device"])
+        except Exception as exc:  # noqa: BLE001 - report any loader failure and keep holding
+            with self._state_lock:
+                self._config_fault = f"cannot load policy {self.p['checkpoint']!r}: {exc}"
+            self.get_logger().error(self._config_fault + "\n" + traceback.format_exc())
+            self._publish_status()
+            return False
+        task = self.p["task"]
+        known = list(getattr(backend, "instructions", []) or [])
+        if known and task not in known:
+            with self._state_lock:
+                self._config_fault = f"task {task!r} is not one of the policy's instructions {known}"
+            self.get_logger().error(self._config_fault)
+        if backend.action_dim != ACTION_DIM:
+            with self._state_lock:
+                self._config_fault = f"policy action_dim {backend.action_dim}, expected {ACTION_DIM}"
+            self.get_logger().error(self._config_fault)
+        self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
+                                       self.p["replan_margin"], self.p["latency_guess"])
+        self.backend = backend
+        self.get_logger().info(f"policy {backend.policy_id!r} loaded: horizon {backend.horizon}, period "
+                               f"{backend.period} s")
+        return True
+
+    def _run_worker(self) -> None:
+        try:
+            if not self._load():
+                return
+            next_start: Optional[float] = None
+            while not self._stop.is_set() and rclpy.ok(context=self.context):
+                if self._config_fault:
+                    self._stop.wait(0.5)
+                    continue
+                now = self._now()
+                if next_start is not None and now < next_start:
+                    self._stop.wait(min(0.01, next_start - now))
+                    continue
+                obs, problems = self.assembler.assemble(now, self.p["task"])
+                if obs is None:
+                    self.invalid_observations += 1
+                    self._set_input_problems(problems)
+                    self._stop.wait(0.01)
+                    continue
+                self._set_input_problems([])
+                if not self._infer_once(obs):
+                    next_start = self._now() + self.p["retry_delay"]
+                    continue
+                next_start = self.schedule.next_start(obs.stamp)
+        except Exception:  # noqa: BLE001 - never die silently
+            self.get_logger().fatal("policy worker crashed:\n" + traceback.format_exc())
+            with self._state_lock:
+                self._config_fault = "policy worker crashed"
+            if rclpy.ok(context=self.context):
+                self._publish_status()
+
+    def _infer_once(self, obs) -> bool:
+        t0 = time.perf_counter()
+        n = self.p["planning_candidates"]
+        try:
+            if n > 1:
+                outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)])
+                out = outs[pick_candidate(outs)]
+            else:
+                out = self.backend.infer(obs, seed=self.p["seed"])
+            problem = validate_output(out, self.backend.horizon, ACTION_DIM)
+        except Exception as exc:  # noqa: BLE001 - any model failure: hold, report, retry
+            problem = f"inference failed: {type(exc).__name__}: {exc}"
+            self.get_logger().error(problem + "\n" + traceback.format_exc(), throttle_duration_sec=5.0)
+        wall = time.perf_counter() - t0
+        if problem:
+            self.inference_failures += 1
+            with self._state_lock:
+                self._infer_fault = problem
+            self._publish_status()
+            return False
+        # Latency from the observation stamp to publication: what the commander experiences.
+        latency = self._now() - obs.stamp
+        self.schedule.record_latency(latency)
+        self.latency.add(wall)
+        warning = None
+        if self.schedule.slower_than_chunk:
+            warning = (f"inference slower than the chunk ({self.schedule.latency_estimate:.2f} s >= "
+                       f"{self.schedule.chunk_duration:.2f} s): the robot holds between chunks")
+            self.get_logger().warning(warning, throttle_duration_sec=2.0)
+        with self._state_lock:
+            cleared = self._infer_fault is not None
+            self._infer_fault = None
+            self._warning = warning
+        if cleared:
+            self.get_logger().info("inference recovered")
+        self._publish_status()  # status first: the commander accepts chunks only once the fault is cleared
+        self._chunk_id += 1
+        self.chunk_pub.publish(chunk_to_msg(out.actions, obs.stamp, self._chunk_id, self.backend.period,
+                                            self.backend.policy_id, out.value))
+        self.chunks_published += 1
+        self._last_obs_stamp = obs.stamp
+        self.value_pub.publish(Float32(data=float(out.value)))
+        future_stamp = obs.stamp + self.backend.horizon * self.backend.period
+        for slot, img in (out.future_images or {}).items():
+            pub = self.future_pubs.get(slot)
+            if pub is not None:
+                pub.publish(rgb_to_image_msg(img, future_stamp, slot))
+        return True
+
+    # -- diagnostics ---------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        now = self._now()
+        mono = time.monotonic()
+        ages = self.assembler.ages(now)
+        values: Dict[str, object] = {}
+        for name, meter in self.rates.items():
+            values[f"{name}_rate_hz"] = meter.rate(mono)
+            values[f"{name}_age_s"] = ages.get(name, float("nan"))
+        lat = self.latency.summary()
+        values.update({"inference_latency_last_s": self.latency.last, "inference_latency_p50_s": lat["p50"],
+                       "inference_latency_max_s": lat["max"], "chunks_published": self.chunks_published,
+                       "inference_failures": self.inference_failures,
+                       "invalid_observations": self.invalid_observations})
+        if self.schedule is not None:
+            values.update({"warmup_latency_s": self.schedule.warmup if self.schedule.warmup is not None else float("nan"),
+                           "latency_estimate_s": self.schedule.latency_estimate,
+                           "trigger_after_observation_s": self.schedule.trigger_offset(),
+                           "expected_chunk_margin_s": self.schedule.expected_margin(),
+                           "chunk_duration_s": self.schedule.chunk_duration})
+        level, message = self._status()
+        st = dg.make_status("cosmos_policy_ros: policy", level, message, values, "policy")
+        self.diag_pub.publish(dg.make_array(self.get_clock().now().to_msg(), [st]))
+
+    def destroy_node(self):
+        self._stop.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    """Run the policy node until SIGINT."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = PolicyNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
