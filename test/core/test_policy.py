@@ -1,0 +1,121 @@
+"""CosmosPolicy end to end on a tiny random model of the real classes (CPU)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core import images as img_mod
+from cosmos_policy_ros.core.policy import ObservationError
+from cosmos_policy_ros.core.sampler import SamplerConfig
+from cosmos_policy_ros.core.types import PolicyBackend, PolicyOutput
+
+
+def test_infer_returns_a_checked_chunk(tiny_policy, observation):
+    p = tiny_policy
+    assert isinstance(p, PolicyBackend)
+    assert (p.horizon, p.action_dim, p.period) == (50, 14, 0.04)
+    out = p.infer(observation)
+    assert isinstance(out, PolicyOutput) and out.seed == 195
+    assert out.actions.shape == (50, 14) and out.actions.dtype == np.float32
+    assert np.all(np.isfinite(out.actions))
+    st = p.stats
+    assert np.all(out.actions >= st.actions_min.astype(np.float32)) and np.all(out.actions <= st.actions_max.astype(np.float32))
+    assert isinstance(out.clipped, bool)
+    assert out.future_proprio.shape == (14,) and np.all(np.isfinite(out.future_proprio))
+    assert 0.0 <= out.value <= 1.0
+    assert set(out.future_images) == set(p.layout.cameras)
+    for im in out.future_images.values():
+        assert im.shape == (64, 64, 3) and im.dtype == np.uint8
+    for key in ("preprocess", "encode", "denoise", "decode", "total"):
+        assert out.timings[key] >= 0
+    assert out.timings["network_calls"] == 10
+
+
+def test_seeds_determinism_and_batched_equals_single(tiny_policy, observation):
+    p = tiny_policy
+    a = p.infer(observation, seed=7)
+    b = p.infer(observation, seed=7)
+    c = p.infer(observation, seed=8)
+    assert np.array_equal(a.actions, b.actions) and a.value == b.value
+    for cam in a.future_images:
+        assert np.array_equal(a.future_images[cam], b.future_images[cam])
+    assert not np.array_equal(a.actions, c.actions)
+    batch = p.infer_batch(observation, [7, 8, 9])
+    assert [o.seed for o in batch] == [7, 8, 9]
+    for single, batched in ((a, batch[0]), (c, batch[1])):
+        np.testing.assert_allclose(batched.actions, single.actions, atol=1e-5)
+        np.testing.assert_allclose(batched.future_proprio, single.future_proprio, atol=1e-5)
+        assert abs(batched.value - single.value) < 1e-5
+        for cam in single.future_images:  # uint8 after decoding: allow one level of rounding
+            assert np.abs(batched.future_images[cam].astype(int) - single.future_images[cam].astype(int)).max() <= 1
+
+
+def test_world_model_query_keeps_the_given_actions(tiny_policy, observation):
+    """The action frame is a condition: it comes out bit-identical, so the extracted chunk is the input."""
+    p = tiny_policy
+    st = p.stats
+    rng = np.random.default_rng(3)
+    given = (st.actions_min + (st.actions_max - st.actions_min) * rng.uniform(0.1, 0.9, (50, 14))).astype(np.float32)
+    outs = p.infer_batch(observation, [1, 2], actions=given, start="world_model", decode_images=False)
+    for o in outs:
+        np.testing.assert_allclose(o.actions, given, atol=1e-5)
+        assert not o.clipped and o.future_images == {}
+    with pytest.raises(ValueError, match="needs the action chunk"):
+        p.infer_batch(observation, [1], start="world_model")
+
+
+def test_autoregressive_mode_runs_each_stage(tiny_policy, observation):
+    cfg = SamplerConfig(action_steps=2, future_state_steps=3, value_steps=1, mode="autoregressive")
+    out = tiny_policy.infer_batch(observation, [0], sampler=cfg, decode_images=False)[0]
+    assert out.timings["network_calls"] == 6
+    assert {"denoise_action", "denoise_future_state", "denoise_value"} <= set(out.timings)
+    assert 0.0 <= out.value <= 1.0 and np.all(np.isfinite(out.actions))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda o: dataclasses.replace(o, instruction="dance"), "unknown instruction 'dance'; known instructions: \\["),
+    (lambda o: dataclasses.replace(o, proprio=np.zeros(13)), "proprio: expected shape \\(14,\\)"),
+    (lambda o: dataclasses.replace(o, proprio=np.r_[np.zeros(13), np.nan]), "finite"),
+    (lambda o: dataclasses.replace(o, images={**o.images, "cam_high": o.images["cam_high"].astype(np.float32)}),
+     "camera 'cam_high': expected dtype uint8"),
+    (lambda o: dataclasses.replace(o, images={**o.images, "cam_high": o.images["cam_high"][..., 0]}),
+     "expected shape \\(H, W, 3\\)"),
+    (lambda o: dataclasses.replace(o, images={**o.images, "cam_high": o.images["cam_high"][:8, :8]}),
+     "at least 16 px"),
+    (lambda o: dataclasses.replace(o, images={k: v for k, v in o.images.items() if k != "cam_left_wrist"}),
+     "missing camera images \\['cam_left_wrist'\\]"),
+])
+def test_bad_observations_are_refused_clearly(tiny_policy, observation, mutate, message):
+    with pytest.raises(ObservationError, match=message):
+        tiny_policy.infer(mutate(observation))
+
+
+def test_configured_input_size_is_enforced(tiny_policy, make_obs):
+    p = tiny_policy
+    saved = p.image
+    try:
+        p.image = img_mod.ImageConfig(size=64, input_size=(480, 640))
+        with pytest.raises(ObservationError, match="expected size 480x640, got 120x160"):
+            p.check_observation(make_obs(p))
+        p.check_observation(make_obs(p, size=(480, 640)))
+    finally:
+        p.image = saved
+
+
+def test_image_preprocessing_sizes_and_channel_order():
+    cfg = img_mod.ImageConfig()
+    assert cfg.crop_size == 212
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    rgb = img_mod.preprocess_images([frame], cfg)
+    assert rgb.shape == (1, 224, 224, 3) and rgb.dtype == np.uint8
+    bgr = img_mod.preprocess_images([np.ascontiguousarray(frame[..., ::-1])], cfg, channel_order="bgr")
+    assert np.array_equal(rgb, bgr)
+    flat = img_mod.preprocess_images([np.full((480, 640, 3), (10, 128, 250), np.uint8)], cfg)
+    assert np.all(flat[0] == np.array([10, 128, 250], np.uint8))
+    # a vertical gradient keeps its direction through squash + crop (no flip, no transpose)
+    grad = np.repeat(np.linspace(0, 255, 480).astype(np.uint8)[:, None, None], 640, axis=1).repeat(3, axis=2)
+    out = img_mod.preprocess_images([grad], cfg)[0, :, 112, 0].astype(int)
+    assert np.all(np.diff(out) >= 0) and out[0] > 5 and out[-1] < 250  # the 90% crop cut the extremes
