@@ -201,9 +201,9 @@ def nvidia_key_to_diffusers(key: str) -> Optional[str]:
             if m.group(2) == src:
                 return f"transformer_blocks.{m.group(1)}.{dst}.{param}"
         raise KeyError(key)
-    for src, dst in _TOP_RENAMES:
-        if module == src:
-            return f"{dst}.{param}"
+    for src, dst in _TOP_RENAMES:  # module prefixes: t_embedder.1.linear_1 -> time_embed.t_embedder.linear_1
+        if module == src or module.startswith(src + "."):
+            return f"{dst}{module[len(src):]}.{param}"
     raise KeyError(key)
 
 
@@ -217,8 +217,8 @@ def diffusers_key_to_nvidia(key: str) -> str:
                 return f"net.blocks.{m.group(1)}.{src}.{param}"
         raise KeyError(key)
     for src, dst in _TOP_RENAMES:
-        if module == dst:
-            return f"net.{src}.{param}"
+        if module == dst or module.startswith(dst + "."):
+            return f"net.{src}{module[len(dst):]}.{param}"
     raise KeyError(key)
 
 
