@@ -166,22 +166,29 @@ def _meta_from_bag(bag: Any, episode_topic: str) -> _Meta:
 
 
 class _Resampler:
-    """Streams time-ordered messages and emits (obs, action) steps on the command-anchored grid."""
+    """Streams time-ordered messages and emits (obs, action) steps on the command-anchored grid.
+
+    Finished steps wait in ``pending`` until a later command proves the episode was still being commanded;
+    steps after the last command (the robot merely holding after the commander stopped) are dropped.
+    """
 
     def __init__(self, dt: float, cameras: Sequence[str], conv: GripperConvention, emit):
         self.dt = dt
         self.cameras = list(cameras)
         self.conv = conv
-        self.emit = emit  # emit(k, o_k, qpos, action, frames_raw)
+        self.emit = emit  # emit(step index, obs time relative to the first command, qpos, action, frames)
         self.t0: Optional[float] = None
-        self.k = 0  # current step index
+        self.k = 0  # current grid interval
         self.obs_taken = False
         self.snapshot: Optional[Tuple[float, np.ndarray, Dict[str, Any]]] = None
         self.js: List[Optional[np.ndarray]] = [None, None]
         self.frames: Dict[str, Any] = {}
         self.arm_cmd: List[Optional[np.ndarray]] = [None, None]
         self.grip_cmd: List[Optional[float]] = [None, None]
+        self.pending: List[Tuple[int, Optional[Tuple[float, np.ndarray, np.ndarray, Dict[str, Any]]]]] = []
+        self.last_cmd_interval = -1
         self.dropped_leading = 0
+        self.trailing_dropped = 0
         self.held_streams: set = set()
         self.steps = 0
 
@@ -196,32 +203,48 @@ class _Resampler:
         else:
             self.snapshot = None
 
-    def _finish_step(self) -> None:
-        if self.snapshot is None:
-            self.dropped_leading += 1
-        else:
+    def _finish_interval(self) -> None:
+        row = None
+        if self.snapshot is not None:
             t, qpos, frames = self.snapshot
             action = np.empty(ACTION_DIM, dtype=np.float64)
             for side in (0, 1):
                 base = 7 * side
+                name = "left" if side == 0 else "right"
                 if self.arm_cmd[side] is not None:
                     action[base:base + 6] = self.arm_cmd[side]
-                else:
+                else:  # not commanded yet: the arm holds where it is
                     action[base:base + 6] = qpos[base:base + 6]
-                    self.held_streams.add(f"{'left' if side == 0 else 'right'} arm")
+                    self.held_streams.add(f"{name} arm")
                 if self.grip_cmd[side] is not None:
                     action[base + 6] = float(self.conv.joint_to_command(self.grip_cmd[side]))
                 else:
                     action[base + 6] = qpos[base + 6]
-                    self.held_streams.add(f"{'left' if side == 0 else 'right'} gripper")
-            self.emit(self.steps, t - (self.t0 or 0.0), qpos, action, frames)
-            self.steps += 1
+                    self.held_streams.add(f"{name} gripper")
+            row = (t, qpos, action, frames)
+        self.pending.append((self.k, row))
         self.k += 1
         self.obs_taken = False
         self.snapshot = None
 
+    def _flush(self, upto: int) -> None:
+        keep = []
+        for k, row in self.pending:
+            if k > upto:
+                keep.append((k, row))
+            elif row is None:
+                if self.steps == 0:
+                    self.dropped_leading += 1
+                else:  # cannot happen: once every input reported, the latest values are held
+                    raise ValueError(f"interval {k}: observation missing mid-episode")
+            else:
+                t, qpos, action, frames = row
+                self.emit(self.steps, t - self.t0 - self.dt / 2, qpos, action, frames)
+                self.steps += 1
+        self.pending = keep
+
     def advance(self, t: float) -> None:
-        """Move time forward to ``t`` (s): close finished steps, take nominal observations that are due."""
+        """Move time forward to ``t`` (s): close finished intervals, take nominal observations that are due."""
         if self.t0 is None:
             return
         while True:
@@ -229,22 +252,31 @@ class _Resampler:
             if not self.obs_taken and t > start + self.dt / 2:
                 self._take_obs(start + self.dt / 2)
             if t >= start + self.dt:
-                self._finish_step()
+                self._finish_interval()
             else:
                 return
 
     def on_command(self, t: float) -> None:
-        """A command arrives at ``t``: anchor the grid on the first, take this step's observation if due."""
+        """A command arrives at ``t`` (before it is applied): anchor the grid, take the observation if due."""
         if self.t0 is None:
             self.t0 = t - self.dt / 2
         self.advance(t)
         if not self.obs_taken:
             self._take_obs(t)
+        self.last_cmd_interval = self.k
+        self._flush(self.k - 1)
 
     def finish(self) -> None:
-        """End of the bag: close the step holding the last command."""
-        if self.t0 is not None and self.obs_taken:
-            self._finish_step()
+        """End of the bag: close the interval holding the last command, drop the holding tail."""
+        if self.t0 is None:
+            return
+        if self.k == self.last_cmd_interval:
+            if not self.obs_taken:
+                self._take_obs(self.t0 + self.k * self.dt + self.dt / 2)
+            self._finish_interval()
+        self._flush(self.last_cmd_interval)
+        self.trailing_dropped = len(self.pending)
+        self.pending = []
 
 
 def _camera_topics(bag: Any, cfg: ConvertConfig) -> Dict[str, str]:
@@ -324,9 +356,10 @@ def convert_bag(path: Path, out_path: Path, cfg: ConvertConfig) -> ConvertResult
 
         rs = _Resampler(1.0 / cfg.fps, list(cams), conv, emit)
         last_t = None
+        base_ns = info.start_ns  # relative times keep sub-microsecond precision in float seconds
         try:
             for topic, t_ns, raw in bag.messages(list(topic_role)):
-                t = t_ns * 1e-9
+                t = (t_ns - base_ns) * 1e-9
                 if last_t is not None and t < last_t - 1e-3:
                     raise ValueError(f"messages not in time order at {topic} ({t:.6f} < {last_t:.6f})")
                 last_t = t if last_t is None else max(last_t, t)

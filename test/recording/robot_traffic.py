@@ -191,3 +191,30 @@ class RobotTraffic:
     def stop(self) -> None:
         self._stop.set()
         self.join(10.0)
+
+
+def expected_steps(cmd_times, obs_times, fps: float = 25.0):
+    """The converter's documented sampling rule, written out by brute force (independent of its code).
+
+    cmd_times: stream name -> sorted command times (s, relative to the bag start); obs_times: stream name ->
+    sorted observation times. Returns a list of steps, each {"obs": {stream: index}, "cmd": {stream: index or
+    -1}}; steps before every observation stream has a sample are left out, as the converter drops them.
+    """
+    dt = 1.0 / fps
+    all_cmds = sorted(t for ts in cmd_times.values() for t in ts)
+    t0 = all_cmds[0] - dt / 2
+    steps = []
+    k = 0
+    while True:
+        start = t0 + k * dt
+        end = start + dt
+        if start > all_cmds[-1]:
+            break
+        first = [c for c in all_cmds if start <= c < end]
+        o = min(first[0], start + dt / 2) if first else start + dt / 2
+        obs = {s: max([i for i, t in enumerate(ts) if t <= o], default=-1) for s, ts in obs_times.items()}
+        cmd = {s: max([i for i, t in enumerate(ts) if t < end], default=-1) for s, ts in cmd_times.items()}
+        if min(obs.values()) >= 0:
+            steps.append({"obs": obs, "cmd": cmd, "o": o})
+        k += 1
+    return steps
