@@ -204,6 +204,25 @@ class _McapScan:
         elif op == _OP_FOOTER:
             self.footer_seen = True
 
+    def _partial_chunk(self, body: bytes, where: int, want: Optional[set]) -> Iterator[Tuple[int, int, bytes]]:
+        """Messages of a truncated chunk, up to the cut (only possible without compression)."""
+        try:
+            comp, off = _parse_string(body, 28)
+            if comp != "":
+                return
+            off += 8  # records length
+            inner = body[off:]
+            good = 0
+            while good + 9 <= len(inner):
+                (n,) = struct.unpack_from("<Q", inner, good + 1)
+                if good + 9 + n > len(inner):
+                    break
+                good += 9 + n
+            for iop, ibody, iwhere in self._records(inner[:good], where):
+                yield from self._handle(iop, ibody, iwhere, want)
+        except (ValueError, struct.error, UnicodeDecodeError):
+            return
+
     def scan(self, want: Optional[set] = None) -> Iterator[Tuple[int, int, bytes]]:
         """Yield (channel id, log time ns, CDR bytes) of every complete message, in file order."""
         with open(self.path, "rb") as f:
@@ -230,6 +249,9 @@ class _McapScan:
                 body = _read_exact(f, n)
                 if body is None:
                     self.problems.append(f"file ends inside a record at byte {pos} (record of {n} bytes)")
+                    if op == _OP_CHUNK:  # an uncompressed chunk cut short still holds whole messages
+                        f.seek(pos + 9)
+                        yield from self._partial_chunk(f.read(), pos, want)
                     break
                 try:
                     yield from self._handle(op, body, pos, want)

@@ -1,0 +1,245 @@
+"""Bag writer + tolerant reader + converter, with exact control of message times (no DDS, no rclpy.init).
+
+Bags are written by the recorder's own EpisodeBagWriter from real rclpy-serialised messages, so these tests
+cover the real byte layout (including the JointState padding that rosbags rejects).
+"""
+from __future__ import annotations
+
+import array
+import importlib.util
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core.robot import JS_NAMES, gripper_convention, qpos_from_joint_states
+from cosmos_policy_ros.ros.recorder import (
+    EpisodeBagWriter, EpisodeMeta, RecorderConfig, RecorderSetupError, TopicSpec, build_typestore, check_output_dir)
+from cosmos_policy_ros.ros.cli_outcome import parse_outcome_answer
+from cosmos_policy_training.bags import open_bag, reindex_bag
+from cosmos_policy_training.convert import ConvertConfig, convert_all
+from cosmos_policy_training.episodes import read_episode
+
+_spec = importlib.util.spec_from_file_location("robot_traffic", Path(__file__).with_name("robot_traffic.py"))
+rt = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("robot_traffic", rt)
+_spec.loader.exec_module(rt)
+
+T0_NS = 1_700_000_000_000_000_000
+H, W = 24, 32
+CAMS = rt.CAMERAS
+TOPICS = ([TopicSpec(rt.camera_topic(c), "sensor_msgs/msg/Image", 30) for c in CAMS]
+          + [TopicSpec(f"/{a}/joint_states", "sensor_msgs/msg/JointState") for a in rt.ARMS]
+          + [TopicSpec(f"/{a}/commands/joint_group", "interbotix_xs_msgs/msg/JointGroupCommand") for a in rt.ARMS]
+          + [TopicSpec(f"/{a}/commands/joint_single", "interbotix_xs_msgs/msg/JointSingleCommand") for a in rt.ARMS])
+
+
+@pytest.fixture(scope="module")
+def typestore():
+    return build_typestore([t.msgtype for t in TOPICS] + ["cosmos_policy_ros/msg/EpisodeEvent"])
+
+
+def _events(duration_s=2.0, seed=0, cmd_jitter_s=0.008):
+    """(t_ns, topic, CDR bytes) of a synthetic episode: cameras 30 Hz, joints 100 Hz, jittered 25 Hz commands."""
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import Image, JointState
+
+    rng = np.random.default_rng(seed)
+    ev = []
+    for k in range(int(duration_s * 30)):
+        t = T0_NS + int(0.013e9 + k * 1e9 / 30)
+        for ci, cam in enumerate(CAMS):
+            img = np.full((H, W, 3), 40 * ci, np.uint8)
+            img[0, 0, 0], img[0, 1, 0], img[0, 2, 0] = k % 256, k // 256, 0
+            msg = Image(height=H, width=W, encoding="rgb8", step=W * 3, data=img.tobytes())
+            ev.append((t + ci * 1000, rt.camera_topic(cam), serialize_message(msg)))
+    for k in range(int(duration_s * 100)):
+        for i, arm in enumerate(rt.ARMS):
+            msg = JointState(name=list(JS_NAMES), position=rt.joint_positions(i, k))
+            ev.append((T0_NS + int(0.002e9 + k * 0.01e9) + 500 * i, f"/{arm}/joint_states", serialize_message(msg)))
+    for k in range(int(duration_s * 25) - 5):
+        t = T0_NS + int(0.1e9 + k * 0.04e9 + rng.uniform(-cmd_jitter_s, cmd_jitter_s) * 1e9)
+        for i, arm in enumerate(rt.ARMS):
+            g = JointGroupCommand(name="arm", cmd=array.array("f", rt.arm_command(i, k)))
+            ev.append((t + 2000 * i, f"/{arm}/commands/joint_group", serialize_message(g)))
+            s = JointSingleCommand(name="gripper", cmd=rt.gripper_command(i, k))
+            ev.append((t + 2000 * i + 700, f"/{arm}/commands/joint_single", serialize_message(s)))
+    ev.sort(key=lambda e: e[0])
+    return ev
+
+
+def _writer(out_dir, typestore):
+    cfg = RecorderConfig(output_dir=str(out_dir), topics=TOPICS, min_free_space_mb=1.0, gripper_generation="aloha2")
+    return EpisodeBagWriter(cfg, typestore, clock_ns=lambda: T0_NS)
+
+
+def _record(out_dir, typestore, episode_id="ep1", label=("success", float("nan"), "clean grasp"), **kw):
+    w = _writer(out_dir, typestore)
+    path = w.start_episode(EpisodeMeta(episode_id, task="put the cube in the bowl", policy_id="ckpt-3"))
+    events = _events(**kw)
+    for t, topic, raw in events:
+        assert w.enqueue(topic, t, raw)
+    w.stop_episode("operator", events[-1][0] + 1)
+    if label:
+        w.label(episode_id, *label)
+    w.close()
+    assert not w.stats.errors and w.stats.dropped_queue_full == 0
+    return path, events
+
+
+def test_converted_episode_follows_the_documented_sampling_rule(tmp_path, typestore):
+    bag, events = _record(tmp_path / "bags", typestore)
+    results = convert_all([str(bag)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
+    assert [r.status for r in results] == ["ok"], results
+    ep = read_episode(Path(results[0].output))
+    assert (ep.task, ep.success, ep.success_score, ep.fps) == ("put the cube in the bowl", True, 1.0, 25.0)
+    assert ep.attrs["policy_name"] == "ckpt-3" and ep.attrs["note"] == "clean grasp"
+
+    with open_bag(bag) as b:
+        base = b.info.start_ns
+    times = {}
+    for t, topic, _ in events:
+        times.setdefault(topic, []).append((t - base) * 1e-9)
+    cmd_topics = [t.topic for t in TOPICS if "commands" in t.topic]
+    obs_topics = [t.topic for t in TOPICS if "commands" not in t.topic]
+    steps = rt.expected_steps({t: times[t] for t in cmd_topics}, {t: times[t] for t in obs_topics})
+    assert ep.num_steps == len(steps) == 45  # one step per command tick, jitter notwithstanding
+    conv = gripper_convention("aloha2")
+    for k, st in enumerate(steps):
+        o, c = st["obs"], st["cmd"]
+        expect_q = qpos_from_joint_states(rt.joint_positions(0, o["/follower_left/joint_states"]),
+                                          rt.joint_positions(1, o["/follower_right/joint_states"]), conv)
+        np.testing.assert_array_equal(ep.qpos[k], expect_q)
+        for side, arm in enumerate(rt.ARMS):
+            ia, ig = c[f"/{arm}/commands/joint_group"], c[f"/{arm}/commands/joint_single"]
+            assert ia == ig == k, "each step executes exactly the command of its tick"
+            np.testing.assert_array_equal(ep.action[k, 7 * side:7 * side + 6], rt.arm_command(side, ia))
+            assert ep.action[k, 7 * side + 6] == conv.joint_to_command(rt.gripper_command(side, ig))
+        for cam in CAMS:
+            assert rt.frame_index(ep.images[cam][k]) == o[rt.camera_topic(cam)]
+        # obs[t] strictly before action[t]: the observation time precedes this step's first command
+        cmd_time = min(times[t][c[t]] for t in cmd_topics)
+        assert max(times[t][o[t]] for t in obs_topics) <= cmd_time
+
+
+def test_rclpy_joint_state_padding_is_tolerated(tmp_path, typestore):
+    from rclpy.serialization import serialize_message
+    from rosbags.typesys import Stores, get_typestore
+    from sensor_msgs.msg import JointState
+
+    raw = serialize_message(JointState(position=[0.1, 0.2, 0.3]))  # empty velocity/effort
+    with pytest.raises(Exception, match="size mismatch"):
+        get_typestore(Stores.ROS2_JAZZY).deserialize_cdr(raw, "sensor_msgs/msg/JointState")
+    bag, _ = _record(tmp_path / "bags", typestore, duration_s=0.5)
+    with open_bag(bag) as b:
+        topic, _, data = next(iter(b.messages(["/follower_left/joint_states"])))
+        assert list(b.decode(topic, data).position) == rt.joint_positions(0, 0)
+
+
+def test_crashed_truncated_and_corrupt_bags(tmp_path, typestore):
+    good, _ = _record(tmp_path / "bags", typestore, episode_id="good")
+    # A recorder killed mid-episode: bag never closed (no footer, no metadata.yaml) -> copy the open bag.
+    w = _writer(tmp_path / "bags", typestore)
+    live = w.start_episode(EpisodeMeta("crashed", task="wipe the table"))
+    from rclpy.serialization import serialize_message
+
+    from cosmos_policy_ros.msg import EpisodeEvent
+
+    w.enqueue("/episode", T0_NS, serialize_message(EpisodeEvent(event=EpisodeEvent.START, episode_id="crashed",
+                                                                task="wipe the table")))
+    events = _events(duration_s=1.0)
+    for t, topic, raw in events:
+        w.enqueue(topic, t, raw)
+    assert w.wait_idle(), "writer did not catch up"
+    crashed = tmp_path / "bags" / "crashed_copy"
+    shutil.copytree(live, crashed)
+    w.close()
+    mcap = next(crashed.glob("*.mcap"))
+    assert not (crashed / "metadata.yaml").exists()
+    with open_bag(crashed) as b:
+        assert b.info.recovered and b.info.message_count == len(events) + 1  # + the START event
+    # ... and cut inside a record, as a kill during a write leaves it
+    with open(mcap, "r+b") as f:
+        f.truncate(int(mcap.stat().st_size * 0.6))
+    with open_bag(crashed) as b:
+        n = b.info.message_count
+        assert b.info.recovered and 0 < n < len(events) and any("ends inside" in p for p in b.info.problems)
+        assert sum(1 for _ in b.messages()) == n
+    corrupt = tmp_path / "bags" / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "corrupt.mcap").write_bytes(b"\x89MCAP0\r\n" + os.urandom(5000))
+
+    results = {Path(r.source).name: r for r in
+               convert_all([str(tmp_path / "bags")], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)}
+    assert results[good.name].status == "ok"
+    assert results["crashed_copy"].status == "skipped" and "truncated" in results["crashed_copy"].notes[0]
+    assert results["corrupt"].status in ("error", "skipped")
+
+    again = convert_all([str(crashed)], ConvertConfig(output_dir=str(tmp_path / "eps2"), recover=True), progress=False)
+    assert again[0].status == "ok" and again[0].task == "wipe the table"  # task from the recorded START event
+    assert 0 < again[0].steps < results[good.name].steps
+
+    fixed = reindex_bag(crashed)
+    with open_bag(fixed) as b:
+        assert not b.info.recovered and b.info.message_count == n
+
+
+def test_labels_before_and_after_close(tmp_path, typestore):
+    from cosmos_policy_training.bags import read_custom_data
+
+    w = _writer(tmp_path, typestore)
+    path = w.start_episode(EpisodeMeta("a", task="t"))
+    ok, msg, _ = w.label("a", "partial", 0.25, "slipped")
+    assert ok and "when its bag closes" in msg
+    w.stop_episode("done")
+    w.close()
+    data = read_custom_data(path)
+    assert (data["outcome"], data["success_score"], data["note"], data["success"]) == ("partial", "0.25", "slipped", "false")
+    # relabel after close, from a new recorder run (found on disk by episode id)
+    w2 = _writer(tmp_path, typestore)
+    ok, _, where = w2.label("a", "success", float("nan"), "")
+    assert ok and where == str(path)
+    assert read_custom_data(path)["outcome"] == "success" and read_custom_data(path)["success_score"] == "1"
+    assert not w2.label("nope", "success", float("nan"))[0]
+    assert not w2.label("a", "maybe", float("nan"))[0]
+    w2.close()
+
+
+def test_output_dir_checks_fail_clearly(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(RecorderSetupError, match="cannot create output directory"):
+        check_output_dir(str(blocker / "bags"), 0)
+    with pytest.raises(RecorderSetupError, match="MiB free"):
+        check_output_dir(str(tmp_path), 1e12)
+    if os.geteuid() != 0:  # root writes anywhere
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+        with pytest.raises(RecorderSetupError, match="not writable"):
+            check_output_dir(str(ro), 0)
+    assert check_output_dir(str(tmp_path / "new" / "dir"), 0).is_dir()
+
+
+def test_outcome_answers():
+    assert parse_outcome_answer("s") == ("success", math.nan) or parse_outcome_answer("s")[0] == "success"
+    assert parse_outcome_answer("f")[0] == "failure"
+    assert parse_outcome_answer("p 0.4") == ("partial", 0.4)
+    assert parse_outcome_answer("0.6") == ("partial", 0.6)
+    assert parse_outcome_answer("1") == ("success", 1.0)
+    assert parse_outcome_answer("") is None
+    for bad in ("p", "x", "p 2"):
+        with pytest.raises(ValueError):
+            parse_outcome_answer(bad)
+
+
+def test_training_modules_import_without_rclpy():
+    code = ("import sys; sys.modules['rclpy'] = None\n"
+            "import cosmos_policy_training.convert, cosmos_policy_training.bags, cosmos_policy_training.episodes\n"
+            "assert 'rclpy' not in [m for m in sys.modules if sys.modules[m] is not None]")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
