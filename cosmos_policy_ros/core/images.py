@@ -97,7 +97,7 @@ def preprocess_images(images: Sequence[np.ndarray], cfg: ImageConfig, channel_or
     out = []
     for i, img in enumerate(images):
         check_image(img, cfg, f"image {i}")
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W)
+        t = torch.from_numpy(np.array(img)).permute(2, 0, 1).unsqueeze(0)  # (1, 3, H, W); copy: input may be read-only
         if channel_order == "bgr":
             t = t.flip(1)
         out.append(preprocess_batch(t, cfg))

@@ -38,6 +38,12 @@ from .types import Observation, PolicyOutput
 DEFAULT_SEED = 195
 
 
+def _sync(device: torch.device) -> None:
+    """Wait for queued GPU work so stage timings are real (no-op on CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class ObservationError(ValueError):
     """The observation cannot be fed to the model (the message says which part and why)."""
 
@@ -133,7 +139,10 @@ class CosmosPolicy:
         text = prep.text.to(self.device).expand(len(seeds), -1, -1)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            res = run_stages(self.network.net_fn(text), clean, stages, seeds, cfg)
+            dev = clean.device
+            res = run_stages(self.network.net_fn(text), clean, stages, seeds, cfg,
+                             timer=lambda: (_sync(dev), time.perf_counter())[1])
+        _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
         outs = self._extract(res.x0, prep, seeds, decode_images if decode_images is not None else self.decode_future_images)
         total = time.perf_counter() - t_total
@@ -170,18 +179,19 @@ class CosmosPolicy:
         t0 = time.perf_counter()
         self.check_observation(obs)
         cams = self.layout.cameras
-        raw = torch.stack([torch.from_numpy(np.ascontiguousarray(obs.images[c])).permute(2, 0, 1) for c in cams]) \
-            if len({obs.images[c].shape for c in cams}) == 1 else None
-        if raw is not None:
+        # np.stack / np.array copy once: camera frames from ROS are read-only views of message buffers
+        if len({obs.images[c].shape for c in cams}) == 1:
+            raw = torch.from_numpy(np.stack([obs.images[c] for c in cams])).permute(0, 3, 1, 2)  # (ncam, 3, H, W)
             imgs = preprocess_batch(raw, self.image)  # (ncam, 3, S, S) uint8
         else:  # cameras of different sizes: one by one
-            imgs = torch.cat([preprocess_batch(torch.from_numpy(np.ascontiguousarray(obs.images[c])).permute(2, 0, 1)[None],
+            imgs = torch.cat([preprocess_batch(torch.from_numpy(np.array(obs.images[c])).permute(2, 0, 1)[None],
                                                self.image) for c in cams])
         by_cam = {c: imgs[i] for i, c in enumerate(cams)}
         video = self._raw_video(by_cam)  # (1, 3, F, S, S) in [-1, 1]
         t1 = time.perf_counter()
         with torch.inference_mode():
             clean = self.network.encode(video.to(self.device))  # (1, 16, T, h, w) float32
+        _sync(clean.device)
         t2 = time.perf_counter()
         if clean.shape[2] != self.layout.num_frames:
             raise RuntimeError(f"VAE gave {clean.shape[2]} latent frames, layout expects {self.layout.num_frames}")
@@ -324,12 +334,14 @@ def save_policy(policy: CosmosPolicy, directory: Union[str, Path]) -> Path:
 
 def aloha_like_stats(action_dim: int = 14, proprio_dim: int = 14) -> DatasetStats:
     """Plausible ALOHA ranges (arm joints about +-1.5 rad, grippers 0..1) for tiny random policies."""
-    lo = np.full(action_dim, -1.5)
-    hi = np.full(action_dim, 1.5)
-    for g in (6, 13):
-        if g < action_dim:
-            lo[g], hi[g] = 0.0, 1.0
-    plo, phi = lo[:proprio_dim].copy(), hi[:proprio_dim].copy()
+    def ranges(n):
+        lo, hi = np.full(n, -1.5), np.full(n, 1.5)
+        for g in (6, 13):  # ALOHA gripper slots
+            if g < n:
+                lo[g], hi[g] = 0.0, 1.0
+        return lo, hi
+    lo, hi = ranges(action_dim)
+    plo, phi = ranges(proprio_dim)
     return DatasetStats.from_dict({
         "actions_min": lo, "actions_max": hi, "actions_mean": (lo + hi) / 2, "actions_std": (hi - lo) / 4,
         "actions_median": (lo + hi) / 2, "proprio_min": plo, "proprio_max": phi, "proprio_mean": (plo + phi) / 2,

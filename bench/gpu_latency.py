@@ -1,0 +1,156 @@
+"""Per-chunk latency of Cosmos Policy: VAE encode, every network call, decode, total.
+
+GPU (the real thing): the full 2B Video2World config with random weights in bf16 on CUDA, ALOHA layout,
+224 px, 512 text tokens, 480x640 camera frames, 10 network calls::
+
+    python bench/gpu_latency.py --device cuda --batch 1 8 --repeats 5 --json bench/gpu_latency.json --markdown bench/gpu_latency.md
+
+CPU smoke check (tiny config of the same classes)::
+
+    python bench/gpu_latency.py --tiny --repeats 1
+
+Random weights give the same cost as trained ones (same shapes, same kernels). Writes JSON and / or a
+markdown table; prints the markdown.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_policy(tiny: bool, device: str, dtype: str):
+    from cosmos_policy_ros.core.images import ImageConfig
+    from cosmos_policy_ros.core.layout import ALOHA
+    from cosmos_policy_ros.core.network import NETWORK_2B, CosmosNetwork, build_transformer, build_vae, get_dtype
+    from cosmos_policy_ros.core.policy import CosmosPolicy, aloha_like_stats, make_tiny_policy
+
+    if tiny:
+        p = make_tiny_policy(0)
+        return p.__class__(p.network.to(device), p.layout, p.stats, p.embeddings, p.sampler, p.image, p.policy_id)
+    cfg = NETWORK_2B
+    torch.manual_seed(0)
+    with torch.device(device):  # initialise directly on the device (2B params: CPU init is slow)
+        transformer = build_transformer(cfg).to(get_dtype(dtype))
+        vae = build_vae(cfg)
+    net = CosmosNetwork(cfg, transformer, vae).to(device)
+    emb = {"bench": torch.randn(1, cfg.text_len, cfg.text_embed_dim, dtype=torch.bfloat16)}
+    return CosmosPolicy(net, ALOHA, aloha_like_stats(), emb, image=ImageConfig(size=cfg.image_size),
+                        policy_id="2b-random-bench")
+
+
+class CallTimer:
+    """Wraps the network forward to time every call (with CUDA syncs around it)."""
+
+    def __init__(self, network, device):
+        self.network, self.device, self.times = network, device, []
+        self.orig = network.forward
+
+    def __call__(self, *a, **k):
+        _sync(self.device)
+        t = time.perf_counter()
+        out = self.orig(*a, **k)
+        _sync(self.device)
+        self.times.append(time.perf_counter() - t)
+        return out
+
+
+def run(args) -> dict:
+    from cosmos_policy_ros.core.types import Observation
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not args.tiny and device == "cpu":
+        print("the 2B config needs a GPU (about 20-55 s per network call on CPU); use --tiny on CPU", file=sys.stderr)
+    t0 = time.perf_counter()
+    policy = build_policy(args.tiny, device, args.dtype)
+    build_s = time.perf_counter() - t0
+    if args.compile:
+        policy.network.transformer = torch.compile(policy.network.transformer)
+    timer = CallTimer(policy.network, device)
+    policy.network.forward = timer  # net_fn calls self.forward: the instance attribute wins
+    rng = np.random.default_rng(0)
+    obs = Observation(images={c: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for c in policy.layout.cameras},
+                      proprio=(policy.stats.proprio_min + policy.stats.proprio_max) / 2, instruction=policy.instructions[0])
+    from cosmos_policy_ros.core.sampler import SamplerConfig
+    cfg = SamplerConfig(action_steps=args.steps)
+    results = []
+    for batch in args.batch:
+        seeds = list(range(batch))
+        for _ in range(args.warmup):
+            policy.infer_batch(obs, seeds, sampler=cfg)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        runs = []
+        for _ in range(args.repeats):
+            timer.times.clear()
+            out = policy.infer_batch(obs, seeds, sampler=cfg)[0]
+            runs.append({"preprocess": out.timings["preprocess"], "encode": out.timings["encode"],
+                         "calls": list(timer.times), "denoise": out.timings["denoise"],
+                         "decode": out.timings["decode"], "total": out.timings["total"]})
+        med = lambda key: float(np.median([r[key] for r in runs]))  # noqa: E731
+        calls = np.median(np.array([r["calls"] for r in runs]), axis=0).tolist()
+        results.append({
+            "batch": batch, "preprocess_ms": 1e3 * med("preprocess"), "encode_ms": 1e3 * med("encode"),
+            "call_ms": [1e3 * c for c in calls], "denoise_ms": 1e3 * med("denoise"), "decode_ms": 1e3 * med("decode"),
+            "total_ms": 1e3 * med("total"),
+            "peak_gib": (torch.cuda.max_memory_allocated() / 2**30) if device.startswith("cuda") else None,
+        })
+    import diffusers
+    from cosmos_policy_ros.core.network import count_parameters
+    return {
+        "config": "tiny" if args.tiny else "2B", "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "dtype": "float32" if args.tiny else args.dtype, "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "transformer_params": count_parameters(policy.network.transformer), "steps": args.steps,
+        "repeats": args.repeats, "compile": bool(args.compile), "build_s": build_s, "results": results,
+    }
+
+
+def markdown(rep: dict) -> str:
+    lines = [f"### Cosmos Policy latency: {rep['config']} on {rep['device']} ({rep['dtype']}, torch {rep['torch']}, "
+             f"diffusers {rep['diffusers']}, {rep['steps']} calls, median of {rep['repeats']})", "",
+             "| batch | preprocess ms | VAE encode ms | network call ms (each) | denoise ms | decode ms | total ms | peak GiB |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rep["results"]:
+        calls = ", ".join(f"{c:.1f}" for c in r["call_ms"])
+        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
+        lines.append(f"| {r['batch']} | {r['preprocess_ms']:.1f} | {r['encode_ms']:.1f} | {calls} | {r['denoise_ms']:.1f} | "
+                     f"{r['decode_ms']:.1f} | {r['total_ms']:.1f} | {peak} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tiny", action="store_true", help="tiny config (CPU smoke check)")
+    ap.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
+    ap.add_argument("--batch", type=int, nargs="+", default=[1], help="candidate batch sizes to time")
+    ap.add_argument("--steps", type=int, default=10, help="network calls per chunk")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    ap.add_argument("--json", default=None, help="write the report here")
+    ap.add_argument("--markdown", default=None, help="write the markdown table here")
+    args = ap.parse_args(argv)
+    rep = run(args)
+    md = markdown(rep)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
