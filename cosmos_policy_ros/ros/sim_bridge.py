@@ -358,7 +358,7 @@ class SimBridgeNode(Node):
             self.clock_pub.publish(clk)
 
     def _publish_cameras(self, stamp) -> None:
-        for cam, img in self.sim.render(self.cfg.cameras).items():
+        for cam, img in self.sim.render(self.cfg.cameras, release=True).items():  # executors may switch threads
             msg = Image()
             msg.header.stamp = stamp
             msg.header.frame_id = f"{cam}_color_optical_frame"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import os
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,23 @@ class FastRenderer:
         """One RGB image (H, W, 3) uint8 from ``camera`` (a fresh array the caller owns)."""
         self._renderer.update_scene(data, camera=camera)  # keeps the scene flags set above
         return self._renderer.render()
+
+    @staticmethod
+    def release_context() -> None:
+        """Detach the GL context from the calling thread, so another thread may render next.
+
+        An EGL context can be current in one thread only (EGL_BAD_ACCESS otherwise), and mujoco's
+        renderer makes it current on every render without releasing it. Needed when rendering moves
+        between threads (e.g. a node built in the main thread, spun by an executor thread). No-op for
+        other GL backends.
+        """
+        if os.environ.get("MUJOCO_GL", "").lower() != "egl":
+            return
+        import mujoco.egl as mj_egl
+
+        if mj_egl.EGL_DISPLAY is not None:
+            mj_egl.EGL.eglMakeCurrent(mj_egl.EGL_DISPLAY, mj_egl.EGL.EGL_NO_SURFACE, mj_egl.EGL.EGL_NO_SURFACE,
+                                      mj_egl.EGL.EGL_NO_CONTEXT)
 
     def close(self) -> None:
         """Free the GL context."""
@@ -274,18 +292,23 @@ class AlohaSim:
             atexit.register(lambda: _close_renderers(cache_ref()))
         return self._renderers[key]
 
-    def render(self, cameras: Optional[Iterable[str]] = None, size: Optional[Sequence[int]] = None
-               ) -> Dict[str, np.ndarray]:
-        """Render ALOHA cameras (default: the configured ones) -> {name: (H, W, 3) uint8 RGB}."""
+    def render(self, cameras: Optional[Iterable[str]] = None, size: Optional[Sequence[int]] = None,
+               release: bool = False) -> Dict[str, np.ndarray]:
+        """Render ALOHA cameras (default: the configured ones) -> {name: (H, W, 3) uint8 RGB}.
+
+        ``release``: detach the GL context from this thread afterwards (see FastRenderer.release_context);
+        set it when the next render may come from another thread.
+        """
+        cams = list(self.config.cameras if cameras is None else cameras)
+        unknown = [c for c in cams if c not in self.config.camera_map]
+        if unknown:
+            raise ValueError(f"unknown camera(s) {unknown}; expected among {sorted(self.config.camera_map)}")
         r = self.renderer(size)
-        out = {}
-        for cam in (self.config.cameras if cameras is None else cameras):
-            try:
-                mj_cam = self.config.camera_map[cam]
-            except KeyError:
-                raise ValueError(f"unknown camera {cam!r}; expected one of {sorted(self.config.camera_map)}") from None
-            out[cam] = r.render(self.data, mj_cam)
-        return out
+        try:
+            return {cam: r.render(self.data, self.config.camera_map[cam]) for cam in cams}
+        finally:
+            if release:
+                r.release_context()
 
     def close(self) -> None:
         """Free rendering contexts (the sim stays usable; renderers are re-created on demand)."""
