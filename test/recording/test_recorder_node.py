@@ -1,0 +1,208 @@
+"""The real recorder node (subprocess) against real publishers over DDS: counts, round trip, signals, refusal."""
+from __future__ import annotations
+
+import importlib.util
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core.robot import gripper_convention, qpos_from_joint_states
+from cosmos_policy_ros.ros.harness import NodeProcess, NodeSpec, wait_for, wait_for_subscribers
+from cosmos_policy_training.bags import header_stamp_ns, open_bag, read_custom_data
+from cosmos_policy_training.convert import ConvertConfig, convert_all
+from cosmos_policy_training.episodes import read_episode
+
+_spec = importlib.util.spec_from_file_location("robot_traffic", Path(__file__).with_name("robot_traffic.py"))
+rt = importlib.util.module_from_spec(_spec)
+sys.modules.setdefault("robot_traffic", rt)
+_spec.loader.exec_module(rt)
+
+pytestmark = pytest.mark.ros
+
+RECORDER = "cosmos_policy_ros.ros.recorder"
+
+
+def _start_recorder(out_dir, log_dir, **params):
+    parameters = {"output_dir": str(out_dir), "min_free_space_mb": 100.0, "publish_diagnostics": False}
+    parameters.update(params)
+    return NodeProcess(NodeSpec(RECORDER, parameters=parameters), log_dir)
+
+
+class _Episode:
+    """Test-side episode control: an EpisodeEvent publisher plus the synthetic robot traffic."""
+
+    def __init__(self, session, proc):
+        from rclpy.qos import QoSProfile
+
+        from cosmos_policy_ros.msg import EpisodeEvent
+
+        self.EpisodeEvent = EpisodeEvent
+        self.proc = proc
+        self.node = session.make_node(f"robot_{id(self)}")
+        self.traffic = rt.RobotTraffic(self.node)
+        self.events = self.node.create_publisher(EpisodeEvent, "/episode", QoSProfile(depth=10))
+        for topic in ["/episode"] + self.traffic.topics():
+            wait_for_subscribers(self.node, topic, 1, timeout=30.0)
+
+    def _wait_log(self, text, timeout=15.0):
+        wait_for(lambda: text in self.proc.output() or not self.proc.alive(), timeout, what=f"recorder log {text!r}")
+        assert text in self.proc.output(), self.proc.output()[-3000:]
+
+    def start(self, episode_id, task="put the cube in the bowl", policy_id="ckpt-9"):
+        self.events.publish(self.EpisodeEvent(event=self.EpisodeEvent.START, episode_id=episode_id, task=task,
+                                              policy_id=policy_id))
+        self._wait_log(f"episode '{episode_id}' ->")
+
+    def stop(self, episode_id, reason="operator"):
+        self.events.publish(self.EpisodeEvent(event=self.EpisodeEvent.STOP, episode_id=episode_id, reason=reason))
+        self._wait_log("recorder: closed")
+
+    def outcome(self, episode_id, outcome, score, note=""):
+        self.events.publish(self.EpisodeEvent(event=self.EpisodeEvent.OUTCOME, episode_id=episode_id,
+                                              outcome=outcome, success_score=score, note=note))
+
+
+def _bag_dir(out_dir, episode_id):
+    matches = sorted(Path(out_dir).glob(f"*_{episode_id}"))
+    assert len(matches) == 1, list(Path(out_dir).iterdir())
+    return matches[0]
+
+
+def test_full_rate_episode_is_recorded_completely_and_round_trips(ros_session, tmp_path, node_log_dir):
+    out = tmp_path / "bags"
+    with _start_recorder(out, node_log_dir) as proc:
+        ep = _Episode(ros_session, proc)
+        ep.start("ep1")
+        ep.traffic.start(3.0)  # 3 x 480x640 rgb8 at 30 Hz + 2 x joint states at 100 Hz + commands at 25 Hz
+        ep.traffic.join(30.0)
+        assert not ep.traffic.publish_errors
+        time.sleep(0.3)
+        ep.stop("ep1")
+        # the operator answers the outcome prompt from a script
+        cli = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "outcome", "--outcome", "partial",
+                              "--score", "0.6", "--note", "slipped at the end"],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        bag = _bag_dir(out, "ep1")
+        assert read_custom_data(bag)["outcome"] == "partial"
+        assert read_custom_data(bag)["note"] == "slipped at the end"
+
+    log = ep.traffic.log
+    with open_bag(bag) as b:
+        assert not b.info.recovered
+        counts = {t: info.count for t, info in b.info.topics.items()}
+        for topic in ep.traffic.topics():
+            assert counts[topic] == log.count(topic), f"{topic}: bag {counts[topic]} != published {log.count(topic)}"
+        assert counts["/episode"] == 2  # START + STOP recorded in the bag
+        # every joint state arrived in order (header stamps equal the publish log)
+        stamps = [header_stamp_ns(raw) for _, _, raw in b.messages(["/follower_left/joint_states"])]
+        assert stamps == [t for _, t in log.published["/follower_left/joint_states"]]
+        times = {}
+        for topic, t_ns, _ in b.messages():
+            times.setdefault(topic, []).append((t_ns - b.info.start_ns) * 1e-9)
+    meta = read_custom_data(bag)
+    assert (meta["task"], meta["policy_id"], meta["stop_reason"], meta["dropped_messages"]) == \
+        ("put the cube in the bowl", "ckpt-9", "operator", "0")
+
+    # round trip: converted steps equal the published values at the resampled ticks
+    results = convert_all([str(bag)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
+    assert results[0].status == "ok", results
+    episode = read_episode(results[0].output)
+    assert (episode.task, episode.success, episode.success_score) == ("put the cube in the bowl", False, pytest.approx(0.6))
+    cmd_topics = [t for t in ep.traffic.topics() if "/commands/" in t]
+    obs_topics = [rt.camera_topic(c) for c in rt.CAMERAS] + [f"/{a}/joint_states" for a in rt.ARMS]
+    steps = rt.expected_steps({t: times[t] for t in cmd_topics}, {t: times[t] for t in obs_topics})
+    assert episode.num_steps == len(steps) >= 70
+    conv = gripper_convention("aloha2")
+    for k, st in enumerate(steps):
+        o, c = st["obs"], st["cmd"]
+        np.testing.assert_array_equal(episode.qpos[k], qpos_from_joint_states(
+            rt.joint_positions(0, o["/follower_left/joint_states"]),
+            rt.joint_positions(1, o["/follower_right/joint_states"]), conv))
+        for side, arm in enumerate(rt.ARMS):
+            np.testing.assert_array_equal(episode.action[k, 7 * side:7 * side + 6],
+                                          rt.arm_command(side, c[f"/{arm}/commands/joint_group"]))
+            assert episode.action[k, 7 * side + 6] == conv.joint_to_command(
+                rt.gripper_command(side, c[f"/{arm}/commands/joint_single"]))
+        for cam in rt.CAMERAS:
+            assert rt.frame_index(episode.images[cam][k]) == o[rt.camera_topic(cam)]
+
+
+def _prefix_length(bag, topic, arm_index):
+    """Number of leading joint states in the bag that are exactly the published sequence 0, 1, 2, ..."""
+    n = 0
+    for _, _, raw in bag.messages([topic]):
+        if list(bag.decode(topic, raw).position) != rt.joint_positions(arm_index, n):
+            break
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_signal_mid_episode_leaves_a_readable_bag(ros_session, tmp_path, node_log_dir, sig):
+    out = tmp_path / "bags"
+    proc = _start_recorder(out, node_log_dir, flush_interval_s=0.25)
+    try:
+        ep = _Episode(ros_session, proc)
+        ep.start("sig")
+        ep.traffic.start(6.0)
+        time.sleep(2.0)
+        t_signal = ep.node.get_clock().now().nanoseconds
+        proc.signal(sig)
+        proc.process.wait(20.0)
+    finally:
+        ep.traffic.stop()
+        proc.stop()
+    if sig != signal.SIGKILL:
+        assert proc.process.returncode == 0, proc.output()[-2000:]
+    bag = _bag_dir(out, "sig")
+    topic = "/follower_left/joint_states"
+    # what must be there: everything published well before the signal (SIGKILL: minus one flush interval)
+    margin_ns = int((0.3 if sig != signal.SIGKILL else 0.6) * 1e9)
+    must = sum(1 for _, t in ep.traffic.log.published[topic] if t < t_signal - margin_ns)
+    with open_bag(bag) as b:
+        assert b.info.recovered == (sig == signal.SIGKILL), b.info.problems
+        n = _prefix_length(b, topic, 0)
+        assert n == b.info.topics[topic].count, "the bag holds a gap-free prefix of what was published"
+        assert n >= must > 100
+        assert b.info.topics[rt.camera_topic("cam_high")].count >= must * 0.3 - 5
+        assert b.info.topics["/episode"].count >= 1  # the START event (task, policy) survives any signal
+    if sig != signal.SIGKILL:
+        meta = read_custom_data(bag)
+        assert meta["stop_reason"] == "recorder shutdown" and meta["task"] == "put the cube in the bowl"
+    else:
+        res = convert_all([str(bag)], ConvertConfig(output_dir=str(tmp_path / "eps"), recover=True), progress=False)
+        assert res[0].status == "ok" and res[0].task == "put the cube in the bowl" and res[0].steps > 30, res
+
+
+def test_outcome_event_labels_the_episode(ros_session, tmp_path, node_log_dir):
+    out = tmp_path / "bags"
+    with _start_recorder(out, node_log_dir) as proc:
+        ep = _Episode(ros_session, proc)
+        ep.start("lab")
+        ep.stop("lab", reason="success")
+        ep.outcome("lab", "success", float("nan"), "clean")
+        bag = _bag_dir(out, "lab")
+        wait_for(lambda: read_custom_data(bag).get("outcome") == "success", 10.0, what="label in metadata.yaml")
+    assert read_custom_data(bag)["success_score"] == "1" and read_custom_data(bag)["note"] == "clean"
+
+
+@pytest.mark.parametrize("case", ["unwritable", "disk_full"])
+def test_recorder_refuses_to_start_without_a_usable_output_dir(tmp_path, node_log_dir, case):
+    if case == "unwritable":
+        blocker = tmp_path / "not_a_dir"
+        blocker.write_text("x")
+        params, expected = {"output_dir": str(blocker / "bags")}, "cannot create output directory"
+    else:
+        params, expected = {"output_dir": str(tmp_path / "bags"), "min_free_space_mb": 1e12}, "MiB free"
+    proc = _start_recorder(tmp_path, node_log_dir, **params)
+    try:
+        rc = proc.process.wait(30.0)
+    finally:
+        proc.stop()
+    assert rc == 2 and expected in proc.log_path.read_text(), proc.log_path.read_text()
