@@ -17,7 +17,7 @@ import numpy as np
 import rclpy
 import rclpy.executors
 from rclpy.node import Node
-from rclpy.qos import QoSProfile, ReliabilityPolicy, HistoryPolicy
+from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 from std_srvs.srv import Trigger
@@ -84,7 +84,7 @@ class CommanderNode(Node):
             self.group_pubs[side] = self.create_publisher(JointGroupCommand, f"{ns}/commands/joint_group", 10)
             self.single_pubs[side] = self.create_publisher(JointSingleCommand, f"{ns}/commands/joint_single", 10)
             self.create_subscription(JointState, f"{ns}/joint_states", lambda m, s=side: self._on_js(s, m),
-                                     QoSProfile(depth=5))
+                                     qos_profile_sensor_data)  # best effort: matches reliable and best-effort drivers
         self.create_subscription(ActionChunk, p["chunk_topic"], self._on_chunk, 10)
         self.create_subscription(DiagnosticStatus, p["policy_status_topic"], self._on_status, 10)
         self.trace_pub = self.create_publisher(Float64MultiArray, "~/trace", 50) if p["publish_trace"] else None
@@ -123,8 +123,10 @@ class CommanderNode(Node):
         ok = dg.status_level(msg) != dg.ERROR
         with self._lock:
             line = self.logic.on_policy_status(ok, msg.message, self._now())
-        if line:
-            (self.get_logger().info if ok else self.get_logger().error)(line)
+        if line and ok:
+            self.get_logger().info(line)
+        elif line:
+            self.get_logger().error(line)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
         try:

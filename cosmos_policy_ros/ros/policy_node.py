@@ -231,9 +231,14 @@ class PolicyNode(Node):
         key = (level, message.split(":")[0])
         if key != self._last_status:
             if self._last_status is not None or level != dg.OK:
-                log = self.get_logger()
-                {dg.OK: log.info, dg.WARN: log.warning}.get(level, log.error)(
-                    f"status {dg.LEVEL_NAMES[level]}: {message}")
+                # rclpy forbids changing the severity at one call site: one call per level
+                line = f"status {dg.LEVEL_NAMES[level]}: {message}"
+                if level == dg.OK:
+                    self.get_logger().info(line)
+                elif level == dg.WARN:
+                    self.get_logger().warning(line)
+                else:
+                    self.get_logger().error(line)
             self._last_status = key
 
     def _on_status_timer(self) -> None:
