@@ -13,6 +13,8 @@ from cosmos_policy_ros.sim.aloha_sim import (  # noqa: F401
     CONTROL_DT,
     CONTROL_HZ,
     DEFAULT_CAMERA_MAP,
+    POLICY_HZ,
+    STEPS_PER_ACTION,
     SIM_GRIPPER,
     SUCCESS_REWARD,
     TASK_DESCRIPTIONS,

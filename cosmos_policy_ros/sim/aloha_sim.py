@@ -24,11 +24,14 @@ import mujoco
 import numpy as np
 
 from cosmos_policy_ros.core import robot
-from cosmos_policy_ros.core.types import ALOHA_CAMERAS
+from cosmos_policy_ros.core.types import ALOHA_CAMERAS, Observation
 
 #: Physics: 50 Hz control (gym-aloha's DT), MuJoCo's default 2 ms step.
 CONTROL_DT = 0.02
 CONTROL_HZ = 50
+#: The policy (and the demos) act at 25 Hz: each action is held for two physics steps.
+POLICY_HZ = 25
+STEPS_PER_ACTION = CONTROL_HZ // POLICY_HZ
 #: gym-aloha's start pose (16 = per arm 6 joints + 2 finger slides).
 START_ARM_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.02239, -0.02239,
                   0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.02239, -0.02239)
@@ -278,6 +281,14 @@ class AlohaSim:
         do_render = self.config.render if render is None else render
         return {"qpos": self.qpos14(), "qvel": self.qvel14(),
                 "images": self.render() if do_render else {}}
+
+    def policy_observation(self, instruction: Optional[str] = None, size: Optional[Sequence[int]] = None
+                           ) -> Observation:
+        """The current state as the policy's :class:`Observation` (RGB images of the configured cameras,
+        proprio = qpos14, stamp = simulated seconds); instruction defaults to the task's description."""
+        return Observation(images=self.render(size=size), proprio=self.qpos14(),
+                           instruction=TASK_DESCRIPTIONS[self.task] if instruction is None else instruction,
+                           stamp=self.time)
 
     # ------------------------------------------------------------------ rendering
     def renderer(self, size: Optional[Sequence[int]] = None) -> FastRenderer:

@@ -218,7 +218,68 @@ def transfer_cube_expert(sim: AlohaSim, rng: Optional[np.random.Generator] = Non
     return WaypointExpert(sim, left, right, end_step=int(round(380 * s)))
 
 
-EXPERTS: Dict[str, Callable[..., WaypointExpert]] = {"transfer_cube": transfer_cube_expert}
+LEFT_DOWN_QUAT = (0.866, 0.0, 0.5, 0.0)  # left gripper pitched down 60 deg (mirror of RIGHT_QUAT)
+PEG_Z, SOCKET_Z = 0.01, 0.022  # resting centres on the table (2 cm peg; socket bottom plate 2.2 cm below centre)
+
+
+def insertion_expert(sim: AlohaSim, rng: Optional[np.random.Generator] = None, time_scale: float = 1.0,
+                     meeting_jitter: float = 0.0, grip_z: float = 0.005, peg_grip_dx: float = 0.02,
+                     meet_z: float = 0.15, final_gap: float = 0.09, peg_lift: float = 0.009) -> WaypointExpert:
+    """Right arm picks the peg, left arm the socket; both lift, line up along x and push the peg in.
+
+    The right gripper holds the peg ``peg_grip_dx`` m right of its centre, the left one the socket at
+    its centre; both grip points sit ``grip_z`` above the table. At the meeting height the object
+    centres are aligned in y and z; the arms then close the gap until the peg centre is ``final_gap``
+    m from the socket centre (the pin is touched at 0.10). ``peg_lift`` raises the right grip relative
+    to the left one: the peg hangs ~1 cm lower in its grasp than the socket does in its (measured).
+    """
+    objs = sim.initial_object_qpos
+    peg, socket = objs[0:3].copy(), objs[7:10].copy()
+    s = float(time_scale)
+    meet = np.array([0.0, 0.5, meet_z])
+    if meeting_jitter > 0:
+        rng = rng or np.random.default_rng(sim.seed)
+        meet = meet + rng.uniform(-meeting_jitter, meeting_jitter, size=3)
+    l0, lq0 = _start_grip_pose(sim, "left")
+    r0, rq0 = _start_grip_pose(sim, "right")
+    # object centre relative to the grip point once grasped (assumed rigid after the grasp)
+    peg_rel = np.array([-peg_grip_dx, 0.0, PEG_Z - grip_z])
+    sock_rel = np.array([0.0, 0.0, SOCKET_Z - grip_z])
+    # grip points that put both object centres on the meeting line, socket left of the peg
+    def grips(gap: float):
+        sock_c = meet + np.array([-gap / 2, 0.0, 0.0])
+        peg_c = meet + np.array([gap / 2, 0.0, 0.0])
+        return tuple(sock_c - sock_rel), tuple(peg_c - peg_rel + np.array([0.0, 0.0, peg_lift]))
+
+    l_pre, r_pre = grips(0.24)
+    l_in, r_in = grips(final_gap)
+    px, py = peg[0] + peg_grip_dx, peg[1]
+    sx, sy = socket[0], socket[1]
+    right = [
+        Waypoint(0, r0, rq0, OPEN),
+        Waypoint(90 * s, (px, py, grip_z + 0.08), RIGHT_QUAT, OPEN),
+        Waypoint(130 * s, (px, py, grip_z), RIGHT_QUAT, OPEN),
+        Waypoint(145 * s, (px, py, grip_z), RIGHT_QUAT, OPEN),
+        Waypoint(175 * s, (px, py, grip_z), RIGHT_QUAT, CLOSED),
+        Waypoint(215 * s, (px, py, grip_z + 0.1), RIGHT_QUAT, CLOSED),
+        Waypoint(260 * s, r_pre, RIGHT_QUAT, CLOSED),
+        Waypoint(340 * s, r_in, RIGHT_QUAT, CLOSED),
+    ]
+    left = [
+        Waypoint(0, l0, lq0, OPEN),
+        Waypoint(90 * s, (sx, sy, grip_z + 0.08), LEFT_DOWN_QUAT, OPEN),
+        Waypoint(130 * s, (sx, sy, grip_z), LEFT_DOWN_QUAT, OPEN),
+        Waypoint(145 * s, (sx, sy, grip_z), LEFT_DOWN_QUAT, OPEN),
+        Waypoint(175 * s, (sx, sy, grip_z), LEFT_DOWN_QUAT, CLOSED),
+        Waypoint(215 * s, (sx, sy, grip_z + 0.1), LEFT_DOWN_QUAT, CLOSED),
+        Waypoint(260 * s, l_pre, LEFT_DOWN_QUAT, CLOSED),
+        Waypoint(340 * s, l_in, LEFT_DOWN_QUAT, CLOSED),
+    ]
+    return WaypointExpert(sim, left, right, end_step=int(round(340 * s)))
+
+
+EXPERTS: Dict[str, Callable[..., WaypointExpert]] = {"transfer_cube": transfer_cube_expert,
+                                                     "insertion": insertion_expert}
 
 
 def make_expert(sim: AlohaSim, **kwargs) -> WaypointExpert:
