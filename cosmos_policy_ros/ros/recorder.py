@@ -660,7 +660,7 @@ def make_node_class():
     """Build the Node subclass lazily so this module imports without initialising rclpy."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from rclpy.node import Node
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import serialize_message
 
     from cosmos_policy_ros.msg import EpisodeEvent
@@ -675,6 +675,18 @@ def make_node_class():
             reliability = _declare(self, "reliability", "reliable", "subscription reliability: reliable or best_effort")
             if reliability not in ("reliable", "best_effort"):
                 raise RecorderSetupError(f"recorder: expected reliability reliable or best_effort, got {reliability!r}")
+            history = _declare(self, "history", "keep_all",
+                               "subscription history: keep_all (DDS keeps every unread sample; no reader-side "
+                               "loss while the node catches up) or keep_last (queue_depth / image_queue_depth)")
+            if history not in ("keep_last", "keep_all"):
+                raise RecorderSetupError(f"recorder: expected history keep_last or keep_all, got {history!r}")
+            self.executor_kind = _declare(self, "executor", "events",
+                                          "events (rclpy EventsExecutor, lowest overhead; falls back when "
+                                          "missing) or single_threaded")
+            if self.executor_kind not in ("events", "single_threaded"):
+                raise RecorderSetupError(
+                    f"recorder: expected executor events or single_threaded, got {self.executor_kind!r}")
+            _declare(self, "shutdown_drain_s", 0.3, "on SIGINT/SIGTERM keep receiving this long before closing")
             publish_diag = bool(_declare(self, "publish_diagnostics", True, "publish recorder status at 1 Hz"))
             # Fail early and clearly: output directory, free space, message definitions.
             typestore = build_typestore([t.msgtype for t in self.config.topics] + [EPISODE_EVENT_TYPE],
@@ -682,12 +694,13 @@ def make_node_class():
             self.writer = EpisodeBagWriter(self.config, typestore, clock_ns=self._now_ns,
                                            log=lambda m: self.get_logger().info(m))
             rel = ReliabilityPolicy.RELIABLE if reliability == "reliable" else ReliabilityPolicy.BEST_EFFORT
+            hist = HistoryPolicy.KEEP_ALL if history == "keep_all" else HistoryPolicy.KEEP_LAST
             self._subs = []
             for spec in self.config.topics:
                 cls = import_message_class(spec.msgtype)
                 self._subs.append(self.create_subscription(
                     cls, spec.topic, self._make_callback(spec.topic),
-                    QoSProfile(depth=spec.depth, reliability=rel), raw=True))
+                    QoSProfile(depth=spec.depth, reliability=rel, history=hist), raw=True))
             self._episode_sub = self.create_subscription(EpisodeEvent, self.config.episode_topic, self._on_episode,
                                                          QoSProfile(depth=100))
             self._serialize = serialize_message
@@ -794,11 +807,25 @@ def main(args: Optional[List[str]] = None) -> int:
         print(f"[recorder] ERROR: {exc}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
-    executor = SingleThreadedExecutor()
+    executor = None
+    if node.executor_kind == "events":
+        try:
+            from rclpy.experimental import EventsExecutor
+
+            executor = EventsExecutor()
+        except ImportError:  # Humble has no EventsExecutor
+            node.get_logger().warning("EventsExecutor not available; using SingleThreadedExecutor")
+    if executor is None:
+        executor = SingleThreadedExecutor()
     executor.add_node(node)
+    drain_s = float(node.get_parameter("shutdown_drain_s").value)
     try:
         while not stop.is_set():
             executor.spin_once(timeout_sec=0.1)
+        # Take in what DDS already delivered before closing the bag (bounded: publishers may still be going).
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.01)
     finally:
         node.shutdown()
         executor.shutdown()

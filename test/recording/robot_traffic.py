@@ -62,10 +62,10 @@ class RobotTraffic:
     """Publish the robot graph's traffic from a background thread until :meth:`stop`."""
 
     def __init__(self, node, *, image_hz: float = 30.0, joint_hz: float = 100.0, command_hz: float = 25.0,
-                 height: int = 480, width: int = 640, depth: int = 50):
+                 height: int = 480, width: int = 640, depth: int = 50, keep_all: bool = False):
         from diagnostic_msgs.msg import DiagnosticArray
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
-        from rclpy.qos import QoSProfile
+        from rclpy.qos import HistoryPolicy, QoSProfile
         from sensor_msgs.msg import Image, JointState
         from std_msgs.msg import Float32
 
@@ -75,7 +75,8 @@ class RobotTraffic:
         self.log = TrafficLog()
         self.rates = {"image": image_hz, "joint": joint_hz, "command": command_hz}
         self.h, self.w = height, width
-        qos = QoSProfile(depth=depth)
+        # keep_all: publish() waits for a lagging reader instead of overwriting unacknowledged samples.
+        qos = QoSProfile(depth=depth, history=HistoryPolicy.KEEP_ALL if keep_all else HistoryPolicy.KEEP_LAST)
         self.Image, self.JointState = Image, JointState
         self.JointGroupCommand, self.JointSingleCommand = JointGroupCommand, JointSingleCommand
         self.Float32, self.ActionChunk, self.DiagnosticArray = Float32, ActionChunk, DiagnosticArray

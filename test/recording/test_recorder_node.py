@@ -36,7 +36,7 @@ def _start_recorder(out_dir, log_dir, **params):
 class _Episode:
     """Test-side episode control: an EpisodeEvent publisher plus the synthetic robot traffic."""
 
-    def __init__(self, session, proc):
+    def __init__(self, session, proc, keep_all=True):
         from rclpy.qos import QoSProfile
 
         from cosmos_policy_ros.msg import EpisodeEvent
@@ -44,7 +44,10 @@ class _Episode:
         self.EpisodeEvent = EpisodeEvent
         self.proc = proc
         self.node = session.make_node(f"robot_{id(self)}")
-        self.traffic = rt.RobotTraffic(self.node)
+        # keep_all publishers: on a loaded test machine a lagging recorder slows the publisher down instead of
+        # DDS overwriting unacknowledged samples, so the test checks the recorder's own pipeline loses nothing.
+        # The realistic keep-last full-rate run (drops measured) is bench/recorder_bench.py.
+        self.traffic = rt.RobotTraffic(self.node, keep_all=keep_all)
         self.events = self.node.create_publisher(EpisodeEvent, "/episode", QoSProfile(depth=10))
         for topic in ["/episode"] + self.traffic.topics():
             wait_for_subscribers(self.node, topic, 1, timeout=30.0)
@@ -143,41 +146,58 @@ def _prefix_length(bag, topic, arm_index):
     return n
 
 
+def _recorder_written(msg):
+    """The recorder's 'written' counter from one of its DiagnosticArray messages, or None."""
+    for st in msg.status:
+        if st.hardware_id == "recorder":
+            return int({kv.key: kv.value for kv in st.values}["written"])
+    return None
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=["SIGINT", "SIGTERM", "SIGKILL"])
 def test_signal_mid_episode_leaves_a_readable_bag(ros_session, tmp_path, node_log_dir, sig):
+    from diagnostic_msgs.msg import DiagnosticArray
+
+    from cosmos_policy_ros.ros.harness import Collector
+
     out = tmp_path / "bags"
-    proc = _start_recorder(out, node_log_dir, flush_interval_s=0.25)
+    proc = _start_recorder(out, node_log_dir, flush_interval_s=0.25, publish_diagnostics=True)
     try:
-        ep = _Episode(ros_session, proc)
+        ep = _Episode(ros_session, proc, keep_all=False)
+        diag = Collector(ep.node, DiagnosticArray, "/diagnostics", qos=100)
         ep.start("sig")
         ep.traffic.start(6.0)
-        time.sleep(2.0)
-        t_signal = ep.node.get_clock().now().nanoseconds
+        wait_for(lambda: any((_recorder_written(m) or 0) > 300 for m in diag.snapshot()), 30.0,
+                 what="recorder to write 300 messages")
+        time.sleep(0.6)
+        t_signal = time.monotonic()
         proc.signal(sig)
         proc.process.wait(20.0)
     finally:
         ep.traffic.stop()
         proc.stop()
-    if sig != signal.SIGKILL:
-        assert proc.process.returncode == 0, proc.output()[-2000:]
+    output = proc.log_path.read_text()
+    # What the recorder reported written at least 0.5 s (two flush intervals) before the signal must be in the bag.
+    written_before = max(_recorder_written(m) or 0 for m, t in zip(diag.messages, diag.times) if t < t_signal - 0.5)
+    assert written_before > 300
     bag = _bag_dir(out, "sig")
     topic = "/follower_left/joint_states"
-    # what must be there: everything published well before the signal (SIGKILL: minus one flush interval)
-    margin_ns = int((0.3 if sig != signal.SIGKILL else 0.6) * 1e9)
-    must = sum(1 for _, t in ep.traffic.log.published[topic] if t < t_signal - margin_ns)
     with open_bag(bag) as b:
         assert b.info.recovered == (sig == signal.SIGKILL), b.info.problems
+        assert b.info.message_count >= written_before
         n = _prefix_length(b, topic, 0)
-        assert n == b.info.topics[topic].count, "the bag holds a gap-free prefix of what was published"
-        assert n >= must > 100
-        assert b.info.topics[rt.camera_topic("cam_high")].count >= must * 0.3 - 5
+        assert n == b.info.topics[topic].count > 20, "the bag holds a gap-free prefix of what was published"
         assert b.info.topics["/episode"].count >= 1  # the START event (task, policy) survives any signal
+        total = b.info.message_count
     if sig != signal.SIGKILL:
+        assert proc.process.returncode == 0, output[-2000:]
+        # a clean stop writes everything it received: the final count in the log is the bag's
+        assert f"recorder stopped: {total} messages" in output, output[-2000:]
         meta = read_custom_data(bag)
         assert meta["stop_reason"] == "recorder shutdown" and meta["task"] == "put the cube in the bowl"
     else:
         res = convert_all([str(bag)], ConvertConfig(output_dir=str(tmp_path / "eps"), recover=True), progress=False)
-        assert res[0].status == "ok" and res[0].task == "put the cube in the bowl" and res[0].steps > 30, res
+        assert res[0].status == "ok" and res[0].task == "put the cube in the bowl" and res[0].steps > 5, res
 
 
 def test_outcome_event_labels_the_episode(ros_session, tmp_path, node_log_dir):
