@@ -28,7 +28,10 @@ from ..core.safety import SafetyConfig, filter_action
 
 #: Layout of the commander's per-tick trace (std_msgs/Float64MultiArray on ~/trace): these fields, then the
 #: 14 command values actually sent.
-TRACE_FIELDS = ("tick", "held", "chunk_id", "index", "missed_total", "safety_changed", "blended")
+TRACE_FIELDS = ("tick", "tick_time", "held", "hold_code", "chunk_id", "index", "missed_total", "safety_changed",
+                "blended")
+#: hold_code values: why a tick held.
+HOLD_RUNNING, HOLD_IDLE, HOLD_FAULT, HOLD_ESTOP, HOLD_SAFETY = 0, 1, 2, 3, 4
 
 
 @dataclass
@@ -63,10 +66,11 @@ class TickResult:
     safety_kinds: List[str] = field(default_factory=list)
     safety_reasons: List[str] = field(default_factory=list)
     blended: bool = False
+    hold_code: int = HOLD_RUNNING
 
-    def trace(self, missed_total: int) -> List[float]:
-        """Values for the trace message (see :data:`TRACE_FIELDS`)."""
-        return [float(self.tick), float(self.held), float(self.chunk_id), float(self.index), float(missed_total),
+    def trace(self, missed_total: int, tick_time: float) -> List[float]:
+        """Values for the trace message (see :data:`TRACE_FIELDS`); tick_time: nominal time of the tick (s)."""
+        return [float(self.tick), float(tick_time), float(self.held), float(self.hold_code), float(self.chunk_id), float(self.index), float(missed_total),
                 float(bool(self.safety_kinds)), float(self.blended)] + [float(v) for v in self.command]
 
 
@@ -107,6 +111,7 @@ class CommanderLogic:
         self.chunks_rejected: Counter = Counter()
         self.margins: Deque[int] = deque(maxlen=100)
         self.hold_reason = "waiting for joint states"
+        self._idle_reason = "no chunk received yet"
         self.hold_reasons: Counter = Counter()
 
     # -- inputs -------------------------------------------------------------------------------------
@@ -187,6 +192,7 @@ class CommanderLogic:
         self.estop_reason = ""
         self.splicer.reject_before(now)
         self._pending = None
+        self._idle_reason = "waiting for a chunk observed after the e-stop reset"
         return "e-stop released; waiting for a new chunk"
 
     # -- per tick -------------------------------------------------------------------------------------
@@ -245,19 +251,21 @@ class CommanderLogic:
         if problems:
             self.splicer.hold(k)  # first: the hold begins at this tick
             self._begin_fault(now)
-            return self._hold(k, missed, hold_cmd, "; ".join(problems))
+            code = HOLD_ESTOP if self.estopped else HOLD_FAULT
+            return self._hold(k, missed, hold_cmd, "; ".join(problems), code)
         if self._fault_since is not None:
             # fault cleared: a chunk received meanwhile (observed after the fault began) may start now
             self._fault_since = None
+            self._idle_reason = "waiting for a chunk observed after the fault cleared"
             pending, self._pending = self._pending, None
             if pending is not None:
                 self._splice(pending, k)
 
         planned = self.splicer.action_at(k)
         if planned.action is None:
-            reason = {"no_chunk": "no chunk", "chunk_ended": "chunk ran out before the next one arrived"}.get(
-                planned.reason, planned.reason)
-            return self._hold(k, missed, hold_cmd, reason)
+            if planned.reason == "chunk_ended":
+                self._idle_reason = "chunk ran out before the next one arrived (inference too slow?)"
+            return self._hold(k, missed, hold_cmd, self._idle_reason, HOLD_IDLE)
         result = filter_action(planned.action, hold_cmd, self.safety, measured)
         if result.kinds:
             self.safety_interventions += 1
@@ -266,7 +274,7 @@ class CommanderLogic:
         if result.fault:
             self.safety_faults += 1
             self.splicer.hold(k)
-            out = self._hold(k, missed, hold_cmd, "safety fault: " + "; ".join(result.reasons))
+            out = self._hold(k, missed, hold_cmd, "safety fault: " + "; ".join(result.reasons), HOLD_SAFETY)
             out.safety_kinds, out.safety_reasons = result.kinds, result.reasons
             return out
         self.last_command = result.command
@@ -274,12 +282,12 @@ class CommanderLogic:
         return TickResult(k, missed, result.command, False, planned.reason, planned.chunk_id, planned.index,
                           result.kinds, result.reasons, planned.blended)
 
-    def _hold(self, k: int, missed: int, command: np.ndarray, reason: str) -> TickResult:
+    def _hold(self, k: int, missed: int, command: np.ndarray, reason: str, code: int) -> TickResult:
         self.held_ticks += 1
         self.hold_reason = reason
         self.hold_reasons[reason.split(":")[0].split(" (")[0]] += 1
         self.last_command = np.array(command, dtype=np.float64)
-        return TickResult(k, missed, self.last_command, True, reason)
+        return TickResult(k, missed, self.last_command, True, reason, hold_code=code)
 
 
 def joint_commands(command: np.ndarray, gripper: GripperConvention):

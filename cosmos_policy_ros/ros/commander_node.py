@@ -171,7 +171,7 @@ class CommanderNode(Node):
         self.action_pub.publish(act)
         if self.trace_pub is not None:
             tr = Float64MultiArray()
-            tr.data = array.array("d", res.trace(missed_total))
+            tr.data = array.array("d", res.trace(missed_total, self.logic.clock.time_of(res.tick)))
             self.trace_pub.publish(tr)
 
     def _log_transitions(self, res: TickResult) -> None:
