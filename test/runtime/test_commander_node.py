@@ -1,0 +1,106 @@
+"""Commander process alone over real DDS, fed hand-made chunks: safety clamping on the wire, nothing published
+before joint states, NaN chunk holds, Interbotix command format and gripper conversion, episode services."""
+import time
+
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core.robot import gripper_convention
+from cosmos_policy_ros.ros.commander_logic import HOLD_RUNNING, HOLD_SAFETY, TRACE_FIELDS
+from cosmos_policy_ros.ros.harness import Collector, launch, wait_for, wait_for_subscribers
+
+F = {name: i for i, name in enumerate(TRACE_FIELDS)}
+NF = len(TRACE_FIELDS)
+pytestmark = pytest.mark.ros
+
+
+def _chunk_msg(actions, stamp_s, chunk_id):
+    from cosmos_policy_ros.ros.conversions import chunk_to_msg
+
+    return chunk_to_msg(np.asarray(actions, np.float32), stamp_s, chunk_id, 0.04, "hand-made")
+
+
+def test_commander_clamps_jumps_both_ways_and_speaks_interbotix(ros_session, node_log_dir, synthetic_robot_cls,
+                                                                  trace_watcher_cls):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+    from cosmos_policy_ros.ros.graph import graph_nodes
+
+    watcher = trace_watcher_cls(ros_session)
+    node = watcher.node
+    group_l = Collector(node, JointGroupCommand, "/follower_left/commands/joint_group", 500)
+    single_r = Collector(node, JointSingleCommand, "/follower_right/commands/joint_single", 500)
+    episodes = Collector(node, EpisodeEvent, "/episode", 10)
+    chunk_pub = node.create_publisher(ActionChunk, "/policy/action_chunk", 10)
+    status_pub = node.create_publisher(DiagnosticStatus, "/policy/status", 10)
+    spec = [n.spec for n in graph_nodes("aloha", {"record": False, "task": "fold"}) if n.name == "commander"]
+    with launch(spec, node_log_dir) as procs:
+        wait_for_subscribers(node, "/policy/action_chunk", timeout=30)
+        time.sleep(1.0)
+        # no joint states yet: the commander publishes nothing at all
+        assert len(watcher.trace) == 0 and len(group_l) == 0
+        robot = synthetic_robot_cls(ros_session)  # starts joint states (echoing commands) and cameras
+        watcher.trace.wait(5, timeout=10)
+        ok = DiagnosticStatus(level=b"\x00", name="policy", message="ready")
+        node.create_timer(0.1, lambda: status_pub.publish(ok))  # a healthy policy node's heartbeat
+        stamp = robot.node.get_clock().now().nanoseconds * 1e-9
+        # 50 actions: left elbow jumps +1 rad, right elbow -1 rad, right gripper to 1 (open)
+        actions = np.zeros((50, 14), np.float32)
+        actions[:, 6] = 0.5
+        actions[:, 13] = 1.0
+        actions[:, 2] = 1.0
+        actions[:, 9] = -1.0
+        n0 = len(watcher.trace)
+        chunk_pub.publish(_chunk_msg(actions, stamp, 1))
+        i_run = watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 5.0, n0, "chunk running")
+        watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING and r[F["index"]] >= 14, 5.0, i_run, "14 ticks")
+        rows = watcher.rows()[i_run:i_run + 10]  # 0.1, 0.2, ... 1.0 rad
+        left_elbow = [r[NF + 2] for r in rows]
+        right_elbow = [r[NF + 9] for r in rows]
+        # ramps at max_step_arm (0.1 rad / tick) in both directions instead of jumping
+        np.testing.assert_allclose(np.diff(left_elbow), 0.1, atol=1e-6)
+        np.testing.assert_allclose(np.diff(right_elbow), -0.1, atol=1e-6)
+        assert all(r[F["safety_changed"]] == 1 for r in rows[:8])
+        # on the wire: JointGroupCommand "arm" with 6 values; gripper in rad per the generation
+        msgs = group_l.snapshot()
+        assert all(m.name == "arm" and len(m.cmd) == 6 for m in msgs)
+        assert max(m.cmd[2] for m in msgs) <= 1.0 + 1e-6
+        steps = np.diff([m.cmd[2] for m in msgs])
+        assert steps.max() <= 0.1 + 1e-5 and steps.min() >= -0.1 - 1e-5
+        conv = gripper_convention("aloha2")
+        wait_for(lambda: any(abs(m.cmd - conv.command_to_joint(1.0)) < 1e-4 for m in single_r.snapshot()), 5.0,
+                 what="right gripper opened")
+        assert all(m.name == "gripper" for m in single_r.snapshot())
+        wait_for(lambda: any(int(d.get("safety_interventions", "0")) > 0 for d in watcher.diag_values("commander")),
+                 3.0, what="safety interventions in diagnostics")
+
+        # a chunk containing NaN: the safety filter refuses it and the commander holds the last safe command
+        bad = actions.copy()
+        bad[:, 0] = np.nan
+        n1 = len(watcher.trace)
+        chunk_pub.publish(_chunk_msg(bad, robot.node.get_clock().now().nanoseconds * 1e-9, 2))
+        i_bad = watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_SAFETY, 5.0, n1, "safety hold")
+        prev = watcher.rows()[i_bad - 1]
+        assert np.array_equal(watcher.rows()[i_bad][NF:], prev[NF:])
+        assert np.all(np.isfinite(watcher.rows()[i_bad][NF:]))
+
+        # episode services publish EpisodeEvent for the recorder
+        def call(name):
+            client = node.create_client(Trigger, f"/commander/{name}")
+            assert client.wait_for_service(timeout_sec=10.0)
+            fut = client.call_async(Trigger.Request())
+            wait_for(fut.done, 10.0, what=name)
+            return fut.result()
+
+        started = call("start_episode")
+        assert started.success
+        stopped = call("stop_episode")
+        assert stopped.success and stopped.message == started.message
+        evs = episodes.wait(2)
+        assert [e.event for e in evs[:2]] == [EpisodeEvent.START, EpisodeEvent.STOP]
+        assert evs[0].task == "fold" and evs[0].episode_id == started.message and evs[1].reason == "operator"
+        assert not call("stop_episode").success
+        assert all(p.alive() for p in procs)
