@@ -1,0 +1,157 @@
+"""CommanderLogic without ROS: hold rules, within-one-tick fault response, e-stop latch, publish nothing early."""
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core.chunking import Chunk, SpliceConfig
+from cosmos_policy_ros.core.robot import gripper_convention
+from cosmos_policy_ros.core.safety import SafetyConfig
+from cosmos_policy_ros.ros.commander_logic import (HOLD_ESTOP, HOLD_FAULT, HOLD_IDLE, HOLD_SAFETY, CommanderConfig,
+                                                   CommanderLogic, joint_commands)
+
+P = 0.04
+CONV = gripper_convention("aloha2")
+JS = [0.0] * 6 + [float(CONV.command_to_joint(0.5)), 0.05, -0.05]
+
+
+def make(**cfg):
+    return CommanderLogic(SpliceConfig(period=P), SafetyConfig(), CONV, CommanderConfig(**cfg))
+
+
+def feed(logic, t):
+    logic.on_joint_state("left", t, JS)
+    logic.on_joint_state("right", t, JS)
+    logic.on_policy_status(True, "ready", t)
+
+
+def ramp(chunk_id, stamp, h=50):
+    a = np.zeros((h, 14))
+    a[:, 0] = np.arange(h) * 0.01  # small steps
+    a[:, 6] = a[:, 13] = 0.5
+    return Chunk(chunk_id, stamp, P, a)
+
+
+def run(logic, t0, n):
+    out = []
+    for k in range(n):
+        t = t0 + k * P
+        feed(logic, t)
+        out.append(logic.tick(t))
+    return out
+
+
+def test_nothing_published_before_both_arms_and_hold_at_measured():
+    logic = make()
+    assert logic.tick(0.0) is None
+    logic.on_joint_state("left", 0.02, JS)
+    assert logic.tick(0.04) is None  # one arm is not enough
+    logic.on_joint_state("right", 0.05, JS)
+    res = logic.tick(0.08)
+    assert res is not None and res.held and res.hold_code == HOLD_IDLE
+    np.testing.assert_allclose(res.command[6], 0.5)  # gripper joint -> normalised command
+    np.testing.assert_allclose(res.command[:6], 0.0)
+
+
+def test_runs_chunk_then_policy_fault_holds_at_the_next_tick_and_rejects_old_chunks():
+    logic = make()
+    run(logic, 0.0, 2)  # ticks 0, 1
+    logic.on_chunk(ramp(1, 0.04), 0.05)
+    res = run(logic, 2 * P, 5)  # ticks 2..6
+    assert [r.index for r in res] == [0, 1, 2, 3, 4] and not any(r.held for r in res)
+    t = 7 * P
+    feed(logic, t - 0.01)
+    logic.on_policy_status(False, "cam_high: stale", t - 0.01)
+    r = logic.tick(t)  # the very next tick holds
+    assert r.held and r.hold_code == HOLD_FAULT and "cam_high" in r.reason
+    np.testing.assert_array_equal(r.command, res[-1].command)
+    # a chunk observed before the fault is refused even after recovery
+    logic.on_policy_status(True, "ready", t + 0.01)
+    acc = logic.on_chunk(ramp(2, t - 0.1), t + 0.01)
+    assert not acc.accepted
+    res = run(logic, t + P, 2)
+    assert all(r.held and r.hold_code == HOLD_IDLE for r in res)
+    # a chunk observed after it starts from its first action
+    assert logic.on_chunk(ramp(3, t + 0.05), t + 2.5 * P).accepted
+    r = run(logic, t + 3 * P, 1)[0]
+    assert not r.held and r.chunk_id == 3 and r.index == 0
+
+
+def test_chunk_arriving_during_a_fault_waits_for_recovery():
+    logic = make()
+    run(logic, 0.0, 2)
+    logic.on_policy_status(False, "inference failed", 0.1)
+    logic.tick(0.12)
+    acc = logic.on_chunk(ramp(1, 0.13), 0.14)
+    assert acc.reason == "pending_fault"
+    logic.on_policy_status(True, "ready", 0.15)
+    feed(logic, 0.16)
+    r = logic.tick(0.16)
+    assert not r.held and r.chunk_id == 1 and r.index == 0
+
+
+def test_joint_state_faults_hold_within_one_tick():
+    logic = make(joint_state_max_age=0.1)
+    run(logic, 0.0, 2)
+    logic.on_chunk(ramp(1, 0.04), 0.05)
+    assert not run(logic, 0.08, 2)[-1].held
+    logic.on_joint_state("left", 0.17, [np.nan] * 9)
+    r = logic.tick(0.16 + P)
+    assert r.held and "left arm joint state contains NaN" in r.reason
+    np.testing.assert_array_equal(r.command, logic.last_command)
+    # one arm only: the right arm goes silent
+    logic2 = make(joint_state_max_age=0.1)
+    run(logic2, 0.0, 2)
+    logic2.on_joint_state("left", 0.2, JS)
+    logic2.on_policy_status(True, "ok", 0.2)
+    r = logic2.tick(0.2)
+    assert r.held and "right arm joint states stale" in r.reason
+
+
+def test_policy_silence_holds():
+    logic = make(policy_timeout=0.5)
+    run(logic, 0.0, 2)
+    logic.on_joint_state("left", 1.0, JS)
+    logic.on_joint_state("right", 1.0, JS)
+    r = logic.tick(1.0)
+    assert r.held and "silent" in r.reason
+
+
+def test_estop_latches_until_reset_and_needs_a_new_chunk():
+    logic = make()
+    run(logic, 0.0, 2)
+    logic.on_chunk(ramp(1, 0.04), 0.05)
+    run(logic, 0.08, 3)
+    logic.estop("test")
+    res = run(logic, 0.2, 10)
+    assert all(r.held and r.hold_code == HOLD_ESTOP for r in res)
+    logic.on_chunk(ramp(2, 0.5), 0.55)  # still latched
+    assert all(r.held for r in run(logic, 0.6, 3))
+    assert "released" in logic.reset_estop(0.8)
+    assert run(logic, 0.8, 1)[0].hold_code == HOLD_IDLE  # the pre-reset chunk does not resume
+    logic.on_chunk(ramp(3, 0.81), 0.82)
+    r = run(logic, 0.84, 1)[0]  # tick 21, the next one
+    assert not r.held and r.chunk_id == 3 and r.index == 0
+
+
+def test_safety_fault_holds_and_interventions_are_counted():
+    logic = make()
+    run(logic, 0.0, 2)
+    a = np.zeros((50, 14))
+    a[:, 6] = a[:, 13] = 0.5
+    a[:, 2] = 1.0
+    a[10:, 5] = np.nan
+    logic.on_chunk(Chunk(1, 0.04, P, a), 0.05)
+    res = run(logic, 0.08, 12)
+    assert [round(r.command[2], 3) for r in res[:10]] == [round(0.1 * (i + 1), 3) for i in range(10)]
+    assert logic.safety_interventions >= 10 and logic.safety_kinds["step"] >= 9
+    assert res[10].held and res[10].hold_code == HOLD_SAFETY and "nonfinite" in res[10].reason
+    assert res[11].held  # the refused chunk is dropped
+
+
+def test_joint_commands_convert_gripper_per_generation():
+    c = np.zeros(14)
+    c[6], c[13] = 0.0, 1.0
+    out = joint_commands(c, gripper_convention("aloha1"))
+    assert out["left"][1] == pytest.approx(-0.6213) and out["right"][1] == pytest.approx(1.4910)
+    assert len(out["left"][0]) == 6
+    with pytest.raises(ValueError, match="expected a"):
+        joint_commands(np.zeros(13), CONV)
