@@ -79,7 +79,8 @@ def writer_throughput(directory: Path, seconds: float = 5.0) -> float:
     return nbytes / dt / 1e6
 
 
-def run_node_episode(out_dir: Path, duration: float, log_dir: Path, params: dict) -> dict:
+def run_node_episode(out_dir: Path, duration: float, log_dir: Path, params: dict, publisher_depth: int = 50,
+                     keep_all_publishers: bool = False) -> dict:
     """One recorded full-rate episode; returns published/recorded counts, CPU and recorder stats."""
     import psutil
     from rclpy.qos import QoSProfile
@@ -95,7 +96,7 @@ def run_node_episode(out_dir: Path, duration: float, log_dir: Path, params: dict
     session = RosSession()
     try:
         node = session.make_node("bench_robot")
-        traffic = rt.RobotTraffic(node)
+        traffic = rt.RobotTraffic(node, depth=publisher_depth, keep_all=keep_all_publishers)
         events = node.create_publisher(EpisodeEvent, "/episode", QoSProfile(depth=10))
         for topic in ["/episode"] + traffic.topics():
             wait_for_subscribers(node, topic, 1, timeout=60.0)
@@ -132,6 +133,8 @@ def main(argv=None) -> int:
     parser.add_argument("--output-dir", default=None, help="where bags go (default: a temporary directory)")
     parser.add_argument("--markdown", default=None, help="also write the markdown report here")
     parser.add_argument("--keep", action="store_true", help="keep the recorded bag")
+    parser.add_argument("--publisher-depth", type=int, default=50, help="publishers' keep-last depth (default 50)")
+    parser.add_argument("--keep-all-publishers", action="store_true", help="publishers with keep-all history")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="extra recorder parameter (e.g. executor=single_threaded)")
     args = parser.parse_args(argv)
@@ -143,7 +146,8 @@ def main(argv=None) -> int:
         params[k] = float(v) if v.replace(".", "", 1).isdigit() else v
     disk = disk_write_speed(out)
     writer = writer_throughput(out)
-    r = run_node_episode(out, args.duration, out, params)
+    r = run_node_episode(out, args.duration, out, params, args.publisher_depth, args.keep_all_publishers)
+    load = os.getloadavg()
     need = r["bytes"] / r["duration"] / 1e6
     drops = {t: r["published"][t] - r["recorded"].get(t, 0) for t in r["published"]}
     lines = [
@@ -151,7 +155,9 @@ def main(argv=None) -> int:
         "",
         f"Full-rate episode of {args.duration:.0f} s through the recorder node (subprocess, Fast DDS shared memory): "
         "3 x 480x640 rgb8 at 30 Hz, 2 x JointState at 100 Hz, 4 command topics at 25 Hz, value 25 Hz, "
-        f"ActionChunk 0.5 Hz, diagnostics 1 Hz. Recorder parameters: {params or 'defaults'}.",
+        f"ActionChunk 0.5 Hz, diagnostics 1 Hz. Recorder parameters: {params or 'defaults'}; publishers: "
+        f"{'keep-all' if args.keep_all_publishers else f'keep-last depth {args.publisher_depth}'}. "
+        f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min).",
         "",
         "| topic | published | recorded | dropped |",
         "| --- | ---: | ---: | ---: |",
