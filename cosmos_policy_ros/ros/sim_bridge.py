@@ -16,7 +16,9 @@ logged warning and the previous target is held.
 
 Modes (parameter ``mode``):
 - ``realtime``: physics advances with the wall clock at 50 Hz (a timer; missed ticks are caught up, at most
-  ``max_catchup_steps`` per tick, so sim time tracks wall time). Stamps are the node clock.
+  ``max_catchup_steps`` per tick, so sim time tracks wall time). Cameras render on their own thread every
+  1/camera_rate_hz wall seconds from a copy of the state (rendering never delays physics or joint states;
+  an overloaded CPU lowers the frame rate, not the physics rate). Stamps are the node clock.
 - ``lockstep``: physics advances only inside the ``~/step`` service (cosmos_policy_ros/srv/SimStep, N steps).
   Every step applies the latest received targets, then publishes joint states + status; a camera frame set is
   published whenever the simulated time reaches the next camera period (k / camera_rate_hz), so N steps
@@ -34,9 +36,11 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import mujoco
 import numpy as np
 from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 from rcl_interfaces.msg import ParameterDescriptor
@@ -48,7 +52,7 @@ from std_srvs.srv import Trigger
 
 from cosmos_policy_ros.core import robot
 from cosmos_policy_ros.msg import SimStatus
-from cosmos_policy_ros.sim.aloha_sim import (CONTROL_DT, DEFAULT_CAMERA_MAP, TASKS, AlohaSim,
+from cosmos_policy_ros.sim.aloha_sim import (CONTROL_DT, DEFAULT_CAMERA_MAP, TASKS, AlohaSim, FastRenderer,
                                              follower_joint_positions, follower_joint_velocities)
 from cosmos_policy_ros.srv import SimReset, SimStep
 
@@ -251,9 +255,17 @@ class SimBridgeNode(Node):
         self._dt = CONTROL_DT
         self._wall_start = None
         self._timer = None
+        # Real time: cameras render on their own thread from a snapshot of the state, so rendering (the
+        # expensive part, GIL released) never delays the 50 Hz physics and joint states.
+        self._cam_stop = threading.Event()
+        self._cam_kick = threading.Event()
+        self._cam_thread: Optional[threading.Thread] = None
+        self.frames_published = 0
         self.reset(self.cfg.seed)
         if self.cfg.mode == "realtime":
             self._timer = self.create_timer(self._dt, self._on_timer)
+            self._cam_thread = threading.Thread(target=self._camera_loop, name="sim-bridge-cameras", daemon=True)
+            self._cam_thread.start()
         self.get_logger().info(
             f"sim bridge: task {self.cfg.task}, mode {self.cfg.mode}, seed {self.cfg.seed}, generation "
             f"{self.cfg.generation}, cameras {list(self.cfg.cameras)} {self.cfg.image_height}x{self.cfg.image_width} "
@@ -292,7 +304,10 @@ class SimBridgeNode(Node):
             self._wall_start = None
             stamp = self._stamp()
             self._publish_state(stamp)
-            self._publish_cameras(stamp)
+            if self.cfg.mode == "lockstep":
+                self._publish_cameras(stamp)
+            else:
+                self._cam_kick.set()  # the camera thread publishes the new scene at once
             return int(seed)
 
     def advance(self, steps: int) -> int:
@@ -306,7 +321,7 @@ class SimBridgeNode(Node):
                 done += 1
                 stamp = self._stamp()
                 self._publish_state(stamp)
-                if self.cameras.due(self.sim.time):
+                if self.cfg.mode == "lockstep" and self.cameras.due(self.sim.time):
                     self._publish_cameras(stamp)
             if self.sim.done and self.cfg.auto_reset:
                 self.reset(int(self.sim.seed) + 1)
@@ -358,16 +373,52 @@ class SimBridgeNode(Node):
             self.clock_pub.publish(clk)
 
     def _publish_cameras(self, stamp) -> None:
+        """Lock-step: render the live state now (the caller holds the lock)."""
         for cam, img in self.sim.render(self.cfg.cameras, release=True).items():  # executors may switch threads
-            msg = Image()
-            msg.header.stamp = stamp
-            msg.header.frame_id = f"{cam}_color_optical_frame"
-            msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
-            msg.encoding = "rgb8"
-            msg.is_bigendian = 0
-            msg.step = int(img.shape[1]) * 3
-            msg.data = img.tobytes()  # bytes assignment: ~50 us; a numpy array here costs ~40 ms
-            self.image_pubs[cam].publish(msg)
+            self._publish_image(cam, img, stamp)
+
+    def _camera_loop(self) -> None:
+        """Real time: every 1/camera_rate_hz wall seconds (at once after a reset) copy the state under the
+        lock, then render and publish every camera from the copy without holding it. When rendering is
+        slower than the rate, frames come as fast as they can (no backlog)."""
+        snapshot = mujoco.MjData(self.sim.model)
+        renderer = None
+        period = 1.0 / self.cfg.camera_rate_hz
+        next_t = time.monotonic()
+        try:
+            while not self._cam_stop.is_set():
+                wait = next_t - time.monotonic()
+                if wait > 0:
+                    self._cam_kick.wait(wait)
+                if self._cam_stop.is_set():
+                    break
+                self._cam_kick.clear()
+                next_t = max(next_t + period, time.monotonic())
+                with self._lock:
+                    mujoco.mj_copyData(snapshot, self.sim.model, self.sim.data)
+                    stamp = self._stamp()
+                if renderer is None:  # created here: a GL context is current in one thread only
+                    renderer = FastRenderer(self.sim.model, self.cfg.image_height, self.cfg.image_width)
+                for cam in self.cfg.cameras:
+                    self._publish_image(cam, renderer.render(snapshot, self.sim.config.camera_map[cam]), stamp)
+        except Exception as exc:  # noqa: BLE001 - a dead camera thread must be visible, not silent
+            if not self._cam_stop.is_set():
+                self.get_logger().error(f"camera thread stopped: {exc!r}")
+        finally:
+            if renderer is not None:
+                renderer.close()
+
+    def _publish_image(self, cam: str, img: np.ndarray, stamp) -> None:
+        msg = Image()
+        msg.header.stamp = stamp
+        msg.header.frame_id = f"{cam}_color_optical_frame"
+        msg.height, msg.width = int(img.shape[0]), int(img.shape[1])
+        msg.encoding = "rgb8"
+        msg.is_bigendian = 0
+        msg.step = int(img.shape[1]) * 3
+        msg.data = img.tobytes()  # bytes assignment: ~50 us; a numpy array here costs ~40 ms
+        self.image_pubs[cam].publish(msg)
+        self.frames_published += 1
 
     # ---------------------------------------------------------- services
     def _srv_reset(self, request, response):
@@ -404,6 +455,10 @@ class SimBridgeNode(Node):
         return response
 
     def destroy_node(self):
+        self._cam_stop.set()
+        self._cam_kick.set()
+        if self._cam_thread is not None:
+            self._cam_thread.join(timeout=5.0)
         self.sim.close()
         return super().destroy_node()
 
