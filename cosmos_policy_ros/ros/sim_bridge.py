@@ -19,7 +19,10 @@ Modes (parameter ``mode``):
   ``max_catchup_steps`` per tick, so sim time tracks wall time). Cameras render on their own thread every
   1/camera_rate_hz wall seconds from a copy of the state (rendering never delays physics or joint states;
   an overloaded CPU lowers the frame rate, not the physics rate). Stamps are the node clock.
-- ``lockstep``: physics advances only inside the ``~/step`` service (cosmos_policy_ros/srv/SimStep, N steps).
+- ``lockstep``: physics advances only inside the ``~/step`` service (cosmos_policy_ros/srv/SimStep, N steps)
+  and, when ``steps_per_command_batch`` > 0, by that many steps each time one complete command batch arrived
+  (one valid message of every kind in ``command_batch``, in any order, since the last batch; 2 steps per batch
+  keeps the physics in step with a 25 Hz commander whatever the CPU speed).
   Every step applies the latest received targets, then publishes joint states + status; a camera frame set is
   published whenever the simulated time reaches the next camera period (k / camera_rate_hz), so N steps
   publish exactly floor(N * 0.02 * camera_rate_hz) frames per camera after a reset. All stamps are simulated
@@ -60,6 +63,7 @@ SIDES = ("left", "right")
 DEFAULT_CAMERA_TOPICS = {cam: f"/{cam}/camera/color/image_rect_raw"
                          for cam in ("cam_high", "cam_left_wrist", "cam_right_wrist", "cam_low")}
 MODES = ("realtime", "lockstep")
+COMMAND_KINDS = ("left_joint_group", "right_joint_group", "left_joint_single", "right_joint_single")
 
 
 # ---------------------------------------------------------------------- plain logic (no rclpy.init needed)
@@ -76,10 +80,26 @@ class CommandTarget:
             raise ValueError(f"expected an initial action of shape ({robot.ACTION_DIM},), got {self.action.shape}")
         self.received = {"left": 0, "right": 0}
         self.rejected = 0
+        #: valid commands applied per kind ("left_joint_group", "right_joint_single", ...) since the last reset
+        self.counts: Dict[str, int] = {k: 0 for k in COMMAND_KINDS}
+        self.batches = 0
+
+    def take_batch(self, required: Sequence[str]) -> bool:
+        """True (once per batch) when every kind in ``required`` has one more command than batches taken.
+
+        Counting per kind (not a set cleared per batch) keeps batches intact when messages of different
+        topics arrive out of order.
+        """
+        if required and min(self.counts[k] for k in required) > self.batches:
+            self.batches += 1
+            return True
+        return False
 
     def reset(self, action: Sequence[float]) -> None:
-        """Hold ``action`` (e.g. the start pose after a reset)."""
+        """Hold ``action`` (e.g. the start pose after a reset); command batches start again from zero."""
         self.action[:] = action
+        self.counts = {k: 0 for k in COMMAND_KINDS}
+        self.batches = 0
 
     @staticmethod
     def _offset(side: str) -> int:
@@ -100,6 +120,7 @@ class CommandTarget:
             o = self._offset(side)
             self.action[o:o + 6] = values
             self.received[side] += 1
+            self.counts[f"{side}_joint_group"] += 1
             return None
         self.rejected += 1
         return reason
@@ -114,6 +135,7 @@ class CommandTarget:
         else:
             self.action[self._offset(side) + 6] = float(self.convention.joint_to_command(value))
             self.received[side] += 1
+            self.counts[f"{side}_joint_single"] += 1
             return None
         self.rejected += 1
         return reason
@@ -161,6 +183,8 @@ class BridgeConfig:
     publish_clock: bool = False
     max_catchup_steps: int = 5
     joint_name_prefix: str = ""
+    steps_per_command_batch: int = 0
+    command_batch: Tuple[str, ...] = COMMAND_KINDS
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -178,6 +202,12 @@ class BridgeConfig:
             raise ValueError(f"expected cameras among {sorted(DEFAULT_CAMERA_MAP)}, got {unknown}")
         if self.max_steps <= 0:
             raise ValueError(f"expected max_steps > 0, got {self.max_steps}")
+        if self.steps_per_command_batch < 0:
+            raise ValueError(f"expected steps_per_command_batch >= 0, got {self.steps_per_command_batch}")
+        self.command_batch = tuple(k for k in self.command_batch if k)
+        bad = [k for k in self.command_batch if k not in COMMAND_KINDS]
+        if bad or (self.steps_per_command_batch and not self.command_batch):
+            raise ValueError(f"expected command_batch to be a non-empty subset of {COMMAND_KINDS}, got {list(self.command_batch)}")
         if self.max_catchup_steps < 1:
             raise ValueError(f"expected max_catchup_steps >= 1, got {self.max_catchup_steps}")
 
@@ -197,6 +227,9 @@ _PARAMS = (
     ("publish_clock", False, "lockstep: publish simulated time on /clock (for use_sim_time nodes)"),
     ("max_catchup_steps", 5, "realtime: most physics steps one timer tick may run to catch up with the wall clock"),
     ("joint_name_prefix", "", "prefix for JointState names (the xs_sdk publishes bare names: waist, ...)"),
+    ("steps_per_command_batch", 0, "lockstep: also advance this many physics steps whenever one complete command "
+                                   "batch arrived (2 = a 25 Hz commander); 0 = only the ~/step service"),
+    ("command_batch", list(COMMAND_KINDS), "lockstep: the command kinds that make one batch"),
     ("topics.left_joint_states", "/follower_left/joint_states", "left follower JointState topic"),
     ("topics.right_joint_states", "/follower_right/joint_states", "right follower JointState topic"),
     ("topics.left_joint_group", "/follower_left/commands/joint_group", "left JointGroupCommand topic"),
@@ -221,7 +254,8 @@ class SimBridgeNode(Node):
             image_width=int(values["image_width"]), cameras=tuple(values["cameras"]),
             max_steps=int(values["max_steps"]), auto_reset=bool(values["auto_reset"]),
             publish_clock=bool(values["publish_clock"]), max_catchup_steps=int(values["max_catchup_steps"]),
-            joint_name_prefix=values["joint_name_prefix"])
+            joint_name_prefix=values["joint_name_prefix"],
+            steps_per_command_batch=int(values["steps_per_command_batch"]), command_batch=tuple(values["command_batch"]))
         self.topics = {k[len("topics."):]: v for k, v in values.items() if k.startswith("topics.")}
         self.convention = robot.gripper_convention(self.cfg.generation)
         self._lock = threading.RLock()
@@ -275,14 +309,20 @@ class SimBridgeNode(Node):
     def _on_group(self, side: str, msg) -> None:
         with self._lock:
             reason = self.target.apply_group(side, msg.name, msg.cmd)
-        if reason:
-            self.get_logger().warning(f"follower_{side}: {reason}", throttle_duration_sec=1.0)
+        self._after_command(side, reason)
 
     def _on_single(self, side: str, msg) -> None:
         with self._lock:
             reason = self.target.apply_single(side, msg.name, msg.cmd)
+        self._after_command(side, reason)
+
+    def _after_command(self, side: str, reason: Optional[str]) -> None:
         if reason:
             self.get_logger().warning(f"follower_{side}: {reason}", throttle_duration_sec=1.0)
+            return
+        if (self.cfg.mode == "lockstep" and self.cfg.steps_per_command_batch
+                and self.target.take_batch(self.cfg.command_batch) and not self.sim.done):
+            self.advance(self.cfg.steps_per_command_batch)
 
     # ---------------------------------------------------------- stepping
     def _stamp(self):

@@ -32,6 +32,24 @@ def test_command_target_applies_valid_and_rejects_bad_commands():
     assert t.rejected == 5 and t.received == {"left": 1, "right": 1}
 
 
+def test_command_batches_complete_in_any_order():
+    conv = robot.gripper_convention("aloha2")
+    t = CommandTarget(conv, np.zeros(14))
+    kinds = ("left_joint_group", "right_joint_group")
+    t.apply_group("left", "arm", [0.0] * 6)
+    t.apply_group("left", "arm", [0.1] * 6)  # next batch's left arrives before this batch's right
+    assert not t.take_batch(kinds)
+    t.apply_group("right", "arm", [0.0] * 6)
+    assert t.take_batch(kinds) and not t.take_batch(kinds)
+    t.apply_group("right", "bogus", [0.0] * 6)  # rejected commands do not count
+    assert not t.take_batch(kinds)
+    t.apply_group("right", "arm", [0.0] * 6)
+    assert t.take_batch(kinds)
+    t.reset(np.zeros(14))
+    t.apply_group("right", "arm", [0.0] * 6)
+    assert not t.take_batch(kinds)
+
+
 def test_camera_schedule_counts_frames_in_sim_time():
     sched = CameraSchedule(30.0)
     frames = sum(sched.due((k + 1) * 0.02) for k in range(50))  # 1 s of 50 Hz physics
@@ -145,6 +163,45 @@ def test_lockstep_bridge_follows_interbotix_commands(ros_session):
     st = status.wait(1)[-1]
     assert st.step == 50 and st.task == "transfer_cube" and st.seed == 2 and not st.episode_end
     assert bridge.target.rejected == 2
+
+
+@pytest.mark.ros
+def test_lockstep_steps_per_command_batch(ros_session):
+    """steps_per_command_batch=2: each complete set of the four commander messages advances 40 ms of physics."""
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+
+    from cosmos_policy_ros.msg import SimStatus
+    from cosmos_policy_ros.ros.harness import Collector, wait_for, wait_for_subscribers
+    from cosmos_policy_ros.ros.sim_bridge import SimBridgeNode
+
+    bridge = SimBridgeNode(context=ros_session.context, parameter_overrides=[
+        Parameter("mode", value="lockstep"), Parameter("steps_per_command_batch", value=2),
+        Parameter("image_height", value=48), Parameter("image_width", value=64)])
+    ros_session.add_node(bridge)
+    node = ros_session.make_node("commander_like")
+    status = Collector(node, SimStatus, "/sim_bridge/status", QoSProfile(depth=200))
+    pubs = {}
+    for s in ("left", "right"):
+        pubs[f"{s}_group"] = node.create_publisher(JointGroupCommand, f"/follower_{s}/commands/joint_group", 10)
+        pubs[f"{s}_single"] = node.create_publisher(JointSingleCommand, f"/follower_{s}/commands/joint_single", 10)
+        wait_for_subscribers(node, f"/follower_{s}/commands/joint_group")
+        wait_for_subscribers(node, f"/follower_{s}/commands/joint_single")
+    start = bridge.sim.qpos14()
+    conv = robot.gripper_convention("aloha2")
+    for _ in range(10):
+        for s, o in (("left", 0), ("right", 7)):
+            pubs[f"{s}_group"].publish(JointGroupCommand(name="arm", cmd=start[o:o + 6].tolist()))
+            pubs[f"{s}_single"].publish(JointSingleCommand(name="gripper", cmd=float(conv.command_to_joint(0.5))))
+    wait_for(lambda: bridge.sim.step_count == 20, 20.0, what="20 physics steps from 10 command batches")
+    # an incomplete batch (no right gripper command) does not advance the physics
+    pubs["left_group"].publish(JointGroupCommand(name="arm", cmd=start[0:6].tolist()))
+    pubs["right_group"].publish(JointGroupCommand(name="arm", cmd=start[7:13].tolist()))
+    pubs["left_single"].publish(JointSingleCommand(name="gripper", cmd=float(conv.command_to_joint(0.5))))
+    wait_for(lambda: bridge.target.counts["left_joint_single"] == 11, 10.0, what="partial batch received")
+    assert bridge.sim.step_count == 20
+    wait_for(lambda: len(status) > 0 and status.snapshot()[-1].step == 20, 10.0, what="status at step 20")
 
 
 @pytest.mark.ros
