@@ -78,6 +78,9 @@ def main() -> int:
             print(bench_expert(task, args.seeds, args.time_scale, jitter), flush=True)
     print("\n| sim cost | time |\n| --- | --- |")
     print(bench_render())
+    load = os.getloadavg()
+    print(f"\nCPU load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
+          f"on {os.cpu_count()} cores (timings scale with contention; success rates do not).")
     return 0
 
 
