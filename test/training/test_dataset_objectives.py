@@ -1,0 +1,155 @@
+"""Dataset construction (chunks, value targets, stats, augmentation) and the training objectives."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cosmos_policy_ros.core.codec import STAT_KEYS, extract, extract_value
+from cosmos_policy_ros.core.images import ImageConfig
+from cosmos_policy_ros.core.layout import ALOHA
+from cosmos_policy_training.augment import AugmentConfig, apply_augment, draw_params
+from cosmos_policy_training.dataset import (DatasetConfig, EpisodeDataset, action_chunk, build_video,
+                                            inject_vectors, value_targets)
+from cosmos_policy_training.objectives import (ObjectiveConfig, condition_masks, denoising_loss,
+                                               objectives_for_batch, sample_sigma, split_counts)
+from cosmos_policy_training.trainer import OptimConfig, lr_factor
+
+
+def test_value_targets_follow_discounted_terminal_score_at_next_state():
+    v = value_targets(120, 1.0, horizon=50, gamma=0.998)
+    # target at t is 2 * 0.998^(T-1-min(t+50, T-1)) - 1
+    assert v[0] == pytest.approx(2 * 0.998 ** (119 - 50) - 1)
+    assert v[69] == pytest.approx(1.0) and v[119] == pytest.approx(1.0)  # t+50 >= T-1: terminal
+    assert np.all(np.diff(v) >= 0)
+    assert np.all(value_targets(80, 0.0, 50) == -1.0)  # failures: -1 everywhere
+    assert value_targets(80, 0.5, 50)[-1] == pytest.approx(0.0)  # partial score 0.5 -> 0 in [-1, 1]
+    with pytest.raises(ValueError, match="success score"):
+        value_targets(10, 1.5, 50)
+
+
+def test_action_chunk_repeats_last_action_past_the_end():
+    a = np.arange(30, dtype=float).reshape(10, 3)
+    c = action_chunk(a, 7, 5)
+    assert c.shape == (5, 3)
+    np.testing.assert_array_equal(c[:3], a[7:10])
+    np.testing.assert_array_equal(c[3:], np.stack([a[9], a[9]]))
+
+
+def test_samples_and_stats(tiny_episodes):
+    ds = EpisodeDataset.from_paths(tiny_episodes, ALOHA, ImageConfig(squash_size=64, size=64),
+                                   DatasetConfig(augment=AugmentConfig(enabled=False)))
+    assert set(STAT_KEYS) <= set(ds.stats.to_dict())
+    assert len(ds) == 120
+    s = ds.sample(55)  # episode 0, t = 55: chunk runs past the end (T = 60)
+    assert s.key == (0, 55)
+    acts = s.actions.reshape(50, 14)
+    assert torch.equal(acts[4], acts[-1]) and torch.equal(acts[4], ds.episodes[0].actions[59])
+    assert torch.equal(s.proprio_next, ds.episodes[0].proprio[59])
+    assert float(s.value) == pytest.approx(1.0)
+    assert s.images_now.shape == (3, 3, 64, 64) and s.images_now.dtype == torch.uint8
+    # the normalised vectors survive injection into latents and extraction (what the policy reads back)
+    lat = torch.zeros(1, 16, 11, 8, 8)
+    x0 = inject_vectors(lat, s.proprio[None], s.actions[None], s.proprio_next[None], s.value[None], ALOHA)
+    np.testing.assert_allclose(extract(x0[:, :, 5], 700)[0].float(), s.actions, atol=1e-6)
+    assert float(extract_value(x0[:, :, 10])[0]) == pytest.approx(1.0)
+
+
+def test_video_layout_puts_current_and_future_images_in_their_slots():
+    now = torch.zeros(1, 3, 3, 16, 16, dtype=torch.uint8)
+    nxt = torch.full((1, 3, 3, 16, 16), 255, dtype=torch.uint8)
+    v = build_video(now, nxt, ALOHA)
+    assert v.shape == (1, 3, 41, 16, 16)
+    per_frame = v[0].mean(dim=(0, 2, 3))
+    for k in (7, 8, 9):  # future image slots: white
+        for f in ALOHA.raw_frames(k):
+            assert per_frame[f] == 1.0
+    for k in (2, 3, 4, 0, 1, 5, 6, 10):  # current images (black here) and blank vector frames
+        for f in ALOHA.raw_frames(k):
+            assert per_frame[f] == -1.0
+
+
+def test_augmentation_uses_one_draw_for_all_frames_and_varies_between_draws():
+    cfg = AugmentConfig()
+    img = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8)
+    frames = torch.cat([img, img, img])
+    p = draw_params(cfg, torch.Generator().manual_seed(3))
+    out = apply_augment(frames, p, cfg)
+    assert out.shape == frames.shape and out.dtype == torch.uint8
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+    p2 = draw_params(cfg, torch.Generator().manual_seed(4))
+    assert not torch.equal(apply_augment(img, p2, cfg), out[:1])
+    assert -5.0 <= p["angle"] <= 5.0 and 0.7 <= p["brightness"] <= 1.3 and abs(p["hue"]) <= 0.05
+    # identity parameters (full crop, no rotation, neutral colours) leave the image unchanged
+    ident = AugmentConfig(crop_area=1.0)
+    same = apply_augment(img, {"crop_x": 0.5, "crop_y": 0.5, "angle": 0.0, "brightness": 1.0, "contrast": 1.0,
+                               "saturation": 1.0, "hue": 0.0}, ident)
+    assert (same.int() - img.int()).abs().max() <= 1
+    # a hue shift of a full turn is the identity; a saturation of 0 gives grey pixels
+    full = apply_augment(img, {"crop_x": 0.5, "crop_y": 0.5, "angle": 0.0, "brightness": 1.0, "contrast": 1.0,
+                               "saturation": 0.0, "hue": 0.0}, ident)
+    assert (full.int().amax(1) - full.int().amin(1)).max() <= 1
+
+
+def test_objective_split_is_exact_per_batch():
+    cfg = ObjectiveConfig()
+    assert split_counts(200, cfg) == {"policy": 100, "world_model": 50, "value": 50}
+    assert split_counts(8, cfg) == {"policy": 4, "world_model": 2, "value": 2}
+    objs = objectives_for_batch(8, cfg)
+    m = condition_masks(objs, ALOHA, cfg)
+    assert m[0].tolist() == [True, True, True, True, True] + [False] * 6  # policy: frames 0..4
+    assert m[4].tolist() == [True] * 6 + [False] * 5  # world model: + action
+    assert m[7].tolist() == [True] * 10 + [False]  # value (base run): all but the value frame
+    plan = ObjectiveConfig(policy=0, world_model=0, value=1, value_mode="value_v")
+    mv = condition_masks(objectives_for_batch(2, plan), ALOHA, plan)
+    assert mv[0].tolist() == [True, False, False, False, False, False, True, True, True, True, False]
+    with pytest.raises(ValueError, match="value_mode"):
+        ObjectiveConfig(value_mode="q")
+
+
+def test_hybrid_noise_distribution():
+    g = torch.Generator().manual_seed(0)
+    draw = lambda cfg, n=3000: np.array([sample_sigma(g, cfg, 11) for _ in range(n)]) / math.sqrt(11)  # noqa: E731
+    logn = np.log(draw(ObjectiveConfig(p_lognormal=1.0)))
+    assert np.mean(logn) == pytest.approx(math.log(4), abs=0.1) and np.std(logn) == pytest.approx(1.2, abs=0.1)
+    uni = draw(ObjectiveConfig(p_lognormal=0.0))
+    assert uni.min() >= 1 and uni.max() <= 85 and np.mean(uni) == pytest.approx(43, abs=3)
+    mix = draw(ObjectiveConfig())
+    # P(sigma > 40) = 0.7 * P(lognormal > 40) (0.027) + 0.3 * 45/84 = 0.18
+    assert 0.14 < (mix > 40).mean() < 0.22
+    assert sample_sigma(torch.Generator().manual_seed(1), ObjectiveConfig(p_lognormal=0.0, uniform_low=2,
+                                                                          uniform_high=2), 11) == pytest.approx(2 * math.sqrt(11))
+
+
+def test_loss_weighting_and_conditioning_frames():
+    cfg = ObjectiveConfig()
+    x0 = torch.randn(2, 16, 11, 4, 4)
+    eps = torch.randn_like(x0)
+    sigma = torch.tensor([2.0, 30.0])
+    cond = condition_masks(["policy", "world_model"], ALOHA, cfg)
+    calls = {}
+
+    def zero_net_TestDouble(x_in, c_noise, c):  # F = 0 -> x0_hat = c_skip * x
+        calls["c_noise"] = c_noise
+        return torch.zeros_like(x_in)
+
+    out = denoising_loss(zero_net_TestDouble, x0, cond, sigma, eps, cfg)
+    # conditioning frames: clean, c_noise 0, replaced -> zero error
+    assert torch.equal(out.x0_hat[:, :, :5][0], x0[0, :, :5])
+    assert torch.all(calls["c_noise"][cond] == 0)
+    t = sigma / (sigma + 1)
+    expected = []
+    for b in range(2):
+        x = x0[b] + sigma[b] * eps[b]
+        hat = torch.where(cond[b][None, :, None, None], x0[b], (1 - t[b]) * x)
+        expected.append(10 * (((x0[b] - hat) ** 2) * (1 + sigma[b]) ** 2 / sigma[b] ** 2).mean())
+    torch.testing.assert_close(out.per_sample, torch.stack(expected))
+
+
+def test_lr_schedule():
+    o = OptimConfig(warmup_steps=10, decay_steps=100)
+    assert lr_factor(0, o) == pytest.approx(0.1) and lr_factor(9, o) == pytest.approx(1.0)
+    assert lr_factor(55, o) == pytest.approx(1 - 0.7 * 45 / 90)
+    assert lr_factor(100, o) == pytest.approx(0.06) and lr_factor(10**6, o) == pytest.approx(0.06)

@@ -1,0 +1,165 @@
+"""`cosmos-policy train`: train or refine a Cosmos Policy checkpoint from episode files.
+
+Single process:   cosmos-policy train --demos data/demos --network sim --out runs/x
+One GPU node:     python -m torch.distributed.run --nproc_per_node 8 -m cosmos_policy_training.cli ARGS
+Several nodes:    python -m torch.distributed.run --nnodes 4 --nproc_per_node 8 --node_rank $NODE_RANK
+                      --rdzv_backend c10d --rdzv_endpoint $HEAD:29500 -m cosmos_policy_training.cli ARGS
+(see docs/training.md). Under torchrun the global batch (--batch) is split over all ranks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from cosmos_policy_ros.core.layout import get_layout
+
+
+def episode_files(items: Sequence[str]) -> List[Path]:
+    """Files and directories (their ``*.hdf5``, in natural order) -> episode file paths."""
+    out: List[Path] = []
+    key = lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]  # noqa: E731
+    for it in items:
+        p = Path(it)
+        if p.is_dir():
+            files = sorted(p.glob("*.hdf5"), key=key)
+            if not files:
+                raise FileNotFoundError(f"{p}: no *.hdf5 episode files")
+            out += files
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p}: no such file or directory")
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI arguments (see module docstring)."""
+    d = parser.add_argument_group("data")
+    d.add_argument("--demos", nargs="*", default=[], help="demonstration episode files or folders")
+    d.add_argument("--rollouts", nargs="*", default=[], help="recorded rollout episode files or folders (labelled)")
+    d.add_argument("--demo-fraction", type=float, default=None,
+                   help="share of draws from demos when rollouts are given (planning recipe: 0.1); default: "
+                        "proportional to the number of samples")
+    d.add_argument("--stride", type=int, default=1, help="use every N-th step as a sample start")
+    d.add_argument("--gamma", type=float, default=0.998)
+    d.add_argument("--no-augment", action="store_true", help="no image augmentation (inference centre crop)")
+    d.add_argument("--cache-latents", action="store_true", help="encode every sample once (implies --no-augment)")
+    d.add_argument("--cache-dir", default=None, help="keep cached latents here across runs")
+    m = parser.add_argument_group("model")
+    m.add_argument("--init", default=None, help="start from a checkpoint (our folder, NVIDIA folder or HF id)")
+    m.add_argument("--network", default="sim", help="preset when not --init: tiny, sim, 2b")
+    m.add_argument("--layout", default="aloha")
+    m.add_argument("--embeddings", default=None, help="safetensors instruction -> (1, L, D) text embeddings")
+    m.add_argument("--keep-checkpoint-stats", action="store_true", help="keep --init's normalisation statistics")
+    m.add_argument("--train-vae", action="store_true", help="also train the VAE (default: frozen)")
+    m.add_argument("--policy-id", default=None)
+    t = parser.add_argument_group("training")
+    t.add_argument("--out", required=True, help="run folder (checkpoints/, final/, history.jsonl, loss.png)")
+    t.add_argument("--steps", type=int, default=50000)
+    t.add_argument("--batch", type=int, default=200, help="global batch (all ranks together)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--weight-decay", type=float, default=0.1)
+    t.add_argument("--grad-clip", type=float, default=1.0)
+    t.add_argument("--warmup", type=int, default=2000)
+    t.add_argument("--decay-steps", type=int, default=20000)
+    t.add_argument("--decay-factor", type=float, default=0.3)
+    t.add_argument("--final-factor", type=float, default=0.06)
+    t.add_argument("--split", type=float, nargs=3, default=(0.5, 0.25, 0.25), metavar=("POLICY", "WORLD", "VALUE"))
+    t.add_argument("--value-mode", choices=("value_q", "value_v"), default="value_q",
+                   help="value_v: current state and action masked (planning model, V(s'))")
+    t.add_argument("--save-every", type=int, default=1000)
+    t.add_argument("--log-every", type=int, default=10)
+    t.add_argument("--resume", default=None, help="checkpoint folder or run folder to continue from")
+    t.add_argument("--distributed", choices=("auto", "none", "ddp", "fsdp"), default="auto")
+    t.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
+    t.add_argument("--grad-checkpointing", action="store_true")
+    t.add_argument("--device", default=None)
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--no-progress", action="store_true")
+
+
+def build_from_args(args: argparse.Namespace):
+    """(trainer, dataset) for parsed arguments (used by the CLI and the recipes)."""
+    import torch
+
+    from .configs import build_policy, load_embeddings_file, network_preset
+    from .dataset import DatasetConfig, EpisodeDataset
+    from .augment import AugmentConfig
+    from .objectives import ObjectiveConfig
+    from .trainer import OptimConfig, TrainConfig, Trainer
+
+    if args.threads:
+        torch.set_num_threads(int(args.threads))
+    layout = get_layout(args.layout)
+    demos, rollouts = episode_files(args.demos), episode_files(args.rollouts)
+    if not demos and not rollouts:
+        raise SystemExit("cosmos-policy train: expected --demos and/or --rollouts episode files")
+    network = None if args.init else network_preset(args.network)
+    augment = not (args.no_augment or args.cache_latents)
+    dcfg = DatasetConfig(gamma=args.gamma, stride=args.stride, augment=AugmentConfig(enabled=augment))
+    fractions = None
+    if args.demo_fraction is not None and rollouts:
+        fractions = {"demo": args.demo_fraction, "rollout": 1.0 - args.demo_fraction}
+    # image preprocessing follows the starting network; from a checkpoint, read it from its config first
+    from .configs import image_config_for
+    if args.init:
+        from cosmos_policy_ros.core.checkpoint import load_checkpoint
+        image_cfg = load_checkpoint(args.init, layout=layout).image
+    else:
+        image_cfg = image_config_for(network)
+    dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, kind_fractions=fractions)
+    if args.init and args.keep_checkpoint_stats:
+        from cosmos_policy_ros.core.checkpoint import load_checkpoint
+        stats = load_checkpoint(args.init, layout=layout).stats
+        dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
+                                            kind_fractions=fractions)
+    emb = load_embeddings_file(args.embeddings) if args.embeddings else None
+    policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
+                          embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id)
+    tcfg = TrainConfig(
+        steps=args.steps, global_batch=args.batch, seed=args.seed,
+        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
+                          warmup_steps=args.warmup, decay_steps=max(args.decay_steps, args.warmup),
+                          decay_factor=args.decay_factor, final_factor=args.final_factor),
+        objective=ObjectiveConfig(policy=args.split[0], world_model=args.split[1], value=args.split[2],
+                                  value_mode=args.value_mode),
+        log_every=args.log_every, save_every=args.save_every, precision=args.precision,
+        grad_checkpointing=args.grad_checkpointing, distributed=args.distributed, train_vae=args.train_vae,
+        cache_latents=args.cache_latents, cache_dir=args.cache_dir, progress=not args.no_progress)
+    trainer = Trainer(policy, dataset, tcfg, args.out, device=args.device)
+    if args.resume:
+        trainer.resume(args.resume)
+    return trainer, dataset
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; print where the final checkpoint is."""
+    trainer, dataset = build_from_args(args)
+    if trainer.info.is_main:
+        print(f"training on {len(dataset)} samples from {len(dataset.episodes)} episodes, "
+              f"{trainer.info.world} rank(s) ({trainer.info.mode}), device {trainer.info.device}, "
+              f"from step {trainer.step} to {trainer.cfg.steps}", flush=True)
+    history = trainer.train()
+    if trainer.info.is_main:
+        last = history[-1] if history else {}
+        print(json.dumps({"final": str(Path(args.out) / "final"), "step": trainer.step,
+                          **{k: v for k, v in last.items() if k in ("loss", "policy/action", "value/value")}}), flush=True)
+    import torch.distributed as dist
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cosmos_policy_training.cli", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""Network presets and building the policy a run starts from (a released / our checkpoint, or a config).
+
+Presets: ``2b`` (the released Cosmos-Predict2-2B network at 224 px, for GPUs), ``tiny`` (tests: 2 layers,
+hidden 64, 64 px) and ``sim`` (the small simulated-ALOHA model: 4 layers, hidden 128, 64 px, VAE base 8).
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+from cosmos_policy_ros.core.codec import DatasetStats
+from cosmos_policy_ros.core.images import ImageConfig
+from cosmos_policy_ros.core.layout import LatentLayout, get_layout
+from cosmos_policy_ros.core.network import NETWORK_2B, CosmosNetwork, NetworkConfig, VAEConfig, tiny_network_config
+from cosmos_policy_ros.core.policy import CosmosPolicy, load_policy
+from cosmos_policy_ros.core.sampler import SamplerConfig
+
+
+def sim_network_config() -> NetworkConfig:
+    """The small simulated-ALOHA DiT (about 0.8 M parameters) with a small Wan VAE at 64 px (8x8 latents)."""
+    return NetworkConfig(name="sim-small", num_layers=4, num_attention_heads=4, attention_head_dim=32, mlp_ratio=4.0,
+                         text_embed_dim=32, text_len=8, adaln_lora_dim=32, image_size=64, vae=VAEConfig(base_dim=8))
+
+
+PRESETS = {"2b": lambda: NetworkConfig(), "tiny": lambda: tiny_network_config(), "sim": sim_network_config}
+
+
+def network_preset(name: str) -> NetworkConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"network preset: expected one of {sorted(PRESETS)}, got {name!r}") from None
+
+
+def image_config_for(network: NetworkConfig) -> ImageConfig:
+    """Inference preprocessing for a network: the reference's 256 -> 224 at 224 px; small networks squash
+    straight to their size."""
+    if network.image_size == 224:
+        return ImageConfig()
+    return ImageConfig(squash_size=network.image_size, size=network.image_size)
+
+
+def stand_in_embeddings(tasks: Sequence[str], network: NetworkConfig) -> Dict[str, torch.Tensor]:
+    """Fixed random (1, L, D) embeddings per task, seeded by the task text: a stand-in for T5 embeddings
+    for small models trained from scratch (the T5-11B encoder does not run here). Each instruction gets a
+    distinct, reproducible vector; the model only has to tell the tasks apart."""
+    out = {}
+    for t in tasks:
+        seed = int.from_bytes(hashlib.sha1(t.encode("utf-8")).digest()[:8], "little") >> 1
+        g = torch.Generator().manual_seed(seed)
+        out[t] = torch.randn(1, network.text_len, network.text_embed_dim, generator=g)
+    return out
+
+
+def load_embeddings_file(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """Instruction -> (1, L, D) embeddings from a safetensors file (keys are the instructions)."""
+    from safetensors.torch import load_file
+    return {k: v.float() for k, v in load_file(str(path)).items()}
+
+
+def build_policy(stats: DatasetStats, tasks: Sequence[str], init: Optional[str] = None,
+                 network: Optional[NetworkConfig] = None, layout: Union[str, LatentLayout] = "aloha",
+                 seed: int = 0, embeddings: Optional[Mapping[str, torch.Tensor]] = None,
+                 keep_checkpoint_stats: bool = False, sampler: Optional[SamplerConfig] = None,
+                 policy_id: Optional[str] = None) -> CosmosPolicy:
+    """The starting policy of a run (float32, CPU; the trainer moves it).
+
+    init: a checkpoint (our directory, a local NVIDIA checkpoint or a Hugging Face id, via load_policy);
+    otherwise a randomly initialised network from ``network`` (seeded). The dataset ``stats`` replace the
+    checkpoint's unless ``keep_checkpoint_stats``. Text embeddings: the checkpoint's, updated with
+    ``embeddings``; from scratch, ``embeddings`` or :func:`stand_in_embeddings` for ``tasks``.
+    """
+    lay = layout if isinstance(layout, LatentLayout) else get_layout(layout)
+    if init is not None:
+        policy = load_policy(init, device="cpu", dtype="float32", layout=lay)
+        if not keep_checkpoint_stats:
+            policy.stats = stats
+        if embeddings:
+            policy.embeddings.update({k: v.detach().cpu() for k, v in embeddings.items()})
+        missing = [t for t in tasks if t not in policy.embeddings]
+        if missing:
+            raise ValueError(f"tasks {missing} have no text embedding in {init}; pass --embeddings FILE "
+                             "(safetensors, instruction -> (1, L, D) T5 embedding)")
+        if policy_id:
+            policy.policy_id = policy_id
+        return policy
+    cfg = network or tiny_network_config()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = CosmosNetwork(cfg)
+    emb = dict(embeddings) if embeddings else stand_in_embeddings(tasks, cfg)
+    return CosmosPolicy(net, lay, stats, emb, sampler or SamplerConfig(), image_config_for(cfg),
+                        policy_id=policy_id or f"{cfg.name}-{lay.name}")

@@ -1,0 +1,177 @@
+"""Training objectives: the per-batch split into policy / world-model / value samples, the hybrid noise
+distribution and the rectified-flow denoising loss (facts sheet section 5).
+
+Every objective is the same denoising task over ONE latent sequence; they differ only in which frames are
+conditioning (given clean, zero loss) and which are noised and predicted:
+
+- ``policy``      (50%): condition on blank + current proprio + current images (layout mode ``policy``);
+- ``world_model`` (25%): also the action chunk (layout mode ``world_model``);
+- ``value``       (25%): base run: everything but the value frame (layout mode ``value_q``); planning
+  recipe: the current state and the action are masked too, so the model learns V(s') (``value_v``).
+
+Noise: per sample one sigma for all its frames: with probability 0.7 log-normal (mean ln 4, std 1.2),
+else uniform in [1, 85]; times sqrt(number of latent frames). Loss:
+``10 * mean((x0 - x0_hat)^2 * (1 + sigma)^2 / sigma^2)`` over all elements, conditioning frames adding 0.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+
+from cosmos_policy_ros.core.layout import LatentLayout
+from cosmos_policy_ros.core.sampler import rf_scalings
+
+OBJECTIVES = ("policy", "world_model", "value")
+VALUE_MODES = ("value_q", "value_v")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Objective split and noise distribution (defaults: the reference's base run)."""
+
+    policy: float = 0.5
+    world_model: float = 0.25
+    value: float = 0.25
+    value_mode: str = "value_q"
+    p_lognormal: float = 0.7
+    lognormal_mean: float = math.log(4.0)
+    lognormal_std: float = 1.2
+    uniform_low: float = 1.0
+    uniform_high: float = 85.0
+    sigma_scale: Optional[float] = None  # None: sqrt(number of latent frames)
+    loss_scale: float = 10.0
+    min_sigma: float = 1e-3
+
+    def __post_init__(self):
+        fr = (self.policy, self.world_model, self.value)
+        if min(fr) < 0 or sum(fr) <= 0:
+            raise ValueError(f"objective split: expected non-negative fractions with a positive sum, got {fr}")
+        if self.value_mode not in VALUE_MODES:
+            raise ValueError(f"objective value_mode: expected one of {VALUE_MODES}, got {self.value_mode!r}")
+        if not 0.0 <= self.p_lognormal <= 1.0:
+            raise ValueError(f"objective p_lognormal: expected in [0, 1], got {self.p_lognormal}")
+        if not 0 < self.uniform_low <= self.uniform_high:
+            raise ValueError(f"objective uniform range: expected 0 < low <= high, got ({self.uniform_low}, {self.uniform_high})")
+        if self.lognormal_std < 0 or self.loss_scale <= 0:
+            raise ValueError(f"objective: expected lognormal_std >= 0 and loss_scale > 0, got {self.lognormal_std}, {self.loss_scale}")
+
+    @property
+    def fractions(self) -> Dict[str, float]:
+        total = self.policy + self.world_model + self.value
+        return {"policy": self.policy / total, "world_model": self.world_model / total, "value": self.value / total}
+
+    def layout_mode(self, objective: str) -> str:
+        """Objective name -> layout conditioning mode."""
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
+        return self.value_mode if objective == "value" else objective
+
+
+def split_counts(batch: int, cfg: ObjectiveConfig) -> Dict[str, int]:
+    """Exact per-batch counts by largest remainder (e.g. 200 -> 100 / 50 / 50; 8 -> 4 / 2 / 2)."""
+    fr = cfg.fractions
+    raw = {k: fr[k] * batch for k in OBJECTIVES}
+    counts = {k: int(math.floor(v)) for k, v in raw.items()}
+    rest = batch - sum(counts.values())
+    for k in sorted(OBJECTIVES, key=lambda k: (-(raw[k] - counts[k]), OBJECTIVES.index(k)))[:rest]:
+        counts[k] += 1
+    return counts
+
+
+def objectives_for_batch(batch: int, cfg: ObjectiveConfig) -> List[str]:
+    """Objective of each position of a global batch: the first ``policy`` count positions are policy
+    samples, then world-model, then value (positions hold randomly drawn samples, so this is unbiased)."""
+    c = split_counts(batch, cfg)
+    return ["policy"] * c["policy"] + ["world_model"] * c["world_model"] + ["value"] * c["value"]
+
+
+def condition_masks(objectives: Sequence[str], layout: LatentLayout, cfg: ObjectiveConfig) -> torch.Tensor:
+    """(B, T) bool conditioning masks, True = clean conditioning frame."""
+    rows = [layout.condition_mask(cfg.layout_mode(o)) for o in objectives]
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+def sample_sigma(gen: torch.Generator, cfg: ObjectiveConfig, num_frames: int) -> float:
+    """One noise level: 70% log-normal(ln 4, 1.2), 30% uniform [1, 85], times sqrt(num_frames)."""
+    u, z, v = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
+    if u < cfg.p_lognormal:
+        # Box-Muller from the same generator keeps the draw count fixed (3 uniforms + this pair)
+        u1, u2 = torch.rand(2, generator=gen, dtype=torch.float64).tolist()
+        n = math.sqrt(-2.0 * math.log(max(u1, 1e-300))) * math.cos(2 * math.pi * u2)
+        s = math.exp(cfg.lognormal_mean + cfg.lognormal_std * n)
+    else:
+        torch.rand(2, generator=gen, dtype=torch.float64)
+        s = cfg.uniform_low + (cfg.uniform_high - cfg.uniform_low) * v
+    scale = math.sqrt(num_frames) if cfg.sigma_scale is None else float(cfg.sigma_scale)
+    return max(s * scale, cfg.min_sigma)
+
+
+@dataclass
+class LossOutput:
+    """loss: scalar (mean over the batch of per-sample losses); per_sample: (B,) detached;
+    x0_hat: (B, C, T, h, w) detached prediction (conditioning frames = clean)."""
+
+    loss: torch.Tensor
+    per_sample: torch.Tensor
+    x0_hat: torch.Tensor
+
+
+def denoising_loss(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
+                   cfg: ObjectiveConfig) -> LossOutput:
+    """The rectified-flow loss of one batch.
+
+    net_fn(x_in, c_noise, cond) -> F (the raw network, e.g. ``CosmosNetwork.net_fn(text)``);
+    x0: (B, C, T, h, w) clean latents (vectors injected); cond: (B, T) bool; sigma: (B,); eps: like x0.
+    Noised frames: ``x = x0 + sigma * eps``; conditioning frames are fed clean with c_noise 0 and their
+    prediction is replaced by x0 (zero loss), as in the sampler.
+    """
+    b, _, t = x0.shape[:3]
+    cond = cond.to(x0.device)
+    sig = torch.where(cond, torch.zeros((), dtype=x0.dtype, device=x0.device), sigma.to(x0)[:, None])  # (B, T)
+    c_skip, c_out, c_in, c_noise = rf_scalings(sig)
+    c5 = lambda c: c[:, None, :, None, None]  # noqa: E731  (B, T) -> (B, 1, T, 1, 1)
+    cond5 = cond[:, None, :, None, None]
+    x = torch.where(cond5, x0, x0 + sigma.to(x0)[:, None, None, None, None] * eps)
+    out = net_fn(c5(c_in) * x, c_noise, cond).to(x0.dtype)
+    x0_hat = torch.where(cond5, x0, c5(c_skip) * x + c5(c_out) * out)
+    w = ((1.0 + sigma.to(x0)) ** 2 / sigma.to(x0) ** 2)[:, None, None, None, None]
+    per_sample = cfg.loss_scale * ((x0 - x0_hat) ** 2 * w).flatten(1).mean(dim=1)  # (B,)
+    return LossOutput(loss=per_sample.mean(), per_sample=per_sample.detach(), x0_hat=x0_hat.detach())
+
+
+def modality_frames(layout: LatentLayout) -> Dict[str, Tuple[int, ...]]:
+    """Reported modality -> latent frames: action, future proprio, future images, value (and current
+    state, which only the V(s') objective generates)."""
+    return {
+        "action": (layout.action_index,),
+        "future_proprio": (layout.future_proprio_index,),
+        "future_image": tuple(layout.image_indices("future").values()),
+        "value": (layout.value_index,),
+        "current_proprio": (layout.current_proprio_index,),
+        "current_image": tuple(layout.image_indices("current").values()),
+    }
+
+
+def modality_l1(x0: torch.Tensor, x0_hat: torch.Tensor, cond: torch.Tensor, layout: LatentLayout,
+                objectives: Sequence[str]) -> Dict[str, Tuple[float, int]]:
+    """Latent-space L1 per modality and objective over the frames each sample generated:
+    ``"<objective>/<modality>" -> (sum of per-sample mean |x0 - x0_hat|, number of samples)``.
+    Sums and counts (not means) so that ranks can add them before dividing."""
+    err = (x0 - x0_hat).abs().mean(dim=(1, 3, 4))  # (B, T): per-frame mean abs error
+    gen = ~cond.to(err.device)
+    out: Dict[str, Tuple[float, int]] = {}
+    for name, frames in modality_frames(layout).items():
+        if not frames:
+            continue
+        idx = list(frames)
+        e = err[:, idx].mean(dim=1)  # (B,)
+        g = gen[:, idx].all(dim=1)  # (B,) generated in this sample
+        for obj in OBJECTIVES:
+            sel = g & torch.tensor([o == obj for o in objectives], dtype=torch.bool, device=err.device)
+            n = int(sel.sum())
+            if n:
+                out[f"{obj}/{name}"] = (float(e[sel].sum()), n)
+    return out

@@ -1,0 +1,112 @@
+"""The small simulated-ALOHA transfer-cube policy (the embedded default checkpoint of ``make demo``).
+
+    python -m cosmos_policy_training.recipes.sim_transfer_cube --out checkpoints/sim_transfer_cube
+
+1. generates scripted demos with the sim expert (``cosmos_policy_ros.sim.generate_demos``; 25 Hz policy
+   rate, each action held for 2 physics steps at 50 Hz; 96x128 renders of the three ALOHA cameras) unless
+   ``--demos-dir`` already holds them;
+2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, randomly initialised frozen Wan VAE)
+   with the reference's objective split, noise distribution and loss, on cached latents (no augmentation:
+   the VAE is frozen, so every sample is encoded once), on the CPU;
+3. writes the final weights in our checkpoint format to ``--out`` with ``recipe.json`` (the exact command,
+   the data, the steps, the measured time and the final losses).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+DEFAULTS = dict(episodes=50, steps=3000, batch=32, lr=5e-4, warmup=100, stride=5, seed=0)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder to write (our format)")
+    parser.add_argument("--demos-dir", type=Path, default=Path("data/sim_demos"))
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/sim_transfer_cube"))
+    parser.add_argument("--cache-dir", type=Path, default=Path("data/latent_cache"))
+    parser.add_argument("--episodes", type=int, default=DEFAULTS["episodes"])
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"])
+    parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
+    parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
+    """The `cosmos-policy train` arguments of this recipe."""
+    argv = ["--demos", *[str(p) for p in demo_files], "--network", "sim", "--out", str(args.run_dir),
+            "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
+            "--warmup", str(args.warmup), "--decay-steps", str(int(args.steps * 0.8)),
+            "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
+            "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 10)),
+            "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube"]
+    if args.resume:
+        argv += ["--resume", str(args.run_dir)]
+    if args.no_progress:
+        argv.append("--no-progress")
+    return argv
+
+
+def run(args: argparse.Namespace) -> int:
+    import shutil
+
+    from cosmos_policy_ros.sim.generate_demos import generate
+
+    from .. import cli as train_cli
+
+    t0 = time.monotonic()
+    files = sorted(args.demos_dir.glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[1]))
+    if len(files) < args.episodes:
+        print(f"generating {args.episodes} scripted demos into {args.demos_dir}", flush=True)
+        files = generate("transfer_cube", args.episodes, args.demos_dir, image_size=(96, 128), seed_start=0,
+                         progress=not args.no_progress)
+    files = files[: args.episodes]
+    t_data = time.monotonic() - t0
+    parser = argparse.ArgumentParser()
+    train_cli.add_arguments(parser)
+    targs = parser.parse_args(train_argv(args, files))
+    trainer, dataset = train_cli.build_from_args(targs)
+    print(f"training on {len(dataset)} samples from {len(files)} demos", flush=True)
+    t1 = time.monotonic()
+    history = trainer.train()
+    t_train = time.monotonic() - t1
+    if args.out.exists():
+        shutil.rmtree(args.out)
+    shutil.copytree(args.run_dir / "final", args.out)
+    shutil.copy(args.run_dir / "loss.png", args.out / "loss.png")
+    last = history[-1] if history else {}
+    recipe = {
+        "command": "python -m cosmos_policy_training.recipes.sim_transfer_cube " + " ".join(
+            shlex.quote(a) for a in sys.argv[1:]),
+        "train_args": train_argv(args, [Path(args.demos_dir) / "episode_<i>.hdf5"])[2:],
+        "demos": {"count": len(files), "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
+                  "seeds": f"0..{len(files) - 1}", "image_size": [96, 128], "rate_hz": 25,
+                  "successful": sum(1 for ep in dataset.episodes if ep.score > 0)},
+        "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
+        "seconds": {"data": round(t_data, 1), "train_incl_latent_cache": round(t_train, 1)},
+        "final": {k: last[k] for k in ("loss", "policy/action", "policy/future_proprio", "policy/future_image",
+                                       "policy/value", "value/value") if k in last},
+    }
+    (args.out / "recipe.json").write_text(json.dumps(recipe, indent=1), encoding="utf-8")
+    print(json.dumps(recipe, indent=1), flush=True)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cosmos_policy_training.recipes.sim_transfer_cube",
+                                     description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
