@@ -9,12 +9,11 @@ level ERROR = the commander must hold) at ``status_rate`` and immediately on eve
 The backend is chosen by the ``checkpoint`` parameter:
   ``test-double:latency=0.8[,horizon=50,...]`` -> :class:`~cosmos_policy_ros.core.test_doubles.LatencyPolicyTestDouble`
   ``tiny-random`` -> ``cosmos_policy_ros.core.policy.make_tiny_policy()`` (random tiny network, CPU)
-  anything else (local path or Hugging Face id) -> ``cosmos_policy_ros.core.checkpoint.load_policy(checkpoint)``
+  anything else (local path or Hugging Face id) -> ``cosmos_policy_ros.core.policy.load_policy(checkpoint, device)``
 The model modules are imported lazily, in the worker thread.
 """
 from __future__ import annotations
 
-import inspect
 import math
 import sys
 import threading
@@ -45,7 +44,7 @@ from .params import Param, declare
 DEFAULT_CAMERA_TOPICS = [f"/{c}/camera/color/image_rect_raw" for c in ALOHA_CAMERAS]
 
 PARAMS = (
-    Param("checkpoint", "tiny-random", "policy to run: local path or Hugging Face id (core.checkpoint.load_policy), "
+    Param("checkpoint", "tiny-random", "policy to run: local path or Hugging Face id (core.policy.load_policy), "
           "'tiny-random' (random tiny network) or 'test-double:latency=<s>' (timing tests only)"),
     Param("device", "", "torch device for the model (empty: the loader's default, cuda when available)"),
     Param("task", "", "task instruction (must be one the checkpoint has a text embedding for)"),
@@ -81,25 +80,18 @@ def load_backend(checkpoint: str, device: str = ""):
 
         return LatencyPolicyTestDouble.from_spec(spec)
     if spec in ("tiny-random", "tiny"):
-        from ..core import policy as policy_mod
+        from ..core.policy import make_tiny_policy
 
-        return _call_with_device(policy_mod.make_tiny_policy, None, device)
+        return make_tiny_policy()
     if not spec:
         raise ValueError("checkpoint: expected a path, a Hugging Face id, 'tiny-random' or 'test-double:...', got ''")
-    from ..core import checkpoint as ckpt_mod
+    from ..core.policy import load_policy
 
-    return _call_with_device(ckpt_mod.load_policy, spec, device)
+    if not device:
+        import torch
 
-
-def _call_with_device(fn, arg, device: str):
-    kwargs = {}
-    if device:
-        try:
-            if "device" in inspect.signature(fn).parameters:
-                kwargs["device"] = device
-        except (TypeError, ValueError):
-            pass
-    return fn(**kwargs) if arg is None else fn(arg, **kwargs)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return load_policy(spec, device=device)
 
 
 def validate_output(out: PolicyOutput, horizon: int, action_dim: int) -> Optional[str]:
