@@ -473,6 +473,7 @@ class EpisodeBagWriter:
         self._records: Dict[str, _EpisodeRecord] = {}
         self._latest: Optional[_EpisodeRecord] = None
         self._recording = False  # what the callback thread sees; the writer thread follows the queue
+        self._stop_pending: Optional[_EpisodeRecord] = None
         self._topics = list(config.topics) + [TopicSpec(config.episode_topic, EPISODE_EVENT_TYPE, 100)]
         # msgdef + hash per type, computed once (generate_msgdef walks the dependency tree).
         self._typeinfo = {}
@@ -513,7 +514,7 @@ class EpisodeBagWriter:
 
     def start_episode(self, meta: EpisodeMeta) -> Path:
         """Begin a new bag (closing one still open, reason 'superseded'); returns the bag directory."""
-        if self._recording:
+        if self._recording and self.finish_stop() is None:
             self.stop_episode("superseded by a new episode")
         free_mb = shutil.disk_usage(self.output_dir).free / 2**20
         if free_mb < self.config.min_free_space_mb:
@@ -536,6 +537,25 @@ class EpisodeBagWriter:
         self._queue.put(("open", rec))
         return path
 
+    def request_stop(self, reason: str = "", stop_ns: Optional[int] = None) -> Optional[Path]:
+        """Note the episode's stop (time, reason) but keep recording until :meth:`finish_stop`: messages that
+        were sent before the STOP but arrive after it (other topics, a busy machine) still belong to it."""
+        with self._lock:
+            rec = self._latest
+        if not self._recording or rec is None:
+            return None
+        rec.meta.stop_time_ns = stop_ns or self.clock_ns()
+        rec.meta.stop_reason = reason
+        self._stop_pending = rec
+        return rec.path
+
+    def finish_stop(self) -> Optional[Path]:
+        """Close the episode whose stop was requested (no-op if none is pending)."""
+        rec, self._stop_pending = self._stop_pending, None
+        if rec is None or rec is not self._latest or not self._recording:
+            return None
+        return self.stop_episode(rec.meta.stop_reason, rec.meta.stop_time_ns)
+
     def stop_episode(self, reason: str = "", stop_ns: Optional[int] = None) -> Optional[Path]:
         """End the current bag (written and closed by the writer thread); returns its directory or None."""
         with self._lock:
@@ -543,6 +563,7 @@ class EpisodeBagWriter:
         if not self._recording or rec is None:
             return None
         self._recording = False
+        self._stop_pending = None
         rec.meta.stop_time_ns = stop_ns or self.clock_ns()
         rec.meta.stop_reason = reason
         self._queue.put(("close", rec))
@@ -595,7 +616,7 @@ class EpisodeBagWriter:
 
     def close(self, timeout: float = 60.0) -> None:
         """Stop (closing an open episode, reason 'recorder shutdown'), drain the queue, join the thread."""
-        if self._recording:
+        if self._recording and self.finish_stop() is None:
             self.stop_episode("recorder shutdown")
         self._queue.put(("quit",))
         self._thread.join(timeout)
@@ -806,6 +827,9 @@ def make_node_class():
             if self.executor_kind not in ("events", "single_threaded"):
                 raise RecorderSetupError(
                     f"recorder: expected executor events or single_threaded, got {self.executor_kind!r}")
+            self.stop_grace_s = float(_declare(self, "stop_grace_s", 0.5,
+                                               "after STOP keep recording this long (late messages of the episode)"))
+            self._stop_timer = None
             _declare(self, "shutdown_drain_s", 0.3, "on SIGINT/SIGTERM keep receiving this long before closing")
             publish_diag = bool(_declare(self, "publish_diagnostics", True, "publish recorder status at 1 Hz"))
             # Fail early and clearly: output directory, free space, message definitions.
@@ -860,14 +884,32 @@ def make_node_class():
                 self.writer.enqueue(topic, t, raw)
             elif msg.event == EpisodeEvent.STOP:
                 self.writer.enqueue(topic, t, raw)
-                if self.writer.stop_episode(msg.reason, t) is None:
+                if self.writer.request_stop(msg.reason, t) is None:
                     self.get_logger().warning(f"STOP for {msg.episode_id!r} but no episode is recording")
+                elif self.stop_grace_s <= 0:
+                    self.writer.finish_stop()
+                else:
+                    self._arm_stop_timer()
             elif msg.event == EpisodeEvent.OUTCOME:
                 self.writer.enqueue(topic, t, raw)
                 ok, text, _ = self.writer.label(msg.episode_id, msg.outcome, float(msg.success_score), msg.note)
                 (self.get_logger().info if ok else self.get_logger().error)(f"OUTCOME event: {text}")
             else:
                 self.get_logger().warning(f"ignoring EpisodeEvent with unknown event {msg.event}")
+
+        def _arm_stop_timer(self) -> None:
+            if self._stop_timer is not None:
+                self._stop_timer.cancel()
+                self.destroy_timer(self._stop_timer)
+
+            def fire() -> None:
+                timer, self._stop_timer = self._stop_timer, None
+                if timer is not None:
+                    timer.cancel()
+                    self.destroy_timer(timer)
+                self.writer.finish_stop()
+
+            self._stop_timer = self.create_timer(self.stop_grace_s, fire)
 
         def _on_label(self, request: Any, response: Any) -> Any:
             ok, text, path = self.writer.label(request.episode_id, request.outcome, float(request.success_score),
@@ -891,6 +933,7 @@ def make_node_class():
                 ("recording", self.writer.recording), ("written", st.written), ("bytes_written", st.bytes_written),
                 ("dropped_queue_full", st.dropped_queue_full), ("queue_bytes", st.queue_bytes),
                 ("max_queue_bytes", st.max_queue_bytes), ("episodes", st.episodes))]
+            status.values += [KeyValue_(key=f"written {topic}", value=str(n)) for topic, n in list(st.per_topic.items())]
             arr = DiagnosticArray_()
             arr.header.stamp = self.get_clock().now().to_msg()
             arr.status = [status]
