@@ -5,6 +5,8 @@ Public API (see docs/sim.md):
   render(cameras, size), qpos14()/qvel14(), 50 Hz physics; :func:`follower_joint_positions` etc. convert to
   the Interbotix JointState layout.
 - :func:`make_expert` (``expert``): scripted IK expert for the scene the sim was just reset to.
+- :func:`run_policy_episode` (``evaluate``): closed-loop policy episode (chunks at 25 Hz) -> EpisodeResult;
+  :class:`ScriptedExpertPolicy` puts the expert behind the same interface.
 - ``generate_demos``: expert rollouts at 25 Hz -> episode HDF5 files (CLI ``python -m ...generate_demos``).
 
 Set MUJOCO_GL (egl or osmesa) before importing: rendering is offscreen.
@@ -27,4 +29,5 @@ from cosmos_policy_ros.sim.aloha_sim import (  # noqa: F401
     gripper_command_from_joint,
     sample_object_poses,
 )
+from cosmos_policy_ros.sim.evaluate import EpisodeResult, ScriptedExpertPolicy, run_policy_episode  # noqa: F401
 from cosmos_policy_ros.sim.expert import WaypointExpert, make_expert  # noqa: F401

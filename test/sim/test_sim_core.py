@@ -172,3 +172,20 @@ def test_generate_demos_cli(tmp_path):
         assert f["observations/images/cam_high"].shape == (10, 24, 32, 3)
         assert f["/action"].shape == (10, 14)
         assert not f.attrs["success"] and f.attrs["sim"]
+
+
+def test_policy_episode_with_chunks_at_25_hz():
+    """The evaluation loop (50-action chunks at 25 Hz, re-query) succeeds with the expert as the policy."""
+    from cosmos_policy_ros.sim import ScriptedExpertPolicy, run_policy_episode
+
+    s = AlohaSim("transfer_cube", seed=0, image_size=(32, 32), render=False, max_steps=400)
+    policy = ScriptedExpertPolicy(s, horizon=50)
+    res = run_policy_episode(s, policy, seed=6, record_cameras=("cam_high",), record_size=(24, 24))
+    assert res.success and res.success_at_end and res.physics_steps == 400
+    assert res.queries == 4  # 200 actions / 50 per chunk
+    assert len(res.frames["cam_high"]) == 200 and res.frames["cam_high"][0].shape == (24, 24, 3)
+    # early stop at the first success; a broken policy output is a clear error
+    res = run_policy_episode(s, policy, seed=7, execute_horizon=25, stop_on_success=True)
+    assert res.success and res.physics_steps < 400 and res.queries >= 6
+    with pytest.raises(ValueError, match=r"\(N, 14\)"):
+        run_policy_episode(s, lambda obs: np.zeros((50, 7)), seed=0)
