@@ -243,3 +243,20 @@ def test_training_modules_import_without_rclpy():
             "import cosmos_policy_training.convert, cosmos_policy_training.bags, cosmos_policy_training.episodes\n"
             "assert 'rclpy' not in [m for m in sys.modules if sys.modules[m] is not None]")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_sqlite3_storage_records_and_converts(tmp_path, typestore):
+    cfg = RecorderConfig(output_dir=str(tmp_path / "bags"), topics=TOPICS, min_free_space_mb=1.0, storage="sqlite3")
+    w = EpisodeBagWriter(cfg, typestore, clock_ns=lambda: T0_NS)
+    path = w.start_episode(EpisodeMeta("sq", task="stack"))
+    events = _events(duration_s=1.0)
+    for t, topic, raw in events:
+        w.enqueue(topic, t, raw)
+    w.stop_episode("done", events[-1][0] + 1)
+    w.label("sq", "failure", float("nan"))
+    w.close()
+    assert list(path.glob("*.db3"))
+    with open_bag(path) as b:
+        assert b.info.storage == "sqlite3" and b.info.message_count == len(events)
+    res = convert_all([str(path)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
+    assert res[0].status == "ok" and res[0].success is False and res[0].success_score == 0.0 and res[0].steps == 20
