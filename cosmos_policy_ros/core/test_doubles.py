@@ -57,7 +57,7 @@ def plan_step_delta(a: float, b: float, cycle: int = DEFAULT_CYCLE) -> float:
 class LatencyPolicyTestDouble:
     """PolicyBackend test double with a configurable inference latency and injectable faults.
 
-    latency: seconds each :meth:`infer` call takes (sleeping, so it does not load the CPU).
+    latency: seconds each :meth:`infer` call takes (sleeping, or with ``busy`` burning CPU like a real model).
     first_latency: latency of the first call (a warm-up), defaults to ``latency``.
     Faults (:meth:`set_fault`): "exception" (every call raises), "nan" (actions contain NaN),
     "latency=<s>" (change the latency), "" (clear).
@@ -66,7 +66,7 @@ class LatencyPolicyTestDouble:
     def __init__(self, latency: float = 0.8, horizon: int = 50, period: float = 0.04, action_dim: int = ACTION_DIM,
                  first_latency: Optional[float] = None, policy_id: str = "latency-test-double",
                  instructions: Sequence[str] = (), future_image_size: int = 32,
-                 amplitude: float = DEFAULT_AMPLITUDE, cycle: int = DEFAULT_CYCLE):
+                 amplitude: float = DEFAULT_AMPLITUDE, cycle: int = DEFAULT_CYCLE, busy: bool = False):
         if latency < 0 or (first_latency is not None and first_latency < 0):
             raise ValueError(f"latency: expected >= 0 seconds, got {latency} / {first_latency}")
         if horizon < 1 or period <= 0:
@@ -83,6 +83,7 @@ class LatencyPolicyTestDouble:
         self.future_image_size = int(future_image_size)
         self.amplitude = float(amplitude)
         self.cycle = int(cycle)
+        self.busy = bool(busy)  # burn CPU during the latency (like a CPU-bound model) instead of sleeping
         self.fault = ""
         self.calls = 0
         self._lock = threading.Lock()
@@ -99,11 +100,13 @@ class LatencyPolicyTestDouble:
                 kwargs[key] = float(value)
             elif key in ("horizon", "cycle", "future_image_size"):
                 kwargs[key] = int(value)
+            elif key == "busy":
+                kwargs[key] = value.strip().lower() in ("1", "true", "yes")
             elif key == "policy_id":
                 kwargs[key] = value
             else:
                 raise ValueError(f"test double spec {spec!r}: unknown key {key!r}; expected latency, first_latency, "
-                                 "period, amplitude, horizon, cycle, future_image_size, policy_id")
+                                 "period, amplitude, horizon, cycle, future_image_size, policy_id, busy")
         return cls(**kwargs)
 
     @property
@@ -127,14 +130,23 @@ class LatencyPolicyTestDouble:
         steps = stamp / self.period + np.arange(self.horizon)
         return encode_plan_steps(steps, self.amplitude, self.cycle)
 
+    def _wait(self, seconds: float) -> None:
+        if not self.busy:
+            time.sleep(seconds)
+            return
+        deadline = time.perf_counter() + seconds
+        m = np.random.default_rng(0).standard_normal((192, 192))
+        while time.perf_counter() < deadline:
+            m = np.tanh(m @ m.T / 192.0)  # keeps the cores busy, as a CPU-bound model would
+
     def infer(self, obs: Observation, seed: Optional[int] = None) -> PolicyOutput:
-        """Sleep for the latency, then return the deterministic chunk for ``obs.stamp``."""
+        """Sleep (or burn CPU) for the latency, then return the deterministic chunk for ``obs.stamp``."""
         t_start = time.perf_counter()
         with self._lock:
             first = self.calls == 0
             self.calls += 1
             fault = self.fault
-        time.sleep(self.first_latency if first else self.latency)
+        self._wait(self.first_latency if first else self.latency)
         if fault == "exception":
             raise RuntimeError("LatencyPolicyTestDouble: injected inference failure")
         actions = self.chunk_for(obs.stamp).astype(np.float32)
