@@ -188,7 +188,7 @@ class AlohaSim:
         self.success = False
         self.ever_success = False
         self.last_action = np.zeros(robot.ACTION_DIM)
-        self.reset(seed)
+        self.reset(seed, render=False)  # no GL context until something is rendered
 
     # ------------------------------------------------------------------ episode
     @property
