@@ -236,8 +236,8 @@ def test_bridge_subprocess_realtime_with_params_file(ros_session, repo_root, nod
         dt = time.monotonic() - t0
         cam_hz, js_hz = (len(cam) - n_cam) / dt, (len(js) - n_js) / dt
         # loose: 2 shared cores; nominal 30 Hz cameras, 50 Hz joint states
-        assert 10.0 <= cam_hz <= 36.0, f"cam_high at {cam_hz:.1f} Hz"
-        assert 25.0 <= js_hz <= 60.0, f"joint states at {js_hz:.1f} Hz"
+        assert 5.0 <= cam_hz <= 36.0, f"cam_high at {cam_hz:.1f} Hz"
+        assert 20.0 <= js_hz <= 60.0, f"joint states at {js_hz:.1f} Hz"
         img = cam.snapshot()[-1]
         assert (img.height, img.width, img.encoding) == (240, 320, "rgb8")
         assert len(wrist) > 0
