@@ -36,7 +36,7 @@ from .params import Param, declare
 PARAMS = (
     Param("period", 0.04, "tick period in seconds (25 Hz); chunks must use the same period"),
     Param("blend_ticks", 0, "cross-fade from the old chunk to a new one over this many ticks (0 = switch at once)"),
-    Param("generation", "aloha2", "ALOHA generation selecting the gripper command conversion (aloha1 | aloha2)"),
+    Param("generation", "aloha2", "ALOHA generation selecting the gripper command conversion (aloha1 or aloha2)"),
     Param("arms", ["follower_left", "follower_right"], "follower namespaces, left then right"),
     Param("chunk_topic", "/policy/action_chunk", "ActionChunk topic from the policy node"),
     Param("policy_status_topic", "/policy/status", "policy node health (diagnostic_msgs/DiagnosticStatus); "
@@ -178,7 +178,8 @@ class CommanderNode(Node):
         log = self.get_logger()
         if res.missed:
             log.warning(f"missed {res.missed} tick(s) before tick {res.tick} (timer late)")
-        key = res.reason if res.held else "running"
+        # one line per change of state (not per change of the numbers inside a reason)
+        key = (res.hold_code, res.reason.split(":")[0]) if res.held else "running"
         if key != self._last_logged_reason:
             if res.held:
                 log.warning(f"holding at tick {res.tick}: {res.reason}")

@@ -54,5 +54,6 @@ def describe(params: Sequence[Param]) -> str:
     """Markdown table of parameters (used to keep docs/runtime.md in sync)."""
     lines = ["| parameter | default | description |", "| --- | --- | --- |"]
     for p in params:
-        lines.append(f"| `{p.name}` | `{p.default!r}` | {p.description}{' (dynamic)' if p.dynamic else ''} |")
+        desc = p.description.replace("|", "\\|")
+        lines.append(f"| `{p.name}` | `{p.default!r}` | {desc}{' (dynamic)' if p.dynamic else ''} |")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ PARAMS = (
           "'tiny-random' (random tiny network) or 'test-double:latency=<s>' (timing tests only)"),
     Param("device", "", "torch device for the model (empty: the loader's default, cuda when available)"),
     Param("task", "", "task instruction (must be one the checkpoint has a text embedding for)"),
-    Param("generation", "aloha2", "ALOHA generation selecting the gripper observation normalisation (aloha1 | aloha2)"),
+    Param("generation", "aloha2", "ALOHA generation selecting the gripper observation normalisation (aloha1 or aloha2)"),
     Param("camera_topics", DEFAULT_CAMERA_TOPICS, "sensor_msgs/Image topics, one per camera slot"),
     Param("camera_slots", list(ALOHA_CAMERAS), "model camera slot of each camera topic (same order)"),
     Param("arms", ["follower_left", "follower_right"], "follower namespaces (left, right); joint states on <ns>/joint_states"),
