@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cosmos_policy_ros.core.robot import gripper_convention
-from cosmos_policy_ros.ros.commander_logic import HOLD_RUNNING, HOLD_SAFETY, TRACE_FIELDS
+from cosmos_policy_ros.ros.commander_logic import HOLD_ESTOP, HOLD_RUNNING, HOLD_SAFETY, TRACE_FIELDS
 from cosmos_policy_ros.ros.harness import Collector, launch, wait_for, wait_for_subscribers
 
 F = {name: i for i, name in enumerate(TRACE_FIELDS)}
@@ -103,4 +103,14 @@ def test_commander_clamps_jumps_both_ways_and_speaks_interbotix(ros_session, nod
         assert [e.event for e in evs[:2]] == [EpisodeEvent.START, EpisodeEvent.STOP]
         assert evs[0].task == "fold" and evs[0].episode_id == started.message and evs[1].reason == "operator"
         assert not call("stop_episode").success
+
+        # the operator CLI drives the same services
+        import subprocess
+        import sys
+
+        out = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "episode", "estop"], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 0 and "estop: ok" in out.stdout, out.stdout + out.stderr
+        n2 = len(watcher.trace)
+        watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_ESTOP, 5.0, n2, "e-stop hold")
         assert all(p.alive() for p in procs)
