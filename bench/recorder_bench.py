@@ -31,6 +31,27 @@ def _traffic_module():
     return mod
 
 
+def _private_domain() -> int:
+    """Hold a DDS domain nobody else on this machine uses (same lock files as the test suite's conftest)."""
+    import fcntl
+    import random
+
+    lock_dir = Path(tempfile.gettempdir()) / "cosmos_policy_ros_domains"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    domains = list(range(1, 201))
+    random.shuffle(domains)
+    for d in domains:
+        fd = os.open(lock_dir / f"{d}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _private_domain.fd = fd  # keep the lock for the life of the process
+        return d
+    raise RuntimeError(f"no free ROS domain id (lock files in {lock_dir})")
+
+
 def disk_write_speed(directory: Path, total_mb: int = 1024, block_mb: int = 8) -> float:
     """Sequential write throughput (MB/s) of ``directory``'s disk, fsync included."""
     block = os.urandom(block_mb * 2**20)
@@ -138,6 +159,10 @@ def main(argv=None) -> int:
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="extra recorder parameter (e.g. executor=single_threaded)")
     args = parser.parse_args(argv)
+    # A private DDS domain, confined to this machine: other graphs publishing the same topic names would be
+    # recorded too (seen on a shared machine: more messages recorded than published).
+    os.environ["ROS_DOMAIN_ID"] = str(_private_domain())
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     out = Path(args.output_dir or tempfile.mkdtemp(prefix="recorder_bench_"))
     out.mkdir(parents=True, exist_ok=True)
     params = {}

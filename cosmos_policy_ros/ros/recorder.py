@@ -405,7 +405,9 @@ def normalise_outcome(outcome: str, score: float) -> Tuple[str, float]:
     outcome = aliases.get(outcome, outcome)
     if outcome not in ("success", "failure", "partial"):
         raise ValueError(f"expected outcome success, failure or partial, got {outcome!r}")
-    if score is None or math.isnan(score):
+    # NaN means "derive it"; so does 0.0 with success / partial: that is the message default of a sender that
+    # did not set the field, never a meaningful score for those outcomes.
+    if score is None or math.isnan(score) or (score == 0.0 and outcome != "failure"):
         score = {"success": 1.0, "failure": 0.0, "partial": 0.5}[outcome]
     if not 0.0 <= score <= 1.0:
         raise ValueError(f"expected a success score in [0, 1], got {score}")

@@ -227,13 +227,16 @@ def test_signal_mid_episode_leaves_a_readable_bag(ros_session, tmp_path, node_lo
         assert res[0].status == "ok" and res[0].task == "put the cube in the bowl" and res[0].steps > 5, res
 
 
-def test_outcome_event_labels_the_episode(ros_session, tmp_path, node_log_dir):
+def test_outcome_event_labels_the_episode(ros_session, tmp_path, node_log_dir, repo_root):
     out = tmp_path / "bags"
-    with _start_recorder(out, node_log_dir) as proc:
+    # the shipped parameter file loads (command-line values override it)
+    proc = NodeProcess(NodeSpec(RECORDER, params_files=[str(repo_root / "config" / "recorder.yaml")],
+                                parameters={"output_dir": str(out), "min_free_space_mb": 100.0}), node_log_dir)
+    with proc:
         ep = _Episode(ros_session, proc)
         ep.start("lab")
         ep.stop("lab", reason="success")
-        ep.outcome("lab", "success", float("nan"), "clean")
+        ep.outcome("lab", "success", 0.0, "clean")  # 0.0 = a sender that left the score at its default
         bag = _bag_dir(out, "lab")
         wait_for(lambda: read_custom_data(bag).get("outcome") == "success", 10.0, what="label in metadata.yaml")
     assert read_custom_data(bag)["success_score"] == "1" and read_custom_data(bag)["note"] == "clean"
