@@ -72,7 +72,8 @@ class CosmosPolicy:
     def __init__(self, network: CosmosNetwork, layout: LatentLayout, stats: DatasetStats,
                  embeddings: Mapping[str, torch.Tensor], sampler: Optional[SamplerConfig] = None,
                  image: Optional[ImageConfig] = None, policy_id: str = "cosmos-policy", period: float = 0.04,
-                 default_seed: int = DEFAULT_SEED, decode_future_images: bool = True, clip_actions: bool = True):
+                 default_seed: int = DEFAULT_SEED, decode_future_images: bool = True, clip_actions: bool = True,
+                 encode_prefix_only: bool = True):
         if stats.action_dim != layout.action_dim or stats.proprio_dim != layout.proprio_dim:
             raise ValueError(f"stats dims (actions {stats.action_dim}, proprio {stats.proprio_dim}) do not match "
                              f"layout {layout.name!r} (actions {layout.action_dim}, proprio {layout.proprio_dim})")
@@ -100,6 +101,7 @@ class CosmosPolicy:
         self.default_seed = int(default_seed)
         self.decode_future_images = decode_future_images
         self.clip_actions = clip_actions
+        self.encode_prefix_only = encode_prefix_only
         self.horizon = layout.horizon
         self.action_dim = layout.action_dim
         self.dtype = "float32"
@@ -130,12 +132,13 @@ class CosmosPolicy:
         if not seeds:
             raise ValueError("expected at least one seed")
         t_total = time.perf_counter()
-        prep = self.prepare(obs)
         cfg = sampler or self.sampler
         if start in ("world_model", "value_q") and actions is None:
             raise ValueError(f"start={start!r} needs the action chunk (actions=...)")
-        clean = self._inject(prep, len(seeds), actions)  # (B, 16, T, h, w) float32
         stages = plan_stages(self.layout, cfg, start)
+        decode = decode_images if decode_images is not None else self.decode_future_images
+        prep = self.prepare(obs, upto=self._frames_needed(stages[0].condition, decode))
+        clean = self._inject(prep, len(seeds), actions)  # (B, 16, T, h, w) float32
         text = prep.text.to(self.device).expand(len(seeds), -1, -1)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -144,7 +147,7 @@ class CosmosPolicy:
                              timer=lambda: (_sync(dev), time.perf_counter())[1])
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
-        outs = self._extract(res.x0, prep, seeds, decode_images if decode_images is not None else self.decode_future_images)
+        outs = self._extract(res.x0, prep, seeds, decode)
         total = time.perf_counter() - t_total
         for o in outs:
             o.timings.update(prep.timings)
@@ -174,8 +177,24 @@ class CosmosPolicy:
         if not np.issubdtype(p.dtype, np.number) or not np.all(np.isfinite(p.astype(np.float64))):
             raise ObservationError(f"proprio: expected finite numbers, got {p.tolist()}")
 
-    def prepare(self, obs: Observation) -> Prepared:
-        """Check, preprocess, build the raw video and VAE-encode it (one call) -> :class:`Prepared`."""
+    def _frames_needed(self, condition: Sequence[int], decode: bool) -> Optional[int]:
+        """Last latent frame whose clean latent is used: the first pass's conditioning frames, and for
+        decoding the vector frames before the last future image. None = all (prefix shortcut off)."""
+        if not self.encode_prefix_only:
+            return None
+        need = set(condition)
+        fut = self.layout.image_indices("future")
+        if decode and fut:
+            need |= {i for i in self.layout.injected_indices() if i < max(fut.values())}
+        return max(need)
+
+    def prepare(self, obs: Observation, upto: Optional[int] = None) -> Prepared:
+        """Check, preprocess, build the raw video and VAE-encode it (one call) -> :class:`Prepared`.
+
+        upto: encode only the raw frames of latent frames 0..upto (the VAE is causal, so those latents are
+        bit-identical to a full encode: test_policy checks it); later frames are left zero, as the sampler
+        starts generated frames from pure noise. None encodes the whole sequence like the reference.
+        """
         t0 = time.perf_counter()
         self.check_observation(obs)
         cams = self.layout.cameras
@@ -187,20 +206,25 @@ class CosmosPolicy:
             imgs = torch.cat([preprocess_batch(torch.from_numpy(np.array(obs.images[c])).permute(2, 0, 1)[None],
                                                self.image) for c in cams])
         by_cam = {c: imgs[i] for i, c in enumerate(cams)}
-        video = self._raw_video(by_cam)  # (1, 3, F, S, S) in [-1, 1]
+        n_raw = self.layout.num_raw_frames if upto is None else self.layout.raw_frames(upto)[-1] + 1
+        video = self._raw_video(by_cam, n_raw)  # (1, 3, n_raw, S, S) in [-1, 1]
         t1 = time.perf_counter()
         with torch.inference_mode():
             clean = self.network.encode(video.to(self.device))  # (1, 16, T, h, w) float32
         _sync(clean.device)
         t2 = time.perf_counter()
-        if clean.shape[2] != self.layout.num_frames:
-            raise RuntimeError(f"VAE gave {clean.shape[2]} latent frames, layout expects {self.layout.num_frames}")
+        n_lat = self.layout.num_frames if upto is None else upto + 1
+        if clean.shape[2] != n_lat:
+            raise RuntimeError(f"VAE gave {clean.shape[2]} latent frames, expected {n_lat}")
+        if n_lat < self.layout.num_frames:  # frames never read as clean latents
+            pad = clean.new_zeros(clean.shape[:2] + (self.layout.num_frames - n_lat,) + clean.shape[3:])
+            clean = torch.cat([clean, pad], dim=2)
         return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(np.asarray(obs.proprio, np.float64), self.stats),
                         text=self.embeddings[obs.instruction],
                         images={c: by_cam[c].permute(1, 2, 0).numpy() for c in cams},
                         timings={"preprocess": t1 - t0, "encode": t2 - t1})
 
-    def _raw_video(self, by_cam: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def _raw_video(self, by_cam: Mapping[str, torch.Tensor], n_raw: Optional[int] = None) -> torch.Tensor:
         """camera -> (3, S, S) uint8 -> (1, 3, F, S, S) float32 in [-1, 1] following the layout.
         Blank frames (frame 0 and the vector slots) are black images (UNVERIFIED: the reference's blank)."""
         s = self.image.size
@@ -210,7 +234,7 @@ class CosmosPolicy:
             if slot.kind == "image":  # current image, and its copy as the future placeholder
                 for f in lay.raw_frames(k):
                     frames[f] = by_cam[slot.camera]
-        return to_model_range(frames).permute(1, 0, 2, 3).unsqueeze(0)
+        return to_model_range(frames[:n_raw]).permute(1, 0, 2, 3).unsqueeze(0)
 
     def _inject(self, prep: Prepared, batch: int, actions: Optional[np.ndarray]) -> torch.Tensor:
         lay, fs = self.layout, self.network.cfg.latent_frame_shape

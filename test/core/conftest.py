@@ -6,6 +6,17 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread: on the shared 2-core machine, 2 OpenMP threads under load made a tiny infer
+    ~10x slower (measured 3 s vs 30 s at load average 14). Restored after each test."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_policy():
     from cosmos_policy_ros.core.policy import make_tiny_policy

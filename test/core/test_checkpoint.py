@@ -90,7 +90,7 @@ def test_nvidia_checkpoint_converts_loads_strictly_and_is_cached(tiny_policy, ob
     ref = tiny_policy.network.transformer.state_dict()
     got = pol.network.transformer.state_dict()
     assert all(torch.equal(got[k], ref[k].to(torch.bfloat16).float()) for k in ref)
-    out = pol.infer(observation)
+    out = pol.infer_batch(observation, [0], decode_images=False)[0]
     assert out.actions.shape == (50, 14) and np.all(np.isfinite(out.actions))
     cached = list((cache / "converted").iterdir())
     assert len(cached) == 1 and ck.is_our_format(cached[0])
@@ -162,7 +162,7 @@ def test_our_format_round_trip(tiny_policy, observation, tmp_path):
     assert cfg["network"]["num_layers"] == 2 and cfg["sampler"]["action_steps"] == 10
     assert set(json.loads((d / "dataset_statistics.json").read_text())) >= {"actions_min", "proprio_max", "actions_mean"}
     loaded = load_policy(d)
-    a, b = tiny_policy.infer(observation, seed=3), loaded.infer(observation, seed=3)
+    a, b = (q.infer_batch(observation, [3], decode_images=False)[0] for q in (tiny_policy, loaded))
     assert np.array_equal(a.actions, b.actions) and a.value == b.value
     assert loaded.instructions == tiny_policy.instructions and loaded.policy_id == tiny_policy.policy_id
     (d / "vae.safetensors").unlink()
