@@ -127,18 +127,45 @@ class CosmosPolicy:
         actions: for ``start="world_model"`` (planning), the given chunk(s) in robot units, (H, A) for all
         seeds or (N, H, A) one per seed; injected into the action frame as a condition.
         sampler: override the checkpoint's sampler settings (e.g. autoregressive with 1..5 steps).
+        decode_images: override ``decode_future_images`` (decoding is the costliest stage on CPU).
+        """
+        t_total = time.perf_counter()
+        cfg = sampler or self.sampler
+        decode = decode_images if decode_images is not None else self.decode_future_images
+        stages = plan_stages(self.layout, cfg, start)
+        self._check_start(start, actions, None)
+        prep = self.prepare(obs, upto=self._frames_needed(stages[0].condition, decode))
+        outs, _ = self.sample(prep, seeds, actions=actions, start=start, sampler=cfg, decode_images=decode)
+        total = time.perf_counter() - t_total
+        for o in outs:
+            o.timings["total"] = total
+        return outs
+
+    def _check_start(self, start: str, actions, latents) -> None:
+        if start in ("world_model", "value_q") and actions is None and latents is None:
+            raise ValueError(f"start={start!r} needs the action chunk (actions=...) or latents from an earlier sample")
+        if start == "value_v" and latents is None:
+            raise ValueError("start='value_v' needs latents holding the future state (latents=...)")
+
+    def sample(self, prep: Prepared, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
+               start: str = "policy", sampler: Optional[SamplerConfig] = None,
+               decode_images: Optional[bool] = None, latents: Optional[torch.Tensor] = None):
+        """Lower-level entry for planners: sample from an already prepared (encoded) observation.
+
+        latents: (B, 16, T, h, w) latents of an earlier sample (returned as the second value) whose frames
+        serve as the clean conditioning frames, e.g. a world-model sample's future state for a
+        ``start="value_q"`` / ``"value_v"`` value query; the current proprio (and ``actions`` if given)
+        are injected on top. Returns (outputs, x0 latents (B, 16, T, h, w) float32).
+        Prepare with ``upto=None`` when latents of later frames are read from ``prep``.
         """
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise ValueError("expected at least one seed")
-        t_total = time.perf_counter()
+        self._check_start(start, actions, latents)
         cfg = sampler or self.sampler
-        if start in ("world_model", "value_q") and actions is None:
-            raise ValueError(f"start={start!r} needs the action chunk (actions=...)")
-        stages = plan_stages(self.layout, cfg, start)
         decode = decode_images if decode_images is not None else self.decode_future_images
-        prep = self.prepare(obs, upto=self._frames_needed(stages[0].condition, decode))
-        clean = self._inject(prep, len(seeds), actions)  # (B, 16, T, h, w) float32
+        stages = plan_stages(self.layout, cfg, start)
+        clean = self._inject(prep, len(seeds), actions, latents)  # (B, 16, T, h, w) float32
         text = prep.text.to(self.device).expand(len(seeds), -1, -1)
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -148,15 +175,14 @@ class CosmosPolicy:
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
         outs = self._extract(res.x0, prep, seeds, decode)
-        total = time.perf_counter() - t_total
         for o in outs:
             o.timings.update(prep.timings)
             o.timings["denoise"] = t_denoise
-            for name, s in res.seconds.items():
-                o.timings[f"denoise_{name}"] = s
+            for name, sec in res.seconds.items():
+                o.timings[f"denoise_{name}"] = sec
             o.timings["network_calls"] = float(sum(res.calls.values()))
-            o.timings["total"] = total
-        return outs
+            o.timings["total"] = sum(prep.timings.values()) + t_denoise + o.timings.get("decode", 0.0)
+        return outs, res.x0.to(torch.float32)
 
     # ---- stages --------------------------------------------------------------------------------
     def check_observation(self, obs: Observation) -> None:
@@ -236,9 +262,15 @@ class CosmosPolicy:
                     frames[f] = by_cam[slot.camera]
         return to_model_range(frames[:n_raw]).permute(1, 0, 2, 3).unsqueeze(0)
 
-    def _inject(self, prep: Prepared, batch: int, actions: Optional[np.ndarray]) -> torch.Tensor:
+    def _inject(self, prep: Prepared, batch: int, actions: Optional[np.ndarray],
+                latents: Optional[torch.Tensor] = None) -> torch.Tensor:
         lay, fs = self.layout, self.network.cfg.latent_frame_shape
-        x = prep.clean.expand(batch, -1, -1, -1, -1).clone()  # (B, 16, T, h, w)
+        if latents is not None:
+            if tuple(latents.shape) != (batch,) + tuple(prep.clean.shape[1:]):
+                raise ValueError(f"latents: expected shape {(batch,) + tuple(prep.clean.shape[1:])}, got {tuple(latents.shape)}")
+            x = latents.to(prep.clean.device, torch.float32).clone()
+        else:
+            x = prep.clean.expand(batch, -1, -1, -1, -1).clone()  # (B, 16, T, h, w)
         p = torch.from_numpy(prep.proprio_norm).to(x.device, torch.float32)[None].expand(batch, -1)
         x[:, :, lay.current_proprio_index] = codec.inject(p, fs)
         if actions is not None:

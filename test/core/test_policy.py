@@ -134,3 +134,20 @@ def test_causal_prefix_encode_is_exact(tiny_policy, observation):
     assert p.encode_prefix_only
     assert p._frames_needed(p.layout.condition_indices("policy"), decode=False) == 4
     assert p._frames_needed(p.layout.condition_indices("policy"), decode=True) == 6
+
+
+def test_planner_path_world_model_then_value_from_its_latents(tiny_policy, observation):
+    """Planning building blocks: encode once, a world-model sample for a given chunk, then value samples
+    conditioned on that sample's future state (10 conditioning frames), all batched."""
+    p = tiny_policy
+    prep = p.prepare(observation)
+    chunk = np.tile((p.stats.actions_min + p.stats.actions_max) / 2, (50, 1))
+    wm_cfg = SamplerConfig(mode="autoregressive", future_state_steps=2, value_steps=1)
+    outs, lat = p.sample(prep, [0, 1], actions=chunk, start="world_model", sampler=wm_cfg, decode_images=False)
+    assert lat.shape == (2, 16, 11, 8, 8) and outs[0].timings["network_calls"] == 3
+    v_outs, v_lat = p.sample(prep, [5, 6], start="value_q", sampler=SamplerConfig(action_steps=2),
+                             decode_images=False, latents=lat)
+    assert torch.equal(v_lat[:, :, :10], lat[:, :, :10])  # everything but the value frame was a condition
+    assert all(0.0 <= o.value <= 1.0 for o in v_outs)
+    with pytest.raises(ValueError, match="needs latents"):
+        p.sample(prep, [0], start="value_v")
