@@ -239,7 +239,33 @@ def test_outcome_event_labels_the_episode(ros_session, tmp_path, node_log_dir, r
         ep.outcome("lab", "success", 0.0, "clean")  # 0.0 = a sender that left the score at its default
         bag = _bag_dir(out, "lab")
         wait_for(lambda: read_custom_data(bag).get("outcome") == "success", 10.0, what="label in metadata.yaml")
-    assert read_custom_data(bag)["success_score"] == "1" and read_custom_data(bag)["note"] == "clean"
+        assert read_custom_data(bag)["success_score"] == "1" and read_custom_data(bag)["note"] == "clean"
+
+        # the interactive prompt, answered through a pipe: it asks after the STOP and labels that episode
+        import threading
+
+        cli = subprocess.Popen([sys.executable, "-m", "cosmos_policy_ros.cli", "outcome", "--watch"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(cli.stdout.readline, "")), daemon=True)
+        reader.start()
+        try:
+            wait_for(lambda: any("waiting for episodes" in ln for ln in lines), 30.0, what="outcome prompt ready")
+            wait_for_subscribers(ep.node, "/episode", 2, timeout=20.0)
+            ep.start("asked")
+            ep.stop("asked", reason="timeout")
+            cli.stdin.write("p 0.4\nslipped off the gripper\n")
+            cli.stdin.flush()
+            asked = _bag_dir(out, "asked")
+            wait_for(lambda: read_custom_data(asked).get("outcome") == "partial", 20.0, what="piped answer stored")
+        finally:
+            cli.send_signal(signal.SIGINT)
+            try:
+                cli.wait(10.0)
+            except subprocess.TimeoutExpired:
+                cli.kill()
+        assert read_custom_data(asked)["success_score"] == "0.4"
+        assert read_custom_data(asked)["note"] == "slipped off the gripper"
 
 
 @pytest.mark.parametrize("case", ["unwritable", "disk_full"])
