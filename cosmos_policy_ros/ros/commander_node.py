@@ -7,6 +7,7 @@ converts messages, publishes and serves the e-stop / episode services. See docs/
 from __future__ import annotations
 
 import array
+import os
 import sys
 import threading
 import time
@@ -54,6 +55,8 @@ PARAMS = (
     Param("policy_id", "", "policy identifier recorded in episode events (default: from the chunks)"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages"),
     Param("publish_trace", True, "publish the per-tick trace on ~/trace (Float64MultiArray, see TRACE_FIELDS)"),
+    Param("nice", 0, "process niceness to request at start (e.g. -10 so a loaded computer does not delay ticks; "
+          "negative values need CAP_SYS_NICE; 0 leaves it unchanged)"),
 )
 
 
@@ -66,6 +69,11 @@ class CommanderNode(Node):
         self.p = p
         if len(p["arms"]) != 2:
             raise ValueError(f"arms: expected 2 follower namespaces (left, right), got {p['arms']}")
+        if p["nice"]:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, int(p["nice"]))
+            except OSError as exc:
+                self.get_logger().warning(f"could not set niceness {p['nice']}: {exc} (ticks may be late under load)")
         self.gripper = gripper_convention(p["generation"])
         safety = SafetyConfig(arm_limits=list(zip(p["arm_lower_limits"], p["arm_upper_limits"])),
                               gripper_min=p["gripper_min"], gripper_max=p["gripper_max"],
