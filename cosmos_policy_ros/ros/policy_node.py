@@ -61,8 +61,10 @@ PARAMS = (
     Param("replan_margin", 0.3, "auto mode: seconds the next chunk should arrive before the current one ends"),
     Param("latency_guess", 0.0, "auto mode: inference latency (s) assumed until measured"),
     Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
-    Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch and keep the highest predicted value "
-          "(0 or 1 = off)"),
+    Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch (0 or 1 = off); scored by the planning "
+          "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
+    Param("planning_checkpoint", "", "planning model (world model + value) for best-of-N: path, Hugging Face id or "
+          "'tiny-random'; empty = rank by the policy's value head"),
     Param("publish_future_images", True, "publish predicted future frames on ~/future/<slot>"),
     Param("status_rate", 25.0, "Hz at which ~/status is published"),
     Param("retry_delay", 0.5, "seconds to wait after a failed inference before retrying"),
@@ -266,6 +268,17 @@ class PolicyNode(Node):
             with self._state_lock:
                 self._config_fault = f"policy action_dim {backend.action_dim}, expected {ACTION_DIM}"
             self.get_logger().error(self._config_fault)
+        n = self.p["planning_candidates"]
+        if n > 1 and self.p["planning_checkpoint"]:
+            try:
+                from ..core.planner import LocalPlanningBackend, Planner
+
+                model = load_backend(self.p["planning_checkpoint"], self.p["device"])
+                backend = LocalPlanningBackend(backend, Planner(model), n)
+            except Exception as exc:  # noqa: BLE001 - a planning setup failure must not go unnoticed
+                with self._state_lock:
+                    self._config_fault = f"cannot set up planning with {self.p['planning_checkpoint']!r}: {exc}"
+                self.get_logger().error(self._config_fault + "\n" + traceback.format_exc())
         self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
                                        self.p["replan_margin"], self.p["latency_guess"])
         self.backend = backend
@@ -308,7 +321,7 @@ class PolicyNode(Node):
         t0 = time.perf_counter()
         n = self.p["planning_candidates"]
         try:
-            if n > 1:
+            if n > 1 and not self.p["planning_checkpoint"]:
                 outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)])
                 out = outs[pick_candidate(outs)]
             else:
