@@ -98,11 +98,13 @@ def test_fault_holds_with_diagnostic_and_recovers(rig, fault):
         assert rows[i_hold][F["tick"]] - rows[i0][F["tick"]] <= budget, logs(procs)
         if detector == "policy":
             # the policy node reported it on ~/status, and the commander held within one tick of that report
-            statuses = watcher.status.snapshot()[n_status:]
-            times = watcher.status.times[n_status:]
-            err = [(t, s) for t, s in zip(times, statuses) if s.level == b"\x02" and text in s.message]
-            assert err, f"no policy ERROR status with {text!r}: {[s.message for s in statuses[-3:]]}"
-            t_err = err[0][0]
+            def errors():
+                statuses = watcher.status.snapshot()[n_status:]
+                times = watcher.status.times[n_status:len(statuses) + n_status]
+                return [(t, s) for t, s in zip(times, statuses) if s.level == b"\x02" and text in s.message]
+            wait_for(lambda: bool(errors()), 5.0, what=f"policy ERROR status with {text!r}")
+            t_err = errors()[0][0]
+            rows = watcher.rows()
             trace_times = watcher.trace.times
             after = [i for i in range(i0, len(trace_times)) if trace_times[i] >= t_err]
             running_after = [i for i in after if rows[i][F["held"]] == 0] if after else []
