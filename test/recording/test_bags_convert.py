@@ -260,3 +260,31 @@ def test_sqlite3_storage_records_and_converts(tmp_path, typestore):
         assert b.info.storage == "sqlite3" and b.info.message_count == len(events)
     res = convert_all([str(path)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
     assert res[0].status == "ok" and res[0].success is False and res[0].success_score == 0.0 and res[0].steps == 20
+
+
+def test_enqueue_never_waits_for_a_stalled_writer_and_counts_overflow(tmp_path, typestore):
+    import threading
+
+    from cosmos_policy_training.bags import read_custom_data
+
+    cfg = RecorderConfig(output_dir=str(tmp_path), topics=TOPICS, min_free_space_mb=1.0, max_queue_mb=2.0)
+    w = EpisodeBagWriter(cfg, typestore, clock_ns=lambda: T0_NS)
+    release = threading.Event()
+    real_open = w._open
+
+    def stalled_open(rec):  # the disk hangs while the episode's bag is being created
+        release.wait(30.0)
+        return real_open(rec)
+
+    w._open = stalled_open
+    path = w.start_episode(EpisodeMeta("stall"))
+    frame = bytes(900_000)
+    accepted = [w.enqueue(rt.camera_topic("cam_high"), T0_NS + i, frame) for i in range(5)]
+    assert accepted == [True, True, False, False, False]  # returns at once; beyond max_queue_mb: dropped, counted
+    assert w.stats.dropped_queue_full == 3
+    release.set()
+    w.stop_episode("done")
+    w.close()
+    assert read_custom_data(path)["dropped_messages"] == "3"
+    with open_bag(path) as b:
+        assert b.info.topics[rt.camera_topic("cam_high")].count == 2
