@@ -191,7 +191,7 @@ def main(argv=None) -> int:
             "| metric | value |", "| --- | --- |",
             f"| ticks published / tick numbers spanned | {r['ticks']} / {r['tick_span']} |",
             f"| missed ticks (timer late by a whole period) | {r['missed']} |",
-            f"| held ticks (no valid chunk) | {r['held']} |",
+            f"| held ticks (no valid chunk) | {r['held']} (all run, by reason: {cd.get('hold_reasons', 'n/a')}) |",
             f"| tick period p50 / p99 / max (commander's own clock, ms) | "
             f"{dms(cd, 'tick_period_p50_s')} / {dms(cd, 'tick_period_p99_s')} / {dms(cd, 'tick_period_max_s')} |",
             f"| trace receive interval p50 / p99 / max (subscriber, ms) | {ms(pct(ri, 50))} / {ms(pct(ri, 99))} / {ms(float(np.max(ri)))} |",

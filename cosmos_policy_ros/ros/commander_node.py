@@ -11,6 +11,7 @@ import os
 import sys
 import threading
 import time
+import traceback
 import uuid
 from typing import Dict, Optional
 
@@ -144,6 +145,12 @@ class CommanderNode(Node):
             with self._lock:
                 self.logic.chunks_rejected["malformed"] += 1
             return
+        if list(msg.joint_names) and list(msg.joint_names) != list(JOINT_NAMES):
+            self.get_logger().error(f"chunk {msg.chunk_id} rejected: joint_names {list(msg.joint_names)} are not the "
+                                    f"ALOHA layout {list(JOINT_NAMES)}", throttle_duration_sec=5.0)
+            with self._lock:
+                self.logic.chunks_rejected["joint_names"] += 1
+            return
         self.chunk_policy_id = chunk.policy_id
         with self._lock:
             acc = self.logic.on_chunk(chunk, self._now())
@@ -159,9 +166,14 @@ class CommanderNode(Node):
             self.tick_periods.add(mono - self._last_tick_mono)
         self._last_tick_mono = mono
         now = self._now()
-        with self._lock:
-            res = self.logic.tick(now)
-            missed_total = self.logic.clock.missed_total
+        try:
+            with self._lock:
+                res = self.logic.tick(now)
+                missed_total = self.logic.clock.missed_total
+        except Exception:  # noqa: BLE001 - a bug must not kill the loop; publishing nothing keeps the motors still
+            self.get_logger().error("tick failed, nothing published:\n" + traceback.format_exc(),
+                                    throttle_duration_sec=1.0)
+            return
         if res is None:
             return  # no joint states yet: publish nothing
         self._publish(res, now, missed_total)
@@ -260,6 +272,7 @@ class CommanderNode(Node):
             values = {
                 "ticks": lg.ticks, "missed_ticks": lg.clock.missed_total, "ticks_held": lg.held_ticks,
                 "hold_reason": lg.hold_reason or "none", "estop": lg.estopped,
+                "hold_reasons": dict(lg.hold_reasons) or "none",
                 "safety_interventions": lg.safety_interventions, "safety_faults": lg.safety_faults,
                 "safety_kinds": dict(lg.safety_kinds) or "none",
                 "last_safety_reasons": "; ".join(lg.last_safety_reasons) or "none",
