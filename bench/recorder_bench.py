@@ -100,10 +100,15 @@ def writer_throughput(directory: Path, seconds: float = 5.0) -> float:
     return nbytes / dt / 1e6
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_node_episode(out_dir: Path, duration: float, log_dir: Path, params: dict, publisher_depth: int = 50,
                      keep_all_publishers: bool = False) -> dict:
     """One recorded full-rate episode; returns published/recorded counts, CPU and recorder stats."""
-    import psutil
     from rclpy.qos import QoSProfile
 
     from cosmos_policy_ros.msg import EpisodeEvent
@@ -123,8 +128,7 @@ def run_node_episode(out_dir: Path, duration: float, log_dir: Path, params: dict
             wait_for_subscribers(node, topic, 1, timeout=60.0)
         events.publish(EpisodeEvent(event=EpisodeEvent.START, episode_id="bench", task="benchmark"))
         wait_for(lambda: "episode 'bench' ->" in proc.output(), 20.0, what="episode start")
-        ps = psutil.Process(proc.pid)
-        cpu0 = ps.cpu_times()
+        cpu0 = _cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         traffic.start(duration)
         traffic.join(duration + 60)
@@ -132,8 +136,7 @@ def run_node_episode(out_dir: Path, duration: float, log_dir: Path, params: dict
         events.publish(EpisodeEvent(event=EpisodeEvent.STOP, episode_id="bench", reason="bench"))
         wait_for(lambda: "recorder: closed" in proc.output(), 120.0, what="bag closed")
         wall = time.perf_counter() - t0
-        cpu1 = ps.cpu_times()
-        cpu = (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / wall
+        cpu = (_cpu_seconds(proc.pid) - cpu0) / wall
     finally:
         proc.stop()
         session.close()
