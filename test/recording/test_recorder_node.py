@@ -282,3 +282,36 @@ def test_recorder_refuses_to_start_without_a_usable_output_dir(tmp_path, node_lo
     finally:
         proc.stop()
     assert rc == 2 and expected in proc.log_path.read_text(), proc.log_path.read_text()
+
+
+def test_parameters_configure_topics_and_bad_values_fail_clearly(ros_session, tmp_path):
+    from rclpy.parameter import Parameter
+
+    from cosmos_policy_ros.ros.recorder import make_node_class
+
+    Recorder = make_node_class()
+    node = Recorder(context=ros_session.context, parameter_overrides=[
+        Parameter("output_dir", value=str(tmp_path / "bags")),
+        Parameter("min_free_space_mb", value=1.0),
+        Parameter("camera_topics", value=["/cam_high/color/image_rect_raw"]),
+        Parameter("action_chunk_topic", value=""),
+        Parameter("extra_topics", value=["/pose:geometry_msgs/msg/PoseStamped", "/odom_like:std_msgs/msg/String"]),
+    ])
+    try:
+        topics = {t.topic: t.msgtype for t in node.config.topics}
+        assert topics["/cam_high/color/image_rect_raw"] == "sensor_msgs/msg/Image"
+        assert "/action_chunk" not in topics and topics["/odom_like"] == "std_msgs/msg/String"
+        assert topics["/pose"] == "geometry_msgs/msg/PoseStamped"
+        assert topics["/follower_left/commands/joint_group"] == "interbotix_xs_msgs/msg/JointGroupCommand"
+    finally:
+        node.shutdown()
+        node.destroy_node()
+    with pytest.raises(ValueError, match="storage"):
+        Recorder(context=ros_session.context, parameter_overrides=[
+            Parameter("output_dir", value=str(tmp_path / "b2")), Parameter("storage", value="rosbag1")])
+    from cosmos_policy_ros.ros.recorder import RecorderSetupError
+
+    with pytest.raises(RecorderSetupError, match="no_such_pkg/msg/Thing"):
+        Recorder(context=ros_session.context, parameter_overrides=[
+            Parameter("output_dir", value=str(tmp_path / "b3")), Parameter("min_free_space_mb", value=1.0),
+            Parameter("extra_topics", value=["/x:no_such_pkg/msg/Thing"])])
