@@ -111,9 +111,13 @@ class WaypointExpert:
     """Time-indexed bimanual waypoint follower. ``action(step)`` -> (14,) joint action for 50 Hz ``step``."""
 
     def __init__(self, sim: AlohaSim, left: Sequence[Waypoint], right: Sequence[Waypoint],
-                 end_step: int):
+                 end_step: int, checkpoints: Sequence[Tuple[float, Callable[["WaypointExpert"], None]]] = ()):
+        self.sim = sim
         self.model = sim.model
         self.end_step = int(end_step)
+        #: (step, callback): called once, before the first query at or after ``step``, to re-plan from the
+        #: simulator's current state (e.g. correct for how an object sits in the gripper)
+        self.checkpoints = sorted(checkpoints, key=lambda c: c[0])
         self.ik = {"left": ArmIK(sim.model, "left"), "right": ArmIK(sim.model, "right")}
         self.waypoints = {"left": sorted(left, key=lambda w: w.step), "right": sorted(right, key=lambda w: w.step)}
         q14 = sim.qpos14()
@@ -137,6 +141,12 @@ class WaypointExpert:
         mujoco.mju_quat2Mat(rot, q)
         return pos - rot.reshape(3, 3) @ off, q
 
+    def shift_after(self, side: str, step: float, offset: Sequence[float]) -> None:
+        """Move every waypoint of ``side`` later than ``step`` by ``offset`` (m, world frame)."""
+        off = np.asarray(offset, dtype=np.float64)
+        self.waypoints[side] = [Waypoint(w.step, tuple(np.asarray(w.xyz) + off), w.quat, w.gripper) if w.step > step else w
+                                for w in self.waypoints[side]]
+
     def target(self, side: str, step: float) -> Tuple[np.ndarray, np.ndarray, float]:
         """Interpolated grip-point (xyz, quat, gripper) for ``side`` at ``step``."""
         wps = self.waypoints[side]
@@ -153,6 +163,8 @@ class WaypointExpert:
 
     def action(self, step: float) -> np.ndarray:
         """The (14,) joint action (left arm 6 + gripper, right arm 6 + gripper) for control step ``step``."""
+        while self.checkpoints and self.checkpoints[0][0] <= step:
+            self.checkpoints.pop(0)[1](self)
         out = np.empty(14)
         for side, sl in (("left", slice(0, 7)), ("right", slice(7, 14))):
             xyz, quat, grip = self.target(side, step)
@@ -224,7 +236,8 @@ PEG_Z, SOCKET_Z = 0.01, 0.022  # resting centres on the table (2 cm peg; socket 
 
 def insertion_expert(sim: AlohaSim, rng: Optional[np.random.Generator] = None, time_scale: float = 1.0,
                      meeting_jitter: float = 0.0, grip_z: float = 0.005, peg_grip_dx: float = 0.02,
-                     meet_z: float = 0.15, final_gap: float = 0.09, peg_lift: float = 0.009) -> WaypointExpert:
+                     meet_z: float = 0.15, final_gap: float = 0.09, peg_lift: float = 0.009,
+                     align_before_insert: bool = True) -> WaypointExpert:
     """Right arm picks the peg, left arm the socket; both lift, line up along x and push the peg in.
 
     The right gripper holds the peg ``peg_grip_dx`` m right of its centre, the left one the socket at
@@ -232,14 +245,18 @@ def insertion_expert(sim: AlohaSim, rng: Optional[np.random.Generator] = None, t
     centres are aligned in y and z; the arms then close the gap until the peg centre is ``final_gap``
     m from the socket centre (the pin is touched at 0.10). ``peg_lift`` raises the right grip relative
     to the left one: the peg hangs ~1 cm lower in its grasp than the socket does in its (measured).
+    With ``align_before_insert`` the expert re-plans once, while both objects are held still in front of
+    each other: the peg's grip moves so the peg centre lines up with the socket centre in y and z
+    (object poses read from the simulator, like the initial ones).
     """
     objs = sim.initial_object_qpos
     peg, socket = objs[0:3].copy(), objs[7:10].copy()
     s = float(time_scale)
     meet = np.array([0.0, 0.5, meet_z])
     if meeting_jitter > 0:
+        # x and y only: the meeting height changes how much each arm sags, which breaks the z alignment
         rng = rng or np.random.default_rng(sim.seed)
-        meet = meet + rng.uniform(-meeting_jitter, meeting_jitter, size=3)
+        meet[:2] += rng.uniform(-meeting_jitter, meeting_jitter, size=2)
     l0, lq0 = _start_grip_pose(sim, "left")
     r0, rq0 = _start_grip_pose(sim, "right")
     # object centre relative to the grip point once grasped (assumed rigid after the grasp)
@@ -263,7 +280,8 @@ def insertion_expert(sim: AlohaSim, rng: Optional[np.random.Generator] = None, t
         Waypoint(175 * s, (px, py, grip_z), RIGHT_QUAT, CLOSED),
         Waypoint(215 * s, (px, py, grip_z + 0.1), RIGHT_QUAT, CLOSED),
         Waypoint(260 * s, r_pre, RIGHT_QUAT, CLOSED),
-        Waypoint(340 * s, r_in, RIGHT_QUAT, CLOSED),
+        Waypoint(300 * s, r_pre, RIGHT_QUAT, CLOSED),
+        Waypoint(370 * s, r_in, RIGHT_QUAT, CLOSED),
     ]
     left = [
         Waypoint(0, l0, lq0, OPEN),
@@ -273,9 +291,22 @@ def insertion_expert(sim: AlohaSim, rng: Optional[np.random.Generator] = None, t
         Waypoint(175 * s, (sx, sy, grip_z), LEFT_DOWN_QUAT, CLOSED),
         Waypoint(215 * s, (sx, sy, grip_z + 0.1), LEFT_DOWN_QUAT, CLOSED),
         Waypoint(260 * s, l_pre, LEFT_DOWN_QUAT, CLOSED),
-        Waypoint(340 * s, l_in, LEFT_DOWN_QUAT, CLOSED),
+        Waypoint(300 * s, l_pre, LEFT_DOWN_QUAT, CLOSED),
+        Waypoint(370 * s, l_in, LEFT_DOWN_QUAT, CLOSED),
     ]
-    return WaypointExpert(sim, left, right, end_step=int(round(340 * s)))
+
+    align_step = 296 * s  # the arms reached the pre-insertion poses at 260 and have settled
+
+    def align(expert: WaypointExpert) -> None:
+        # Both objects are held still at the pre-insertion poses: line the peg up with the socket in y and z
+        # (how each object sits in its grasp varies by a few mm, the tube leaves +-8 mm).
+        if not align_before_insert:
+            return
+        q = expert.sim.data.qpos
+        peg_c, sock_c = q[-14:-11], q[-7:-4]
+        expert.shift_after("right", align_step, [0.0, sock_c[1] - peg_c[1], sock_c[2] - peg_c[2]])
+
+    return WaypointExpert(sim, left, right, end_step=int(round(370 * s)), checkpoints=[(align_step, align)])
 
 
 EXPERTS: Dict[str, Callable[..., WaypointExpert]] = {"transfer_cube": transfer_cube_expert,
