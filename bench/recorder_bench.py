@@ -179,7 +179,7 @@ def main(argv=None) -> int:
     need = r["bytes"] / r["duration"] / 1e6
     drops = {t: r["published"][t] - r["recorded"].get(t, 0) for t in r["published"]}
     lines = [
-        "## Recorder benchmark",
+        "### Full-rate episode through the recorder node",
         "",
         f"Full-rate episode of {args.duration:.0f} s through the recorder node (subprocess, Fast DDS shared memory): "
         "3 x 480x640 rgb8 at 30 Hz, 2 x JointState at 100 Hz, 4 command topics at 25 Hz, value 25 Hz, "
