@@ -476,6 +476,7 @@ class EpisodeBagWriter:
         self._latest: Optional[_EpisodeRecord] = None
         self._recording = False  # what the callback thread sees; the writer thread follows the queue
         self._stop_pending: Optional[_EpisodeRecord] = None
+        self._reserved: set = set()
         self._topics = list(config.topics) + [TopicSpec(config.episode_topic, EPISODE_EVENT_TYPE, 100)]
         # msgdef + hash per type, computed once (generate_msgdef walks the dependency tree).
         self._typeinfo = {}
@@ -528,9 +529,10 @@ class EpisodeBagWriter:
         safe_id = "".join(c if (c.isalnum() or c in "-_.") else "_" for c in meta.episode_id) or "episode"
         path = self.output_dir / f"{stamp}_{safe_id}"
         n = 1
-        while path.exists():
+        while path.exists() or path in self._reserved:  # the writer thread creates it a little later
             n += 1
             path = self.output_dir / f"{stamp}_{safe_id}_{n}"
+        self._reserved.add(path)
         rec = _EpisodeRecord(meta, path)
         with self._lock:
             self._records[meta.episode_id] = rec
