@@ -18,7 +18,7 @@ Time model (all times in seconds, passed in by the caller; nothing here reads a 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Tuple
 
 import numpy as np

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Deque, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Deque, Dict, Iterable, Mapping
 
 import numpy as np
 

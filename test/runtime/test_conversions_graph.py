@@ -1,7 +1,6 @@
 """Message conversions (no rclpy.init), diagnostics statistics, the single graph definition and the launch files."""
 import ast
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -131,7 +131,7 @@ def test_fault_holds_with_diagnostic_and_recovers(rig, fault):
 
 
 def test_inference_slower_than_chunk_holds_at_chunk_end_then_resumes_in_plan_time(rig):
-    from cosmos_policy_ros.core.test_doubles import decode_plan_step, plan_step_delta
+    from cosmos_policy_ros.core.test_doubles import decode_plan_step
 
     session, robot, watcher, procs = rig
     i0 = wait_running(watcher, len(watcher.trace) + 5)
