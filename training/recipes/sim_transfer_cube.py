@@ -5,7 +5,7 @@
 1. generates scripted demos with the sim expert (``cosmos_policy_ros.sim.generate_demos``; 25 Hz policy
    rate, each action held for 2 physics steps at 50 Hz; 96x128 renders of the three ALOHA cameras) unless
    ``--demos-dir`` already holds them;
-2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, randomly initialised frozen Wan VAE)
+2. trains the ``sim`` network preset (4-layer DiT, hidden 64, 64 px, randomly initialised frozen small Wan VAE)
    with the reference's objective split, noise distribution and loss, on cached latents (no augmentation:
    the VAE is frozen, so every sample is encoded once), on the CPU;
 3. writes the final weights in our checkpoint format to ``--out`` with ``recipe.json`` (the exact command,
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULTS = dict(episodes=50, steps=3000, batch=32, lr=5e-4, warmup=100, stride=5, seed=0)
+DEFAULTS = dict(episodes=50, steps=2000, batch=16, lr=5e-4, warmup=100, stride=5, seed=0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -47,7 +47,7 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
             "--warmup", str(args.warmup), "--decay-steps", str(int(args.steps * 0.8)),
             "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
-            "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 10)),
+            "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube"]
     if args.resume:
         argv += ["--resume", str(args.run_dir)]
