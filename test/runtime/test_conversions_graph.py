@@ -120,3 +120,69 @@ def test_runtime_core_modules_do_not_import_rclpy():
             "import cosmos_policy_ros.core.chunking, cosmos_policy_ros.core.safety, "
             "cosmos_policy_ros.core.observation, cosmos_policy_ros.core.test_doubles\n")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+class _LaunchTestDouble:
+    """Minimal stand-ins for the `launch` / `launch_ros` API the launch files use (not installable here):
+    they record what the launch file builds so the test can check it against the graph definition."""
+
+    class LaunchDescription(list):
+        pass
+
+    class DeclareLaunchArgument:
+        def __init__(self, name, default_value=None, description=""):
+            self.name, self.default_value, self.description = name, default_value, description
+
+    class OpaqueFunction:
+        def __init__(self, function):
+            self.function = function
+
+    class LaunchConfiguration:
+        def __init__(self, name):
+            self.name = name
+
+        def perform(self, context):
+            return context[self.name]
+
+    class Node:
+        def __init__(self, **kwargs):
+            self.kwargs = kwargs
+
+
+@pytest.mark.parametrize("name", ["aloha", "sim"])
+def test_launch_files_build_the_graph_nodes(repo_root, name, monkeypatch):
+    import types
+
+    from cosmos_policy_ros.ros import graph
+
+    fake = _LaunchTestDouble
+    mods = {"launch": types.ModuleType("launch"), "launch.actions": types.ModuleType("launch.actions"),
+            "launch.substitutions": types.ModuleType("launch.substitutions"),
+            "launch_ros": types.ModuleType("launch_ros"), "launch_ros.actions": types.ModuleType("launch_ros.actions")}
+    mods["launch"].LaunchDescription = fake.LaunchDescription
+    mods["launch.actions"].DeclareLaunchArgument = fake.DeclareLaunchArgument
+    mods["launch.actions"].OpaqueFunction = fake.OpaqueFunction
+    mods["launch.substitutions"].LaunchConfiguration = fake.LaunchConfiguration
+    mods["launch_ros.actions"].Node = fake.Node
+    for k, v in mods.items():
+        monkeypatch.setitem(sys.modules, k, v)
+    path = repo_root / "launch" / f"{name}.launch.py"
+    ns = {"__name__": f"{name}_launch", "__file__": str(path)}
+    exec(compile(path.read_text(), str(path), "exec"), ns)
+    desc = ns["generate_launch_description"]()
+    declared = {a.name: a for a in desc if isinstance(a, fake.DeclareLaunchArgument)}
+    assert set(declared) == {a.name for a in graph.launch_arguments()}
+    assert all(a.description for a in declared.values())
+    context = {k: a.default_value for k, a in declared.items()}
+    context.update(checkpoint="/ckpt", task="fold the shirt", record="false")
+    opaque = [a for a in desc if isinstance(a, fake.OpaqueFunction)]
+    nodes = opaque[0].function(context)
+    expected = graph.graph_nodes(name, context)
+    assert [n.kwargs["executable"] for n in nodes] == [e.executable for e in expected]
+    assert [n.kwargs["name"] for n in nodes] == [e.name for e in expected]
+    for n, e in zip(nodes, expected):
+        assert n.kwargs["package"] == "cosmos_policy_ros"
+        assert n.kwargs["parameters"][:-1] == e.spec.params_files and n.kwargs["parameters"][-1] == e.spec.parameters
+        assert (repo_root / "scripts" / "nodes" / n.kwargs["executable"]).exists()
+    pol = next(n for n in nodes if n.kwargs["name"] == "policy")
+    assert pol.kwargs["parameters"][-1]["checkpoint"] == "/ckpt"
