@@ -8,7 +8,7 @@ held ticks, and the per-tick receive intervals seen by a subscriber. Then times,
 numpy view (3 frames) and numpy -> model input (three 480x640 frames through core.images), and the pure
 per-tick commander logic. Prints markdown on stdout (progress on stderr).
 
-    python bench/commander_bench.py [--duration 30] [--latency 0.8] [--sleep] [--image-size 480x640]
+    python bench/commander_bench.py [--duration 30] [--latency 0.8] [--sleep] [--image-size 480x640] [--nice -10]
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def pct(values, q):
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else float("nan")
 
 
-def run_nodes(duration: float, latency: float, busy: bool, h: int, w: int):
+def run_nodes(duration: float, latency: float, busy: bool, h: int, w: int, nice: int = 0):
     import rclpy  # noqa: F401
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray
@@ -77,7 +77,8 @@ def run_nodes(duration: float, latency: float, busy: bool, h: int, w: int):
     diags = Collector(node, DiagnosticArray, "/diagnostics", 200)
     spec = f"test-double:latency={latency}" + (",busy=1" if busy else "")
     specs = [n.spec for n in graph_nodes("aloha", {"checkpoint": spec, "record": False, "task": "bench"},
-                                          node_parameters={"policy": {"image_height": h, "image_width": w}})]
+                                          node_parameters={"policy": {"image_height": h, "image_width": w},
+                                                           "commander": {"nice": nice}})]
     result = {}
     with tempfile.TemporaryDirectory() as logs, launch(specs, logs) as procs:
         wait_for_publishers(node, "/commander/trace", timeout=60)
@@ -167,6 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", default="480x640", help="camera HxW")
     ap.add_argument("--reps", type=int, default=30, help="repetitions of the in-process timings")
     ap.add_argument("--skip-nodes", action="store_true", help="only the in-process timings")
+    ap.add_argument("--nice", type=int, default=0, help="commander niceness (e.g. -10; needs CAP_SYS_NICE)")
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.image_size.lower().split("x"))
     lines = []
@@ -179,14 +181,14 @@ def main(argv=None) -> int:
             return "n/a"
     if not args.skip_nodes:
         log("starting policy node (test double) + commander ...")
-        r = run_nodes(args.duration, args.latency, not args.sleep, h, w)
+        r = run_nodes(args.duration, args.latency, not args.sleep, h, w, args.nice)
         cd, pd = r["commander_diag"], r["policy_diag"]
         ri = r["recv_intervals"]
         lines += [
             f"Commander (25 Hz) with the policy node's inference taking {args.latency:.2f} s "
             f"({args.latency / 2.0:.0%} of a 2 s chunk, {'sleeping' if args.sleep else 'burning CPU'}), "
             f"3 x {h}x{w} rgb8 cameras at 30 Hz + 2 x joint states at 100 Hz, {args.duration:.0f} s measured, "
-            f"{os.cpu_count()} cores (load average at end {os.getloadavg()[0]:.1f}):",
+            f"commander niceness {args.nice}, {os.cpu_count()} cores (load average at end {os.getloadavg()[0]:.1f}):",
             "",
             "| metric | value |", "| --- | --- |",
             f"| ticks published / tick numbers spanned | {r['ticks']} / {r['tick_span']} |",
