@@ -1,0 +1,82 @@
+"""Benchmark: success rate of the small sim policy (checkpoints/sim_transfer_cube) on transfer cube.
+
+Loop used: the ROS-free sim loop (``cosmos_policy_training.rollouts``: AlohaSim + CosmosPolicy in one
+process, policy at 25 Hz on 50 Hz physics, each action held 2 physics steps, 50-action chunks executed
+open-loop as the released deploy), not the ROS graph. Scene seeds 1000.. are held out (demos use 0..49).
+Prints a markdown section on stdout, progress on stderr.
+
+    python bench/policy_success.py [--episodes 50] [--policy checkpoints/sim_transfer_cube]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "sim_transfer_cube"))
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed-start", type=int, default=1000)
+    p.add_argument("--execute", type=int, default=None, help="actions executed per chunk (default: all 50)")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    import torch
+
+    from cosmos_policy_ros.core.policy import load_policy
+    from cosmos_policy_training.rollouts import run_episode
+    from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, decode_future_images=False)
+    sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=(96, 128), cameras=policy.layout.cameras,
+                   max_steps=400, render=False)
+    ok = 0
+    rewards = []
+    t0 = time.perf_counter()
+    infer = 0.0
+    queries = 0
+    for i in range(args.episodes):
+        seed = args.seed_start + i
+        r = run_episode(policy, sim, seed, execute=args.execute)
+        ok += r.success
+        rewards.append(r.max_reward)
+        infer += r.infer_seconds
+        queries += r.queries
+        print(f"seed {seed}: success={r.success} max_reward={r.max_reward}", file=sys.stderr, flush=True)
+    sim.close()
+    wall = time.perf_counter() - t0
+    recipe = {}
+    rp = Path(args.policy) / "recipe.json"
+    if rp.is_file():
+        recipe = json.loads(rp.read_text())
+    n = args.episodes
+    hist = {k: rewards.count(k) for k in range(5)}
+    print(f"Checkpoint `{Path(args.policy).name}` ({policy.policy_id}), ROS-free sim loop (AlohaSim + CosmosPolicy, "
+          f"25 Hz policy on 50 Hz physics, {args.execute or policy.horizon}-action chunks open-loop), "
+          f"scene seeds {args.seed_start}..{args.seed_start + n - 1} (held out).\n")
+    print("| policy | episodes | success | max reward 0/1/2/3/4 | training data | training time | inference per chunk |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    data = recipe.get("demos", {})
+    train_s = recipe.get("seconds", {}).get("train_incl_latent_cache")
+    print(f"| {policy.policy_id} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | "
+          f"{'/'.join(str(hist[k]) for k in range(5))} | {data.get('count', '?')} scripted demos, "
+          f"{recipe.get('steps', '?')} steps x batch {recipe.get('global_batch', '?')} | "
+          f"{'%.0f min (CPU, shared 2 cores)' % (train_s / 60) if train_s else '?'} | "
+          f"{1000 * infer / max(queries, 1):.0f} ms (CPU) |")
+    print(f"| ACT (published, 50 scripted demos) | - | ~90% | - | 50 scripted demos | - | - |")
+    print(f"\nWall time of this benchmark: {wall:.0f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

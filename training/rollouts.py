@@ -1,0 +1,141 @@
+"""ROS-free policy rollouts in the simulated ALOHA, optionally recorded as training episodes.
+
+The loop is the deployment's timing without the ROS graph: the policy runs at 25 Hz on 50 Hz physics
+(each action held for 2 physics steps); a chunk of ``execute`` actions (default: all 50, as the released
+deploy) is executed open-loop, then the policy is queried again with a fresh observation. Recorded files
+use the episode layout (:mod:`cosmos_policy_training.episodes`): obs[t] before action[t], success, success
+score (max reward / 4), policy name; they are training input for the refinement loop.
+
+    python -m cosmos_policy_training.rollouts --policy checkpoints/sim_transfer_cube --episodes 20 \
+        --seed-start 1000 --out data/rollouts
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+DEFAULT_IMAGE_SIZE = (96, 128)
+
+
+@dataclass
+class RolloutResult:
+    seed: int
+    success: bool  # reward 4 reached at some step
+    max_reward: int
+    steps: int  # 25 Hz steps
+    queries: int
+    values: List[float] = field(default_factory=list)  # the policy's value estimate at each query
+    infer_seconds: float = 0.0
+    path: Optional[str] = None
+
+
+def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
+                record: Optional[Path] = None, policy_seed: Optional[int] = None,
+                action_noise: float = 0.0) -> RolloutResult:
+    """One episode of ``policy`` in ``sim`` (scene ``seed``); ``record`` -> write the episode file there.
+
+    action_noise: std (rad) of Gaussian noise added to every executed arm-joint target (grippers untouched),
+    drawn once per chunk from ``seed`` (a way to collect more varied rollouts for the value function).
+    """
+    from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD
+
+    execute = int(execute or policy.horizon)
+    size = tuple(int(v) for v in image_size)
+    sim.reset(seed, render=False)
+    T = sim.config.max_steps // 2
+    rng = np.random.default_rng(seed + 7919)
+    qpos, actions, frames, values = [], [], {c: [] for c in policy.layout.cameras}, []
+    chunk: Optional[np.ndarray] = None
+    k = 0
+    queries = 0
+    t_inf = 0.0
+    for t in range(T):
+        obs = sim.policy_observation(size=size)
+        if chunk is None or k >= execute:
+            t0 = time.perf_counter()
+            out = policy.infer(obs, seed=policy_seed)
+            t_inf += time.perf_counter() - t0
+            chunk = np.asarray(out.actions, dtype=np.float64)
+            if action_noise > 0:
+                noise = rng.normal(0.0, action_noise, chunk.shape)
+                noise[:, [6, 13]] = 0.0
+                chunk = chunk + noise
+            values.append(float(out.value))
+            k = 0
+            queries += 1
+        a = chunk[k]
+        k += 1
+        if record is not None:
+            qpos.append(obs.proprio.astype(np.float64))
+            actions.append(a)
+            for c in frames:
+                frames[c].append(obs.images[c])
+        for _ in range(2):  # 25 Hz policy on 50 Hz physics
+            sim.step(a, render=False)
+    res = RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
+                        queries=queries, values=values, infer_seconds=t_inf)
+    if record is not None:
+        from .episodes import write_episode
+        write_episode(record, np.stack(qpos), np.stack(actions), {c: np.stack(v) for c, v in frames.items()},
+                      task=obs.instruction, success=res.success, success_score=res.max_reward / SUCCESS_REWARD,
+                      fps=25.0, sim=True, extra_attrs={"policy_name": policy.policy_id, "seed": int(seed),
+                                                      "action_noise": float(action_noise), "execute": execute})
+        res.path = str(record)
+    return res
+
+
+def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
+                 image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
+                 progress: bool = True, max_steps: int = 400) -> List[RolloutResult]:
+    """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``)."""
+    from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+
+    sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
+                   max_steps=max_steps, render=False)
+    results = []
+    try:
+        for i, s in enumerate(seeds):
+            rec = None if out is None else Path(out) / f"episode_{int(s)}.hdf5"
+            if rec is not None:
+                rec.parent.mkdir(parents=True, exist_ok=True)
+            r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
+                            action_noise=action_noise)
+            results.append(r)
+            if progress:
+                print(f"  seed {s}: {'success' if r.success else 'failure'} (max reward {r.max_reward}), "
+                      f"values {[round(v, 3) for v in r.values]}", flush=True)
+    finally:
+        sim.close()
+    return results
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from cosmos_policy_ros.core.policy import load_policy
+
+    p = argparse.ArgumentParser(prog="python -m cosmos_policy_training.rollouts", description=__doc__.splitlines()[0])
+    p.add_argument("--policy", required=True)
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed-start", type=int, default=1000)
+    p.add_argument("--out", type=Path, default=None, help="record episodes here")
+    p.add_argument("--execute", type=int, default=None, help="actions executed per chunk (default: all)")
+    p.add_argument("--action-noise", type=float, default=0.0)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, decode_future_images=False)
+    res = rollout_many(policy, list(range(args.seed_start, args.seed_start + args.episodes)), out=args.out,
+                       execute=args.execute, action_noise=args.action_noise)
+    print(json.dumps({"episodes": len(res), "successes": sum(r.success for r in res)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
