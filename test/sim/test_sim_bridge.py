@@ -178,10 +178,13 @@ def test_lockstep_steps_per_command_batch(ros_session):
 
     bridge = SimBridgeNode(context=ros_session.context, parameter_overrides=[
         Parameter("mode", value="lockstep"), Parameter("steps_per_command_batch", value=2),
-        Parameter("image_height", value=48), Parameter("image_width", value=64)])
+        Parameter("image_height", value=48), Parameter("image_width", value=64), Parameter("publish_clock", value=True)])
     ros_session.add_node(bridge)
     node = ros_session.make_node("commander_like")
+    from rosgraph_msgs.msg import Clock
+
     status = Collector(node, SimStatus, "/sim_bridge/status", QoSProfile(depth=200))
+    clock = Collector(node, Clock, "/clock", QoSProfile(depth=200))
     pubs = {}
     for s in ("left", "right"):
         pubs[f"{s}_group"] = node.create_publisher(JointGroupCommand, f"/follower_{s}/commands/joint_group", 10)
@@ -195,6 +198,8 @@ def test_lockstep_steps_per_command_batch(ros_session):
             pubs[f"{s}_group"].publish(JointGroupCommand(name="arm", cmd=start[o:o + 6].tolist()))
             pubs[f"{s}_single"].publish(JointSingleCommand(name="gripper", cmd=float(conv.command_to_joint(0.5))))
     wait_for(lambda: bridge.sim.step_count == 20, 20.0, what="20 physics steps from 10 command batches")
+    wait_for(lambda: len(clock) > 0 and clock.snapshot()[-1].clock.nanosec == 400_000_000, 10.0,
+             what="/clock at 0.4 s of simulated time")
     # an incomplete batch (no right gripper command) does not advance the physics
     pubs["left_group"].publish(JointGroupCommand(name="arm", cmd=start[0:6].tolist()))
     pubs["right_group"].publish(JointGroupCommand(name="arm", cmd=start[7:13].tolist()))
@@ -251,6 +256,12 @@ def test_bridge_subprocess_realtime_with_params_file(ros_session, repo_root, nod
         target[0] += 0.3
         pub.publish(JointGroupCommand(name="arm", cmd=target))
         wait_for(lambda: abs(js.snapshot()[-1].position[0] - target[0]) < 0.03, 20.0, what="right waist at target")
+
+        # lock-step stepping is refused in real-time mode
+        from cosmos_policy_ros.srv import SimStep
+
+        res = _call(node, node.create_client(SimStep, "/sim_bridge/step"), SimStep.Request(steps=5))
+        assert not res.success and "lockstep" in res.message
 
         # ~/reset (Trigger) restarts the episode at step 0 with the seed parameter
         st = status.wait(1)[-1]
