@@ -38,6 +38,7 @@ starts when ``auto_reset`` is true.
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -518,6 +519,9 @@ def main(args: Optional[List[str]] = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except ValueError as exc:  # invalid parameters: one clear line, not a traceback
+        print(f"sim_bridge: invalid configuration: {exc}", file=sys.stderr)
+        return 2
     finally:
         if node is not None:
             node.destroy_node()
@@ -527,6 +531,4 @@ def main(args: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())
