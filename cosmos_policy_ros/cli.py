@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "infer": ("cosmos_policy_ros.core.cli_infer", "run one observation from files through a policy"),
     "episode": ("cosmos_policy_ros.ros.cli_episode", "start / stop / label / status of robot episodes"),
     "outcome": ("cosmos_policy_ros.ros.cli_outcome", "label recorded episodes' outcome (asks after each episode)"),
+    "sim-demos": ("cosmos_policy_ros.sim.generate_demos", "generate scripted simulated ALOHA demonstrations"),
     "convert": ("cosmos_policy_training.convert", "convert rosbag2 rollouts / ALOHA HDF5 demos to training episodes"),
     "train": ("cosmos_policy_training.cli", "train or refine a Cosmos Policy checkpoint"),
 }
