@@ -278,13 +278,15 @@ class ReplanSchedule:
 
     Auto mode (``replan_period`` 0): the next observation is taken at
     ``stamp + horizon * period - latency_estimate - margin``, so the new chunk arrives ``margin`` seconds before
-    the current one runs out. The latency estimate is the largest of the last ``window`` measured latencies,
+    the current one runs out. The latency estimate is the largest of the last ``window`` (3) measured latencies
+    (conservative against one slow call, yet back to normal three calls after a slow spell),
     excluding the first (warm-up) call; until a second call has been measured the warm-up latency (or
-    ``latency_guess`` when larger) stands in. Fixed mode: ``stamp + replan_period``.
+    ``latency_guess`` when larger) stands in. Fixed mode: ``stamp + replan_period``. When inference is slower
+    than a chunk, see :meth:`trigger_offset`.
     """
 
     def __init__(self, horizon: int, period: float, replan_period: float = 0.0, margin: float = 0.3,
-                 latency_guess: float = 0.0, window: int = 10):
+                 latency_guess: float = 0.0, window: int = 3):
         if horizon < 1 or not period > 0:
             raise ValueError(f"expected horizon >= 1 and period > 0, got {horizon}, {period}")
         if replan_period < 0 or margin < 0 or latency_guess < 0:
@@ -319,9 +321,17 @@ class ReplanSchedule:
         return max(self.latency_guess, self.warmup or 0.0)
 
     def trigger_offset(self) -> float:
-        """Seconds after an observation at which the next inference starts (>= 0)."""
+        """Seconds after an observation at which the next inference starts (>= 0).
+
+        When inference is slower than a whole chunk, the chunk just published starts cold (the robot holds
+        while waiting) about ``latency`` after its observation and runs ``chunk_duration``; an observation taken
+        while it runs would plan only for time the robot has already covered (the commander would reject it as
+        expired), so the next observation waits until that chunk has been executed: ``latency + duration``.
+        """
         if self.replan_period > 0:
             return self.replan_period
+        if self.slower_than_chunk:
+            return self.latency_estimate + self.chunk_duration
         return max(0.0, self.chunk_duration - self.latency_estimate - self.margin)
 
     def next_start(self, stamp: float) -> float:

@@ -149,5 +149,9 @@ def test_replan_schedule_auto_trigger_excludes_warmup():
     assert s.next_start(10.0) == pytest.approx(11.0) and s.expected_margin() == pytest.approx(0.2)
     assert not s.slower_than_chunk
     s.record_latency(2.5)
-    assert s.slower_than_chunk and s.trigger_offset() == 0.0
+    # slower than a chunk: observe again once the just-published chunk (started cold) has been executed
+    assert s.slower_than_chunk and s.trigger_offset() == pytest.approx(2.5 + 2.0)
+    for _ in range(3):  # back to normal three calls after a slow spell
+        s.record_latency(0.6)
+    assert not s.slower_than_chunk and s.latency_estimate == 0.6
     assert ReplanSchedule(50, P, replan_period=0.5).trigger_offset() == 0.5

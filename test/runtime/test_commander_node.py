@@ -74,7 +74,7 @@ def test_commander_clamps_jumps_both_ways_and_speaks_interbotix(ros_session, nod
         wait_for(lambda: any(abs(m.cmd - conv.command_to_joint(1.0)) < 1e-4 for m in single_r.snapshot()), 5.0,
                  what="right gripper opened")
         assert all(m.name == "gripper" for m in single_r.snapshot())
-        wait_for(lambda: any(int(d.get("safety_interventions", "0")) > 0 for d in watcher.diag_values("commander")),
+        wait_for(lambda: any(int(d.get("safety_interventions", "0")) > 0 for d in watcher.diag_values(": commander")),
                  3.0, what="safety interventions in diagnostics")
 
         # a chunk containing NaN: the safety filter refuses it and the commander holds the last safe command

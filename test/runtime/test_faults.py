@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from cosmos_policy_ros.ros.commander_logic import HOLD_ESTOP, HOLD_FAULT, HOLD_IDLE, TRACE_FIELDS
+from cosmos_policy_ros.ros.commander_logic import HOLD_ESTOP, HOLD_FAULT, HOLD_IDLE, HOLD_RUNNING, TRACE_FIELDS
 from cosmos_policy_ros.ros.harness import RosSession, launch, wait_for, wait_for_publishers
 
 F = {name: i for i, name in enumerate(TRACE_FIELDS)}
@@ -115,9 +115,9 @@ def test_fault_holds_with_diagnostic_and_recovers(rig, fault):
         held = rows[i_hold:]
         assert all(r[F["held"]] == 1 for r in held), "resumed while the fault was still present"
         assert all(np.array_equal(r[NF:], held[0][NF:]) for r in held), "held command changed"
-        wait_diag(watcher, "commander", "hold_reason", text if detector == "commander" else "policy fault")
+        wait_diag(watcher, ": commander", "hold_reason", text if detector == "commander" else "policy fault")
         if detector == "policy":
-            wait_for(lambda: any(text in d["_message"] for d in watcher.diag_values("policy")), 4.0,
+            wait_for(lambda: any(text in d["_message"] for d in watcher.diag_values(": policy")), 4.0,
                      what=f"policy diagnostic with {text!r}")
     finally:
         robot.clear_faults()
@@ -137,31 +137,42 @@ def test_inference_slower_than_chunk_holds_at_chunk_end_then_resumes_in_plan_tim
     i0 = wait_running(watcher, len(watcher.trace) + 5)
     set_policy_fault(watcher.node, "latency=2.5")  # a 2 s chunk
     try:
-        # (a hold for another reason, e.g. inputs going stale while this loaded machine stalls, is not this one)
-        i_hold = watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_IDLE, 12.0, i0, "hold after slow inference")
+        # the running chunk is executed to its last planned action, then the very next tick holds (no padding,
+        # no extrapolation). (Holds for other reasons, e.g. inputs going stale while this loaded machine
+        # stalls, are not this one: look for the run-out pattern itself.)
+        def ran_out():
+            rows = watcher.rows()
+            for i in range(max(i0, 1), len(rows)):
+                prev, cur = rows[i - 1], rows[i]
+                if (cur[F["hold_code"]] == HOLD_IDLE and prev[F["hold_code"]] == HOLD_RUNNING
+                        and prev[F["index"]] == 49 and cur[F["tick"]] == prev[F["tick"]] + 1):
+                    return i
+            return None
+        wait_for(lambda: ran_out() is not None, 15.0, what="the chunk running out after slow inference")
+        i_hold = ran_out()
         rows = watcher.rows()
-        # ran the chunk to its last planned action, then held at the very next tick (no padding, no extrapolation)
         last = rows[i_hold - 1]
-        assert last[F["held"]] == 0 and last[F["index"]] == 49
-        assert rows[i_hold][F["tick"]] == last[F["tick"]] + 1
-        wait_diag(watcher, "commander", "hold_reason", "chunk ran out", timeout=4.0)
-        wait_for(lambda: any("slower than the chunk" in d["_message"] for d in watcher.diag_values("policy")), 8.0,
+        wait_diag(watcher, ": commander", "hold_reason", "chunk ran out", timeout=4.0)
+        wait_for(lambda: any("slower than the chunk" in d["_message"] for d in watcher.diag_values(": policy")), 8.0,
                  what="policy diagnostic about slow inference")
         # the late chunk (observed while the robot still moved) resumes where its plan meets the stopped robot
         i_res = wait_running(watcher, i_hold, timeout=12.0)
         res = watcher.rows()[i_res]
-        assert res[F["chunk_id"]] != last[F["chunk_id"]] and res[F["index"]] > 0
-        # ... i.e. the action planned for the tick the robot stopped at (the test double encodes each action's
-        # planned time; stamps and ticks are both on the 25 Hz grid, so they agree to within half a period)
-        hold_time = rows[i_hold][F["tick_time"]]
-        planned_time = decode_plan_step(res[NF:]) * 0.04
-        cycle_s = 1000 * 0.04
-        delta = (planned_time - hold_time + cycle_s / 2) % cycle_s - cycle_s / 2
-        assert abs(delta) <= 0.02 + 1e-3, f"resumed at the action planned {delta:+.3f} s from the hold tick\n{logs(procs)}"
+        assert res[F["chunk_id"]] != last[F["chunk_id"]]
+        # (unless another, load-induced fault hold intervened: then the restart was a cold start)
+        if all(r[F["hold_code"]] == HOLD_IDLE for r in watcher.rows()[i_hold:i_res]):
+            assert res[F["index"]] > 0
+            # ... i.e. the action planned for the tick the robot stopped at (the test double encodes each action's
+            # planned time; stamps and ticks are both on the 25 Hz grid, so they agree to within half a period)
+            hold_time = rows[i_hold][F["tick_time"]]
+            planned_time = decode_plan_step(res[NF:]) * 0.04
+            cycle_s = 1000 * 0.04
+            delta = (planned_time - hold_time + cycle_s / 2) % cycle_s - cycle_s / 2
+            assert abs(delta) <= 0.02 + 1e-3, f"resumed {delta:+.3f} s from the hold tick's plan\n{logs(procs)}"
     finally:
         set_policy_fault(watcher.node, "latency=0.3")
-    wait_for(lambda: watcher.diag_values("policy") and "slower" not in watcher.diag_values("policy")[-1]["_message"],
-             15.0, what="policy back to normal speed")
+    wait_for(lambda: watcher.diag_values(": policy") and "slower" not in watcher.diag_values(": policy")[-1]["_message"],
+             30.0, what="policy back to normal speed")
     i_run = wait_running(watcher, len(watcher.trace), timeout=20.0)
     assert all(p.alive() for p in procs), logs(procs)
 
@@ -187,7 +198,7 @@ def test_estop_latches_until_reset(rig):
     time.sleep(2.5)  # chunks keep arriving from a healthy policy: still latched
     rows = watcher.rows()[i_hold:]
     assert all(r[F["hold_code"]] == HOLD_ESTOP for r in rows) and len(rows) > 40
-    wait_diag(watcher, "commander", "_message", "e-stop")
+    wait_diag(watcher, ": commander", "_message", "e-stop")
     res = call("reset_estop")
     assert res.success
     i_run = wait_running(watcher, len(watcher.trace), timeout=10.0)
