@@ -340,6 +340,12 @@ class PlanningBackend:
             return ImageConfig(size=self.config.image_size)
         return getattr(self.base, "image", None)  # None: send raw frames, the planner preprocesses them
 
+    def __getattr__(self, name):
+        # anything else (default_seed, image, set_fault of a test double, ...) is the base backend's
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)
+
     # ---- PolicyBackend ------------------------------------------------------------------------------
     @property
     def instructions(self) -> List[str]:
