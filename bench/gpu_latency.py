@@ -30,7 +30,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def build_policy(tiny: bool, device: str, dtype: str):
+def build_policy(tiny: bool, device: str, dtype: str, layers: int = 0):
     from cosmos_policy_ros.core.images import ImageConfig
     from cosmos_policy_ros.core.layout import ALOHA
     from cosmos_policy_ros.core.network import NETWORK_2B, CosmosNetwork, build_transformer, build_vae, get_dtype
@@ -40,9 +40,14 @@ def build_policy(tiny: bool, device: str, dtype: str):
         p = make_tiny_policy(0)
         return p.__class__(p.network.to(device), p.layout, p.stats, p.embeddings, p.sampler, p.image, p.policy_id)
     cfg = NETWORK_2B
+    if layers:  # fewer blocks, same widths: a quick sanity run of the full-size path
+        import dataclasses
+        cfg = dataclasses.replace(cfg, num_layers=layers, name=f"2b-{layers}-layers")
     torch.manual_seed(0)
     with torch.device(device):  # initialise directly on the device (2B params: CPU init is slow)
-        transformer = build_transformer(cfg).to(get_dtype(dtype))
+        transformer = build_transformer(cfg)
+        if get_dtype(dtype) != torch.float32:
+            transformer = transformer.to(get_dtype(dtype))
         vae = build_vae(cfg)
     net = CosmosNetwork(cfg, transformer, vae).to(device)
     emb = {"bench": torch.randn(1, cfg.text_len, cfg.text_embed_dim, dtype=torch.bfloat16)}
@@ -70,10 +75,12 @@ def run(args) -> dict:
     from cosmos_policy_ros.core.types import Observation
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if not args.tiny and device == "cpu":
         print("the 2B config needs a GPU (about 20-55 s per network call on CPU); use --tiny on CPU", file=sys.stderr)
     t0 = time.perf_counter()
-    policy = build_policy(args.tiny, device, args.dtype)
+    policy = build_policy(args.tiny, device, args.dtype, args.layers)
     build_s = time.perf_counter() - t0
     if args.compile:
         policy.network.transformer = torch.compile(policy.network.transformer)
@@ -88,13 +95,13 @@ def run(args) -> dict:
     for batch in args.batch:
         seeds = list(range(batch))
         for _ in range(args.warmup):
-            policy.infer_batch(obs, seeds, sampler=cfg)
+            policy.infer_batch(obs, seeds, sampler=cfg, decode_images=not args.no_decode)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         runs = []
         for _ in range(args.repeats):
             timer.times.clear()
-            out = policy.infer_batch(obs, seeds, sampler=cfg)[0]
+            out = policy.infer_batch(obs, seeds, sampler=cfg, decode_images=not args.no_decode)[0]
             runs.append({"preprocess": out.timings["preprocess"], "encode": out.timings["encode"],
                          "calls": list(timer.times), "denoise": out.timings["denoise"],
                          "decode": out.timings["decode"], "total": out.timings["total"]})
@@ -109,10 +116,10 @@ def run(args) -> dict:
     import diffusers
     from cosmos_policy_ros.core.network import count_parameters
     return {
-        "config": "tiny" if args.tiny else "2B", "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "config": "tiny" if args.tiny else ("2B" if not args.layers else f"2B widths, {args.layers} layers"), "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
         "dtype": "float32" if args.tiny else args.dtype, "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformer_params": count_parameters(policy.network.transformer), "steps": args.steps,
-        "repeats": args.repeats, "compile": bool(args.compile), "build_s": build_s, "results": results,
+        "repeats": args.repeats, "compile": bool(args.compile), "decode": not args.no_decode, "build_s": build_s, "results": results,
     }
 
 
@@ -138,6 +145,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10, help="network calls per chunk")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=0, help="override the 2B depth (sanity runs); 0 = 28")
+    ap.add_argument("--no-decode", action="store_true", help="skip decoding the future images")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     ap.add_argument("--compile", action="store_true", help="torch.compile the transformer")
     ap.add_argument("--json", default=None, help="write the report here")
     ap.add_argument("--markdown", default=None, help="write the markdown table here")

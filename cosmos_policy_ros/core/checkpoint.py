@@ -77,7 +77,7 @@ def load_torch_tensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
 
 
 def _as_state_dict(obj, path) -> Dict[str, torch.Tensor]:
-    if isinstance(obj, Mapping) and len(obj) == 1 and next(iter(obj)) in ("model", "state_dict", "net") \
+    if isinstance(obj, Mapping) and len(obj) == 1 and next(iter(obj)) in ("model", "state_dict") \
             and isinstance(next(iter(obj.values())), Mapping):
         obj = next(iter(obj.values()))
     if not isinstance(obj, Mapping):

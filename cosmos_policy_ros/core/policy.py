@@ -104,7 +104,6 @@ class CosmosPolicy:
         self.encode_prefix_only = encode_prefix_only
         self.horizon = layout.horizon
         self.action_dim = layout.action_dim
-        self.dtype = "float32"
 
     # ---- PolicyBackend -------------------------------------------------------------------------
     @property
@@ -114,6 +113,11 @@ class CosmosPolicy:
     @property
     def device(self) -> torch.device:
         return self.network.device
+
+    @property
+    def dtype(self) -> str:
+        """Transformer dtype name ("float32", "bfloat16", ...), recorded in saved checkpoints."""
+        return str(self.network.dtype).replace("torch.", "")
 
     def infer(self, obs: Observation, seed: Optional[int] = None, **kwargs) -> PolicyOutput:
         """One chunk for ``obs`` (seed defaults to the released deploy's 195)."""
@@ -363,7 +367,6 @@ def policy_from_data(data: CheckpointData, device: Union[str, torch.device] = "c
     net.latents_std = net.latents_std.to(device)
     policy = CosmosPolicy(net, data.layout, data.stats, data.embeddings, data.sampler, data.image,
                           policy_id=data.policy_id, **kwargs)
-    policy.dtype = str(dt).replace("torch.", "")
     return policy
 
 
