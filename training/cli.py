@@ -105,19 +105,20 @@ def build_from_args(args: argparse.Namespace):
     fractions = None
     if args.demo_fraction is not None and rollouts:
         fractions = {"demo": args.demo_fraction, "rollout": 1.0 - args.demo_fraction}
-    # image preprocessing follows the starting network; from a checkpoint, read it from its config first
+    # image preprocessing follows the starting network; from a checkpoint, read it (and maybe its stats) first
     from .configs import image_config_for
+    stats = None
     if args.init:
         from cosmos_policy_ros.core.checkpoint import load_checkpoint
-        image_cfg = load_checkpoint(args.init, layout=layout).image
+        init_data = load_checkpoint(args.init, layout=layout)
+        image_cfg = init_data.image
+        if args.keep_checkpoint_stats:
+            stats = init_data.stats
+        del init_data
     else:
         image_cfg = image_config_for(network)
-    dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, kind_fractions=fractions)
-    if args.init and args.keep_checkpoint_stats:
-        from cosmos_policy_ros.core.checkpoint import load_checkpoint
-        stats = load_checkpoint(args.init, layout=layout).stats
-        dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
-                                            kind_fractions=fractions)
+    dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
+                                        kind_fractions=fractions)
     emb = load_embeddings_file(args.embeddings) if args.embeddings else None
     policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
                           embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id)

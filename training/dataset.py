@@ -318,10 +318,14 @@ class LatentCache:
                 key = latent_cache_key(network.vae, lay, image_cfg, ep.path, dataset.cfg.stride)
                 file = Path(cache_dir) / f"{Path(ep.path).stem}-{key}.safetensors"
                 if file.is_file():
-                    lat = load_file(str(file))["latents"]
-                    for j, t in enumerate(ts):
-                        self.latents[(e, t)] = lat[j]
-                    continue
+                    try:
+                        lat = load_file(str(file))["latents"]
+                    except Exception:  # unreadable cache file: recompute it
+                        lat = None
+                    if lat is not None and lat.shape[0] == len(ts):
+                        for j, t in enumerate(ts):
+                            self.latents[(e, t)] = lat[j]
+                        continue
             out = []
             for s in range(0, len(ts), batch_size):
                 tb = ts[s:s + batch_size]
@@ -333,7 +337,9 @@ class LatentCache:
                 self.latents[(e, t)] = lat[j]
             if file is not None:
                 file.parent.mkdir(parents=True, exist_ok=True)
-                save_file({"latents": lat.contiguous()}, str(file))
+                tmp = file.with_suffix(".tmp")
+                save_file({"latents": lat.contiguous()}, str(tmp))
+                tmp.replace(file)  # atomic: an interrupted run never leaves a partial cache file
             if progress:
                 print(f"  encoded {ep.path}: {len(ts)} samples", flush=True)
 

@@ -91,6 +91,46 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     return res
 
 
+def run_noisy_expert_episode(sim, seed: int, noise: float, cameras: Sequence[str], record: Optional[Path] = None,
+                             image_size: Sequence[int] = DEFAULT_IMAGE_SIZE) -> RolloutResult:
+    """The scripted expert at 25 Hz with Gaussian noise (std ``noise`` rad, redrawn every 25 steps, arm
+    joints only) on its targets: a source of varied successes AND failures for the value function
+    (noise on the waypoints breaks grasps). Recorded like a policy rollout (policy_name
+    ``noisy_expert_<noise>``)."""
+    from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD, TASK_DESCRIPTIONS
+    from cosmos_policy_ros.sim.expert import make_expert
+
+    size = tuple(int(v) for v in image_size)
+    sim.reset(seed, render=False)
+    expert = make_expert(sim)
+    rng = np.random.default_rng(seed * 31 + 17)
+    T = sim.config.max_steps // 2
+    qpos, actions, frames = [], [], {c: [] for c in cameras}
+    offset = np.zeros(14)
+    for t in range(T):
+        if t % 25 == 0:
+            offset = rng.normal(0.0, noise, 14)
+            offset[[6, 13]] = 0.0
+        a = expert.action(sim.step_count + 2) + offset
+        if record is not None:
+            qpos.append(sim.qpos14())
+            actions.append(a)
+            for c, img in sim.render(cameras, size=size).items():
+                frames[c].append(img)
+        for _ in range(2):
+            sim.step(a, render=False)
+    res = RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
+                        queries=0)
+    if record is not None:
+        from .episodes import write_episode
+        write_episode(record, np.stack(qpos), np.stack(actions), {c: np.stack(v) for c, v in frames.items()},
+                      task=TASK_DESCRIPTIONS[sim.task], success=res.success,
+                      success_score=res.max_reward / SUCCESS_REWARD, fps=25.0, sim=True,
+                      extra_attrs={"policy_name": f"noisy_expert_{noise:g}", "seed": int(seed)})
+        res.path = str(record)
+    return res
+
+
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
                  progress: bool = True, max_steps: int = 400) -> List[RolloutResult]:
