@@ -162,6 +162,76 @@ class CameraSchedule:
         return True
 
 
+class DriverEmulation:
+    """The xs_sdk driver services of one simulated follower: torque on/off, operating modes, motor reboot.
+
+    Joints are indexed 0..5 (arm) and 6 (gripper). Group names: ``arm``, ``gripper``, ``all``; single names:
+    the joint names (``waist`` ... ``wrist_rotate``, ``gripper``). What the simulation does with them:
+    * torque off: the joint goes limp (its actuator target follows the measured position every physics step,
+      so it exerts no holding force and sags under gravity); commands for it are ignored;
+    * torque on: the joint holds where it is now (target = measured position) until the next command;
+    * reboot: torque off, then on again when ``enable`` (the motor holds where it is afterwards);
+    * operating modes: validated and remembered (see :attr:`modes`); the simulated actuators stay position
+      controlled whatever the mode.
+    Methods return None when done, else the reason the request was refused (the driver logs and ignores it).
+    """
+
+    GROUPS = {"arm": tuple(range(6)), "gripper": (6,), "all": tuple(range(7))}
+    MODES = ("position", "ext_position", "velocity", "pwm", "current", "current_based_position", "linear_position")
+
+    def __init__(self):
+        self.torque = [True] * 7
+        self.modes: Dict[str, str] = {}
+        self.calls: Dict[str, int] = {"torque_enable": 0, "set_operating_modes": 0, "reboot_motors": 0}
+
+    def joints(self, cmd_type: str, name: str):
+        """Joint indices addressed by (cmd_type, name), or a reason string."""
+        if cmd_type == "group":
+            if name in self.GROUPS:
+                return self.GROUPS[name]
+            return f"unknown group {name!r}; expected one of {sorted(self.GROUPS)}"
+        if cmd_type == "single":
+            names = list(robot.ARM_JOINTS) + ["gripper"]
+            if name in names:
+                return (names.index(name),)
+            return f"unknown joint {name!r}; expected one of {names}"
+        return f"cmd_type: expected 'group' or 'single', got {cmd_type!r}"
+
+    def torque_enable(self, cmd_type: str, name: str, enable: bool):
+        """Returns (joints changed, None) or ((), reason)."""
+        self.calls["torque_enable"] += 1
+        idx = self.joints(cmd_type, name)
+        if isinstance(idx, str):
+            return (), idx
+        for i in idx:
+            self.torque[i] = bool(enable)
+        return idx, None
+
+    def set_mode(self, cmd_type: str, name: str, mode: str):
+        self.calls["set_operating_modes"] += 1
+        idx = self.joints(cmd_type, name)
+        if isinstance(idx, str):
+            return idx
+        if mode not in self.MODES:
+            return f"unknown operating mode {mode!r}; expected one of {list(self.MODES)}"
+        self.modes[f"{cmd_type}:{name}"] = mode
+        return None
+
+    def reboot(self, cmd_type: str, name: str, enable: bool):
+        """Returns (joints rebooted, None) or ((), reason); torque ends as ``enable``."""
+        self.calls["reboot_motors"] += 1
+        idx = self.joints(cmd_type, name)
+        if isinstance(idx, str):
+            return (), idx
+        for i in idx:
+            self.torque[i] = bool(enable)
+        return idx, None
+
+    def limp(self) -> Tuple[int, ...]:
+        """Indices of joints with torque off."""
+        return tuple(i for i, on in enumerate(self.torque) if not on)
+
+
 def joint_names(prefix: str = "") -> List[str]:
     """The xs_sdk JointState names for one follower (``waist`` ... ``right_finger``), optionally prefixed."""
     return [prefix + n for n in robot.JS_NAMES]
@@ -231,6 +301,9 @@ _PARAMS = (
     ("steps_per_command_batch", 0, "lockstep: also advance this many physics steps whenever one complete command "
                                    "batch arrived (2 = a 25 Hz commander); 0 = only the ~/step service"),
     ("command_batch", list(COMMAND_KINDS), "lockstep: the command kinds that make one batch"),
+    ("driver_services", True, "serve the xs_sdk driver services <ns>/torque_enable, <ns>/set_operating_modes and "
+                              "<ns>/reboot_motors for each follower (see DriverEmulation)"),
+    ("driver_namespaces", ["/follower_left", "/follower_right"], "left, right follower namespaces of the driver services"),
     ("topics.left_joint_states", "/follower_left/joint_states", "left follower JointState topic"),
     ("topics.right_joint_states", "/follower_right/joint_states", "right follower JointState topic"),
     ("topics.left_joint_group", "/follower_left/commands/joint_group", "left JointGroupCommand topic"),
@@ -285,6 +358,21 @@ class SimBridgeNode(Node):
             self.create_subscription(JointSingleCommand, self.topics[f"{side}_joint_single"],
                                      lambda m, s=side: self._on_single(s, m), qos)
         self.create_service(Trigger, "~/reset", self._srv_reset)
+        self.drivers = {s: DriverEmulation() for s in SIDES}
+        if values["driver_services"]:
+            from interbotix_xs_msgs.srv import OperatingModes, Reboot, TorqueEnable
+
+            namespaces = list(values["driver_namespaces"])
+            if len(namespaces) != 2:
+                raise ValueError(f"driver_namespaces: expected 2 (left, right), got {namespaces}")
+            for side, ns in zip(SIDES, namespaces):
+                ns = "/" + ns.strip("/")
+                self.create_service(TorqueEnable, f"{ns}/torque_enable",
+                                    lambda req, res, s=side: self._srv_torque(s, req, res))
+                self.create_service(OperatingModes, f"{ns}/set_operating_modes",
+                                    lambda req, res, s=side: self._srv_modes(s, req, res))
+                self.create_service(Reboot, f"{ns}/reboot_motors",
+                                    lambda req, res, s=side: self._srv_reboot(s, req, res))
         self.create_service(SimReset, "~/reset_seed", self._srv_reset_seed)
         self.create_service(SimStep, "~/step", self._srv_step)
         self._dt = CONTROL_DT
@@ -358,6 +446,7 @@ class SimBridgeNode(Node):
             for _ in range(steps):
                 if self.sim.done:
                     break
+                self._go_limp()
                 self.sim.step(self.target.action, render=False)
                 done += 1
                 stamp = self._stamp()
@@ -493,6 +582,53 @@ class SimBridgeNode(Node):
             response.task_success = bool(self.sim.success)
             response.episode_end = bool(self.sim.done)
             response.applied_action = self.target.action.tolist()
+        return response
+
+    # ---------------------------------------------------------- driver services (xs_sdk emulation)
+    def _hold_here(self, side: str, joints) -> None:
+        """Targets of ``joints`` (0..6 of one arm) = their measured position (the caller holds the lock)."""
+        q = self.sim.qpos14()
+        o = 0 if side == "left" else 7
+        for i in joints:
+            self.target.action[o + i] = q[o + i]
+
+    def _go_limp(self) -> None:
+        for side in SIDES:
+            limp = self.drivers[side].limp()
+            if limp:
+                self._hold_here(side, limp)
+
+    def _srv_torque(self, side, request, response):
+        with self._lock:
+            joints, reason = self.drivers[side].torque_enable(request.cmd_type, request.name, request.enable)
+            if joints:
+                self._hold_here(side, joints)
+        if reason:
+            self.get_logger().error(f"follower_{side}/torque_enable: {reason}")
+        else:
+            self.get_logger().info(f"follower_{side}: torque {'on' if request.enable else 'off'} "
+                                   f"({request.cmd_type} {request.name})")
+        return response
+
+    def _srv_modes(self, side, request, response):
+        with self._lock:
+            reason = self.drivers[side].set_mode(request.cmd_type, request.name, request.mode)
+        if reason:
+            self.get_logger().error(f"follower_{side}/set_operating_modes: {reason}")
+        else:
+            self.get_logger().info(f"follower_{side}: operating mode {request.mode} ({request.cmd_type} {request.name})")
+        return response
+
+    def _srv_reboot(self, side, request, response):
+        with self._lock:
+            joints, reason = self.drivers[side].reboot(request.cmd_type, request.name, request.enable)
+            if joints:
+                self._hold_here(side, joints)
+        if reason:
+            self.get_logger().error(f"follower_{side}/reboot_motors: {reason}")
+        else:
+            self.get_logger().info(f"follower_{side}: rebooted ({request.cmd_type} {request.name}), torque "
+                                   f"{'on' if request.enable else 'off'}")
         return response
 
     def destroy_node(self):
