@@ -5,7 +5,7 @@
 1. generates scripted demos with the sim expert (``cosmos_policy_ros.sim.generate_demos``; 25 Hz policy
    rate, each action held for 2 physics steps at 50 Hz; 96x128 renders of the three ALOHA cameras) unless
    ``--demos-dir`` already holds them;
-2. trains the ``sim`` network preset (4-layer DiT, hidden 64, 64 px, randomly initialised frozen small Wan VAE)
+2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, randomly initialised frozen small Wan VAE)
    with the reference's objective split, noise distribution and loss, on cached latents (no augmentation:
    the VAE is frozen, so every sample is encoded once), on the CPU;
 3. writes the final weights in our checkpoint format to ``--out`` with ``recipe.json`` (the exact command,
