@@ -383,11 +383,14 @@ class EpisodeManagerNode(Node):
             if not self._estop_seen:
                 self._enter(State.IDLE, "reset aborted (stop); holding")
             return
-        except (DriverError, RuntimeError) as exc:
+        except DriverError as exc:  # before any motion: nothing to hold
             if self._abort.is_set():
                 if not self._estop_seen:
                     self._enter(State.IDLE, f"reset aborted (stop): {exc}")
                 return
+            self._fail(f"reset failed: {exc}")
+            return
+        except RuntimeError as exc:
             self._hold_now()
             self._fail(f"reset failed: {exc}")
             return
@@ -474,6 +477,7 @@ class EpisodeManagerNode(Node):
             self._estop_seen = False
             self.last_error = ""
             self.life.enter(State.RESETTING, "starting")
+        self._publish_status()
         self._jobs.put(lambda: self._job_reset(bool(self.p["auto_go"])))
         response.success = True
         response.message = "resetting to the start pose" + (" then running" if self.p["auto_go"] else "; then call go")
@@ -520,6 +524,7 @@ class EpisodeManagerNode(Node):
                 return self._refuse(response, str(exc))
             self._abort.clear()
             self.life.enter(State.RESTING, "moving to the rest pose")
+        self._publish_status()
         self._jobs.put(self._job_rest)
         response.success, response.message = True, "moving to the rest pose"
         return response
@@ -588,6 +593,7 @@ class EpisodeManagerNode(Node):
                 with self._lock:
                     self._abort.clear()
                     self.life.enter(State.RESTING, "moving to the rest pose")
+                self._publish_status()
                 self._jobs.put(self._job_rest)
             else:
                 self._enter(State.IDLE, f"episode {req.episode_id} labelled {req.outcome}")
