@@ -338,13 +338,20 @@ class Planner:
         if not preprocessed:
             return m.prepare(obs)
         t0 = time.perf_counter()
-        m.check_observation(obs)
+        # the model's own check would apply its raw-frame rules (e.g. a required 480x640 input size)
+        if obs.instruction not in m.embeddings:
+            raise ValueError(f"unknown instruction {obs.instruction!r}; known instructions: {m.instructions}")
+        p = np.asarray(obs.proprio, dtype=np.float64)
+        if p.shape != (self.layout.proprio_dim,) or not np.all(np.isfinite(p)):
+            raise ValueError(f"proprio: expected {self.layout.proprio_dim} finite values, got {p.tolist()}")
         s = self.image_size
         by_cam = {}
         for cam in self.cameras:
-            img = obs.images[cam]
-            if tuple(img.shape) != (s, s, 3):
-                raise ValueError(f"camera {cam!r}: expected a preprocessed {s}x{s} frame, got {img.shape}")
+            img = obs.images.get(cam)
+            if img is None:
+                raise ValueError(f"missing camera image {cam!r}; expected {list(self.cameras)}")
+            if tuple(img.shape) != (s, s, 3) or img.dtype != np.uint8:
+                raise ValueError(f"camera {cam!r}: expected a preprocessed {s}x{s} uint8 frame, got {img.shape} {img.dtype}")
             by_cam[cam] = torch.from_numpy(np.array(img)).permute(2, 0, 1)  # (3, S, S) uint8
         video = m._raw_video(by_cam)  # (1, 3, F, S, S) in [-1, 1]
         t1 = time.perf_counter()

@@ -164,7 +164,7 @@ def test_preprocessed_images_give_the_same_latents(tiny_model, observation, prep
     b = planner.prepare(replace(observation, images=small), preprocessed=True)
     torch.testing.assert_close(a.clean, b.clean)
     np.testing.assert_array_equal(a.proprio_norm, b.proprio_norm)
-    with pytest.raises(ValueError, match="expected a preprocessed 64x64 frame"):
+    with pytest.raises(ValueError, match="expected a preprocessed 64x64 uint8 frame"):
         planner.prepare(observation, preprocessed=True)
 
 
