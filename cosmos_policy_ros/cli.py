@@ -14,6 +14,7 @@ from typing import List, Optional
 SUBCOMMANDS = {
     "infer": ("cosmos_policy_ros.core.cli_infer", "run one observation from files through a policy"),
     "episode": ("cosmos_policy_ros.ros.cli_episode", "start / stop / label / status of robot episodes"),
+    "lifecycle": ("cosmos_policy_ros.ros.cli_lifecycle", "episode manager: start pose / go / stop / label / rest / e-stop / status"),
     "outcome": ("cosmos_policy_ros.ros.cli_outcome", "label recorded episodes' outcome (asks after each episode)"),
     "sim-demos": ("cosmos_policy_ros.sim.generate_demos", "generate scripted simulated ALOHA demonstrations"),
     "convert": ("cosmos_policy_training.convert", "convert rosbag2 rollouts / ALOHA HDF5 demos to training episodes"),

@@ -3,6 +3,10 @@
 start / stop publish EpisodeEvent START / STOP through the commander (the recorder bounds its bags by them);
 estop latches a hold, reset releases it; status prints the commander's latest /diagnostics entry.
 Label outcomes with `cosmos-policy outcome` (recorder).
+
+When the episode manager runs (its ~/start service answers), start / stop / label / estop / reset go through it
+instead (cosmos_policy_ros/ros/cli_lifecycle.py): start = reset to the start pose, then run; stop = hold, then
+STOP; label = recorder label, then the rest pose. `--no-manager` talks to the commander directly.
 """
 from __future__ import annotations
 
@@ -13,12 +17,47 @@ ACTIONS = {"start": "start_episode", "stop": "stop_episode", "estop": "estop", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=sorted(ACTIONS) + ["status"], help="what to do")
+    parser.add_argument("action", choices=sorted(ACTIONS) + ["status", "label"], help="what to do")
     parser.add_argument("--commander", default="/commander", help="commander node name (default /commander)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the commander")
+    parser.add_argument("--manager", default="/episode_manager", help="episode manager node, used when it runs")
+    parser.add_argument("--no-manager", action="store_true", help="use the commander's services even if a manager runs")
+    parser.add_argument("--outcome", choices=["success", "failure", "partial"], help="label: the episode's outcome")
+    parser.add_argument("--score", type=float, default=float("nan"), help="label: success score 0..1")
+    parser.add_argument("--note", default="", help="label: free-form note")
+    parser.add_argument("--episode-id", default="", help="label: episode (default: the last one)")
+
+
+def _manager_running(name: str, timeout: float = 3.0) -> bool:
+    """True when the episode manager's ~/start service answers discovery (own short-lived context)."""
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+    from std_srvs.srv import Trigger
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    try:
+        node = Node("cosmos_policy_episode_probe", context=ctx)
+        found = node.create_client(Trigger, "/" + name.strip("/") + "/start").wait_for_service(timeout_sec=timeout)
+        node.destroy_node()
+        return found
+    finally:
+        rclpy.shutdown(context=ctx)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action in ("start", "stop", "estop", "reset", "label") and not args.no_manager \
+            and _manager_running(args.manager, min(3.0, args.timeout)):
+        from . import cli_lifecycle
+
+        args.go = args.action == "start"
+        args.no_wait = False
+        args.move_timeout = 60.0
+        return cli_lifecycle.run(args)
+    if args.action == "label":
+        print("label: no episode manager running; use `cosmos-policy outcome` to label through the recorder")
+        return 2
     import rclpy
     from rclpy.node import Node
 
