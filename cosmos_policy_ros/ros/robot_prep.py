@@ -34,11 +34,12 @@ class DriverError(RuntimeError):
 
 def modules_available() -> bool:
     """True when interbotix_xs_modules can be imported (the robot's Interbotix Python API)."""
-    try:
-        import interbotix_xs_modules  # noqa: F401
-    except Exception:  # noqa: BLE001 - any import problem means "not usable"
+    import importlib.util
+
+    try:  # only detected (an optional robot-side package, not a dependency of this one)
+        return importlib.util.find_spec("interbotix_xs_modules") is not None
+    except (ImportError, ValueError):
         return False
-    return True
 
 
 @dataclass
