@@ -15,7 +15,7 @@ from cosmos_policy_ros.ros.harness import RosSession, launch, wait_for, wait_for
 
 F = {name: i for i, name in enumerate(TRACE_FIELDS)}
 NF = len(TRACE_FIELDS)
-pytestmark = pytest.mark.ros
+pytestmark = [pytest.mark.ros, pytest.mark.timing]
 
 
 @pytest.fixture(scope="module")

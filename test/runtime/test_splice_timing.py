@@ -31,6 +31,7 @@ def _splice_report(rows):
 
 
 @pytest.mark.slow
+@pytest.mark.timing
 @pytest.mark.ros
 def test_30s_run_sends_the_planned_action_at_every_tick(ros_session, node_log_dir, synthetic_robot_cls,
                                                          trace_watcher_cls, runtime_graph_fn):
