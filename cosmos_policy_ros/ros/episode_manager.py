@@ -123,6 +123,7 @@ class EpisodeManagerNode(Node):
         self._measured: Dict[str, np.ndarray] = {}
         self._last_command: Optional[np.ndarray] = None
         self._last_command_t = 0.0
+        self._hold_t = 0.0  # monotonic time of the last hold chunk
         self._policy_ok: Optional[bool] = None
         self._policy_msg = "no policy status received"
         self._policy_t: Optional[float] = None
@@ -253,6 +254,22 @@ class EpisodeManagerNode(Node):
         cmd = self.current_command()
         if cmd is not None:
             self._publish_chunk(hold_actions(cmd, int(self.p["hold_ticks"])))
+            self._hold_t = time.monotonic()
+
+    def _start_command(self) -> Optional[np.ndarray]:
+        """The command a move starts from: the commander's, once a chunk just published (a hold) is in effect.
+
+        A move planned from a command older than the hold would start where the robot no longer is; so wait
+        until 3 ticks after the last own chunk, then for a /commander/action received after that.
+        """
+        ready_at = max(time.monotonic(), self._hold_t + 3 * self.cfg.period)
+        deadline = ready_at + 0.5
+        while time.monotonic() < deadline:
+            self._check_abort()
+            if time.monotonic() >= ready_at and self._last_command_t >= ready_at:
+                break
+            time.sleep(0.005)
+        return self.current_command()
 
     # ------------------------------------------------------------------ subscriptions
     def _touch(self, key: str) -> None:
@@ -289,13 +306,12 @@ class EpisodeManagerNode(Node):
         self._policy_t = time.monotonic()
 
     def _on_policy_chunk(self, msg: ActionChunk) -> None:
-        with self._lock:
-            ok = self.life.state == State.RUNNING and stamp_to_sec(msg.header.stamp) > self._own_stamp
-        if ok:
-            self.chunk_pub.publish(msg)
-            self.forwarded += 1
-        else:
-            self.dropped += 1
+        with self._lock:  # publish under the lock: a stop cannot slip between the check and the publish
+            if self.life.state == State.RUNNING and stamp_to_sec(msg.header.stamp) > self._own_stamp:
+                self.chunk_pub.publish(msg)
+                self.forwarded += 1
+            else:
+                self.dropped += 1
 
     def _on_episode_event(self, msg: EpisodeEvent) -> None:
         if msg.event == EpisodeEvent.STOP and msg.reason == "estop" and self.life.state == State.RUNNING:
@@ -343,7 +359,7 @@ class EpisodeManagerNode(Node):
 
     def _move(self, goal, what: str) -> None:
         """Move to ``goal`` through the commander; returns when reached; Aborted / RuntimeError otherwise."""
-        start = self.current_command()
+        start = self._start_command()
         if start is None:
             raise RuntimeError(f"cannot move to the {what}: no joint states / commands received")
         actions = plan_move(start, goal, self.cfg)

@@ -99,7 +99,7 @@ class ManagerClient:
         conv = gripper_convention("aloha2")
         out = []
         for s in ("left", "right"):
-            pos = np.asarray(self.js[s].snapshot()[-1].position)
+            pos = np.asarray(self.js[s].wait(1, 10.0)[-1].position)
             out += list(pos[:6]) + [float(conv.joint_to_command(pos[6]))]
         return np.array(out)
 

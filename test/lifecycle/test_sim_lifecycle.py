@@ -18,7 +18,8 @@ pytestmark = pytest.mark.ros
 START = [0.25, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0, -0.25, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0]
 REST = [0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0, 0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0]
 SPEED, GRIP_SPEED, PERIOD = 1.0, 2.0, 0.04
-LABELS = [("success", float("nan"), "clean transfer"), ("failure", float("nan"), "dropped"), ("partial", 0.5, "")]
+LABELS = [("failure", float("nan"), "dropped"), ("success", float("nan"), "clean transfer"), ("partial", 0.5, "")]
+STOPS = ["operator", "success", "timeout"]  # operator ~/stop, success signal, max_duration
 
 
 def _label(outcome, score, note):
@@ -34,13 +35,16 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
 
     bag_dir = tmp_path / "bags"
     mp = {"start_pose": START, "rest_pose": REST, "max_joint_speed": SPEED, "max_gripper_speed": GRIP_SPEED,
-          "max_duration": 4.0, "settle_timeout": 4.0}
+          "max_duration": 4.0, "settle_timeout": 4.0, "success_topic": "/test/sim_status"}
     cfg = EpisodeConfig(start_pose=START, rest_pose=REST, max_joint_speed=SPEED, max_gripper_speed=GRIP_SPEED)
     from cosmos_policy_ros.msg import ActionChunk
     from cosmos_policy_ros.ros.harness import Collector
 
     client = manager_client_cls(ros_session)
     own = Collector(client.node, ActionChunk, "/episode_manager/action_chunk", 100)
+    from cosmos_policy_ros.msg import SimStatus
+
+    success_pub = client.node.create_publisher(SimStatus, "/test/sim_status", 10)
     episodes = []
     with launch(lifecycle_specs(mp, record=True, bag_dir=bag_dir), node_log_dir) as procs:
         client.wait_state("IDLE", 60, procs)
@@ -66,14 +70,16 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
                           for r in client.rows(i0)):
                 assert time.monotonic() < deadline, "no policy chunk executed:\n" + procs[-1].output()[-3000:]
                 time.sleep(0.05)
-            if k < 2:
+            if STOPS[k] == "operator":
                 res = client.call("stop")
                 assert res.success, res.message
                 st = client.wait_state("STOPPED", 5, procs)
-                assert st["stop_reason"] == "operator"
+            elif STOPS[k] == "success":  # the task's success signal (the sim bridge's SimStatus)
+                success_pub.publish(SimStatus(episode=0, reward=4, max_reward=4, success=True, ever_success=True))
+                st = client.wait_state("STOPPED", 5, procs)
             else:  # the third runs into max_duration
                 st = client.wait_state("STOPPED", 10, procs)
-                assert st["stop_reason"] == "timeout"
+            assert st["stop_reason"] == STOPS[k]
             res = client.call("label", _label(outcome, score, note))
             assert res.ok, res.message
             client.wait_state("IDLE", 30, procs)
@@ -93,7 +99,9 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
         assert meta["episode_id"] == episode_id and meta["outcome"] == outcome, meta
         assert float(meta["success_score"]) == {"success": 1.0, "failure": 0.0, "partial": 0.5}[outcome]
         assert meta["stop_reason"] == "operator"
-    assert "[stopped: timeout]" in read_custom_data([b for b in bags if b.name.endswith(episodes[2])][0])["note"]
+    for episode_id, cause in zip(episodes, STOPS):
+        note = read_custom_data([b for b in bags if b.name.endswith(episode_id)][0])["note"]
+        assert note.endswith(f"[stopped: {cause}]"), note
 
     # every start / rest move (the manager's own non-constant chunks; hold chunks are constant) stays within the
     # per-tick limit on the wire, without the safety filter having to clamp it
@@ -115,6 +123,11 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
         worst_grip = max(worst_grip, d[:, [6, 13]].max())
         # (after missed ticks the commander may legitimately clamp the catch-up jump)
         bad = [i for i in idx if rows[i][F["safety_changed"]] and ticks[i] - ticks[i - 1] == 1]
+        if bad:
+            trans = [(int(r[F["tick"]]), int(r[F["chunk_id"]]) % OWN_CHUNK_ID_BASE if r[F["chunk_id"]] >= OWN_CHUNK_ID_BASE else -100 - int(r[F["chunk_id"]]), int(r[F["hold_code"]]))
+                     for j, r in enumerate(rows) if j == 0 or (r[F["chunk_id"]], r[F["hold_code"]]) != (rows[j - 1][F["chunk_id"]], rows[j - 1][F["hold_code"]])]
+            print("TRANSITIONS", trans)
+            print("OWN", [(m.chunk_id % OWN_CHUNK_ID_BASE, m.horizon, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for m in own.snapshot()])
         assert not bad, ("the safety filter had to change a move", [(i, rows[i - 1][:NF + 14].round(4).tolist(), rows[i][:NF + 14].round(4).tolist()) for i in bad[:3]])
     print(f"largest per-tick change during moves: arm {worst_arm:.4f} rad (limit {SPEED * PERIOD}), "
           f"gripper {worst_grip:.4f} (limit {GRIP_SPEED * PERIOD})")
