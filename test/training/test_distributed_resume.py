@@ -63,6 +63,7 @@ def single_run(demo_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.timeout(1800)
 def test_two_process_ddp_matches_single_process(demo_dir, single_run, tmp_path):
     out = tmp_path / "ddp"
     res = _run(_args(demo_dir, out, 4), nproc=2)
@@ -80,6 +81,7 @@ def test_two_process_ddp_matches_single_process(demo_dir, single_run, tmp_path):
                      .abs().max()) > 0 for k in wa)  # the weights did move
 
 
+@pytest.mark.timeout(1800)
 def test_resume_from_mid_run_checkpoint_is_bit_exact(demo_dir, single_run, tmp_path):
     out = tmp_path / "resumed"
     _run(_args(demo_dir, out, 2))
