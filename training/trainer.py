@@ -403,8 +403,9 @@ class Trainer:
                 self.save()
         if bar is not None:
             bar.close()
+        final_state = self.model_state()  # collective under FSDP: every rank takes part
         if self.info.is_main:
-            self.export(self.out / "final")
+            save_checkpoint(self.checkpoint_data(final_state), self.out / "final")
             if self.cfg.plot:
                 plot_history(hist_file, self.out / "loss.png")
         return history
@@ -430,7 +431,8 @@ class Trainer:
                               policy_id=p.policy_id, dtype="float32")
 
     def export(self, directory: Union[str, Path]) -> Path:
-        """Write the current weights as a policy checkpoint (no optimiser state); main rank only."""
+        """Write the current weights as a policy checkpoint (no optimiser state); single process (or call
+        :meth:`model_state` on every rank and write on one)."""
         return save_checkpoint(self.checkpoint_data(self.model_state()), directory)
 
     def save(self) -> Optional[Path]:
