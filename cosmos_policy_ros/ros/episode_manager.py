@@ -124,6 +124,7 @@ class EpisodeManagerNode(Node):
         self._last_command: Optional[np.ndarray] = None
         self._last_command_t = 0.0
         self._hold_t = 0.0  # monotonic time of the last hold chunk
+        self._own_final: Optional[np.ndarray] = None  # last action of our newest chunk (None after a policy chunk)
         self._policy_ok: Optional[bool] = None
         self._policy_msg = "no policy status received"
         self._policy_t: Optional[float] = None
@@ -247,6 +248,7 @@ class EpisodeManagerNode(Node):
             self._own_stamp = stamp
             self._own_id += 1
             cid = OWN_CHUNK_ID_BASE + self._own_id
+            self._own_final = np.asarray(actions[-1], dtype=np.float32).astype(np.float64)  # as the wire has it
         self.chunk_pub.publish(chunk_to_msg(actions, stamp, cid, self.cfg.period, POLICY_ID))
         return stamp
 
@@ -257,18 +259,28 @@ class EpisodeManagerNode(Node):
             self._hold_t = time.monotonic()
 
     def _start_command(self) -> Optional[np.ndarray]:
-        """The command a move starts from: the commander's, once a chunk just published (a hold) is in effect.
+        """The command a move starts from: the one the commander holds once our last chunk is in effect.
 
-        A move planned from a command older than the hold would start where the robot no longer is; so wait
-        until 3 ticks after the last own chunk, then for a /commander/action received after that.
+        After a hold (or a move) the commander converges to that chunk's last action (a busy commander may
+        still send a policy action or two first); a move planned from an older command would start where the
+        robot no longer is. So wait (at most ``settle_timeout``) until the commander reports our chunk's final
+        action, then start from exactly what it reports. If it never does (an e-stop or fault interrupted our
+        chunk), start from the latest command received after the wait began.
         """
-        ready_at = max(time.monotonic(), self._hold_t + 3 * self.cfg.period)
-        deadline = ready_at + 0.5
+        t0 = time.monotonic()
+        ready_at = max(t0, self._hold_t + 3 * self.cfg.period)
+        deadline = ready_at + self.cfg.settle_timeout
+        with self._lock:
+            target = self._own_final
         while time.monotonic() < deadline:
             self._check_abort()
-            if time.monotonic() >= ready_at and self._last_command_t >= ready_at:
-                break
+            with self._lock:
+                cmd, t_cmd = self._last_command, self._last_command_t
+            if cmd is not None and t_cmd >= ready_at:
+                if target is None or float(np.max(np.abs(cmd - target))) < 1e-4:
+                    return cmd.copy()
             time.sleep(0.005)
+        self.get_logger().warning("the commander did not reach the last planned command; moving from its current one")
         return self.current_command()
 
     # ------------------------------------------------------------------ subscriptions
@@ -310,6 +322,7 @@ class EpisodeManagerNode(Node):
             if self.life.state == State.RUNNING and stamp_to_sec(msg.header.stamp) > self._own_stamp:
                 self.chunk_pub.publish(msg)
                 self.forwarded += 1
+                self._own_final = None  # the policy moves the robot now
             else:
                 self.dropped += 1
 
@@ -578,6 +591,8 @@ class EpisodeManagerNode(Node):
         except RuntimeError as exc:
             return self._refuse(response, str(exc))
         self._estop_seen = False
+        with self._lock:
+            self._own_final = None  # the e-stop interrupted our last chunk: the commander holds elsewhere
         self._trace_quiet_until = time.monotonic() + 0.5  # trace rows already in flight still show the latch
         self._enter(State.IDLE, "e-stop released; holding")
         response.success, response.message = True, res.message

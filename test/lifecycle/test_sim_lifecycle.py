@@ -1,6 +1,8 @@
 """Three consecutive episodes on the simulated ALOHA through the episode manager, the real commander, the policy
 node (latency test double) and the recorder: start pose, policy running, stop (operator / max duration), label,
 rest pose; one bag per episode with its label; every start / rest move within the per-tick limit."""
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -20,6 +22,13 @@ REST = [0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0, 0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0]
 SPEED, GRIP_SPEED, PERIOD = 1.0, 2.0, 0.04
 LABELS = [("failure", float("nan"), "dropped"), ("success", float("nan"), "clean transfer"), ("partial", 0.5, "")]
 STOPS = ["operator", "success", "timeout"]  # operator ~/stop, success signal, max_duration
+
+
+def _cli(*args):
+    out = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", *args], capture_output=True, text=True,
+                         timeout=90)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
 
 
 def _label(outcome, score, note):
@@ -49,21 +58,27 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
     with launch(lifecycle_specs(mp, record=True, bag_dir=bag_dir), node_log_dir) as procs:
         client.wait_state("IDLE", 60, procs)
         for k, (outcome, score, note) in enumerate(LABELS):
-            # inputs may need a moment after startup: retry the start until accepted
-            deadline = time.monotonic() + 30
-            while True:
-                res = client.call("start")
-                if res.success or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-            assert res.success, res.message
-            client.wait_state("READY", 30, procs)
-            errs = pose_errors(client.measured(), START, cfg)
-            assert not errs, errs
             i0 = len(client.trace)
-            res = client.call("go")
-            assert res.success, res.message
-            episode_id = res.message
+            if k == 2:  # from a second terminal: `cosmos-policy episode start` = start pose, then go
+                out = _cli("episode", "start")
+                assert "READY: at the start pose; waiting for go" in out and "go: ok: " in out, out
+                episode_id = out.split("go: ok: ")[1].split()[0]
+                assert client.wait_state("RUNNING", 5, procs)["episode_id"] == episode_id
+            else:
+                # inputs may need a moment after startup: retry the start until accepted
+                deadline = time.monotonic() + 30
+                while True:
+                    res = client.call("start")
+                    if res.success or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                assert res.success, res.message
+                client.wait_state("READY", 30, procs)
+                errs = pose_errors(client.measured(), START, cfg)
+                assert not errs, errs
+                res = client.call("go")
+                assert res.success, res.message
+                episode_id = res.message
             # the policy's chunks reach the robot
             deadline = time.monotonic() + 15
             while not any(r[F["hold_code"]] == HOLD_RUNNING and 0 <= r[F["chunk_id"]] < OWN_CHUNK_ID_BASE
@@ -80,8 +95,12 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
             else:  # the third runs into max_duration
                 st = client.wait_state("STOPPED", 10, procs)
             assert st["stop_reason"] == STOPS[k]
-            res = client.call("label", _label(outcome, score, note))
-            assert res.ok, res.message
+            if k == 2:
+                out = _cli("lifecycle", "label", "--outcome", outcome, "--score", str(score), "--note", note)
+                assert out.startswith("label: ok: "), out
+            else:
+                res = client.call("label", _label(outcome, score, note))
+                assert res.ok, res.message
             client.wait_state("IDLE", 30, procs)
             errs = pose_errors(client.measured(), REST, cfg)
             assert not errs, errs
@@ -109,13 +128,18 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
     ids = np.array([r[F["chunk_id"]] for r in rows])
     held = np.array([r[F["held"]] for r in rows])
     ticks = np.array([r[F["tick"]] for r in rows])
-    moves = [m.chunk_id for m in own.snapshot() if m.chunk_id >= OWN_CHUNK_ID_BASE and np.ptp(np.asarray(m.positions).reshape(m.horizon, 14), axis=0).max() > 0]
+    moves = [m.chunk_id for m in own.snapshot() if m.chunk_id >= OWN_CHUNK_ID_BASE
+             and np.ptp(np.asarray(m.positions).reshape(m.horizon, 14), axis=0).max() > 0]
     assert len(moves) >= 6, f"expected 3 start + 3 rest moves, saw {len(moves)}"
     arm = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
     worst_arm = worst_grip = 0.0
+    measured = 0
     for c in moves:
         idx = np.flatnonzero((ids == c) & (held == 0))
         idx = idx[idx > 0]
+        if len(idx) == 0:  # every trace row of this move lost by the test's subscription (a starved machine)
+            continue
+        measured += 1
         # a tick the commander missed (timer late on a loaded machine) is counted: change per tick elapsed
         gap = np.maximum(1.0, ticks[idx] - ticks[idx - 1])[:, None]
         d = np.abs(cmds[idx] - cmds[idx - 1]) / gap
@@ -123,14 +147,11 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
         worst_grip = max(worst_grip, d[:, [6, 13]].max())
         # (after missed ticks the commander may legitimately clamp the catch-up jump)
         bad = [i for i in idx if rows[i][F["safety_changed"]] and ticks[i] - ticks[i - 1] == 1]
-        if bad:
-            trans = [(int(r[F["tick"]]), int(r[F["chunk_id"]]) % OWN_CHUNK_ID_BASE if r[F["chunk_id"]] >= OWN_CHUNK_ID_BASE else -100 - int(r[F["chunk_id"]]), int(r[F["hold_code"]]))
-                     for j, r in enumerate(rows) if j == 0 or (r[F["chunk_id"]], r[F["hold_code"]]) != (rows[j - 1][F["chunk_id"]], rows[j - 1][F["hold_code"]])]
-            print("TRANSITIONS", trans)
-            print("OWN", [(m.chunk_id % OWN_CHUNK_ID_BASE, m.horizon, m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for m in own.snapshot()])
-        assert not bad, ("the safety filter had to change a move", [(i, rows[i - 1][:NF + 14].round(4).tolist(), rows[i][:NF + 14].round(4).tolist()) for i in bad[:3]])
-    print(f"largest per-tick change during moves: arm {worst_arm:.4f} rad (limit {SPEED * PERIOD}), "
+        assert not bad, ("the safety filter had to change a move",
+                         [(rows[i - 1][:NF + 14].round(4).tolist(), rows[i][:NF + 14].round(4).tolist()) for i in bad[:3]])
+    print(f"largest per-tick change during {measured} moves: arm {worst_arm:.4f} rad (limit {SPEED * PERIOD}), "
           f"gripper {worst_grip:.4f} (limit {GRIP_SPEED * PERIOD})")
+    assert measured >= len(moves) - 1, f"only {measured} of {len(moves)} moves seen on the commander's trace"
     assert worst_arm <= SPEED * PERIOD + 1e-5
     assert worst_grip <= GRIP_SPEED * PERIOD + 1e-5
     assert worst_arm > 0.5 * SPEED * PERIOD  # the moves did use the speed (the test can fail)
