@@ -425,7 +425,14 @@ class EpisodeManagerNode(Node):
             return
         self._enter(State.READY, "at the start pose; waiting for go")
         if go:
-            self._go()
+            problems = self.input_problems()
+            if problems:
+                self._fail("go refused, inputs not ready: " + "; ".join(problems), State.READY)
+                return
+            try:
+                self._go()
+            except RuntimeError as exc:
+                self._fail(f"go failed: {exc}", State.READY)
 
     def _job_rest(self) -> None:
         try:
