@@ -124,6 +124,9 @@ class PolicyNode(Node):
         super().__init__("policy", **kwargs)
         p = declare(self, PARAMS)
         self.p = p
+        from .planning_client import declare_client_params  # best-of-N through the planner node (docs/planning.md)
+
+        self.planning_params = declare_client_params(self)
         if len(p["camera_topics"]) != len(p["camera_slots"]):
             raise ValueError(f"camera_topics ({len(p['camera_topics'])}) and camera_slots ({len(p['camera_slots'])}) "
                              "must have the same length")
@@ -279,6 +282,19 @@ class PolicyNode(Node):
                 with self._state_lock:
                     self._config_fault = f"cannot set up planning with {self.p['planning_checkpoint']!r}: {exc}"
                 self.get_logger().error(self._config_fault + "\n" + traceback.format_exc())
+        if self.planning_params["planning"]:
+            if self.p["planning_checkpoint"]:
+                with self._state_lock:
+                    self._config_fault = ("planning (planner node) and planning_checkpoint (in-process planner) are "
+                                          "exclusive: set one")
+                self.get_logger().error(self._config_fault)
+            else:
+                from .planning_client import ClientConfig, PlanningBackend
+
+                params = dict(self.planning_params)
+                if n > 1:  # the launch argument's candidate count
+                    params["planning_num_candidates"] = n
+                backend = PlanningBackend(backend, self, ClientConfig.from_params(params))
         self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
                                        self.p["replan_margin"], self.p["latency_guess"])
         self.backend = backend
@@ -321,7 +337,7 @@ class PolicyNode(Node):
         t0 = time.perf_counter()
         n = self.p["planning_candidates"]
         try:
-            if n > 1 and not self.p["planning_checkpoint"]:
+            if n > 1 and not self.p["planning_checkpoint"] and not self.planning_params["planning"]:
                 outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)])
                 out = outs[pick_candidate(outs)]
             else:
