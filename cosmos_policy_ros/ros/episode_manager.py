@@ -15,7 +15,6 @@ docs/lifecycle.md has the full description.
 """
 from __future__ import annotations
 
-import math
 import queue
 import sys
 import threading
@@ -656,6 +655,7 @@ class EpisodeManagerNode(Node):
         st = dg.make_status("cosmos_policy_ros: episode_manager", level, f"{state}: {values['detail']}", values,
                             "aloha")
         self.status_pub.publish(st)
+        self.diag_pub.publish(dg.make_array(self.get_clock().now().to_msg(), [st]))  # rqt / diagnostics tools
 
     def destroy_node(self):
         self._abort.set()
