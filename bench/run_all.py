@@ -22,7 +22,11 @@ BENCHES = {
     "commander": ("Commander tick timing and observation preprocessing", "bench/commander_bench.py", [], 600),
     "recorder": ("Recorder: drops and write headroom at full rate", "bench/recorder_bench.py", [], 900),
     "sim_expert": ("Scripted transfer-cube expert", "bench/sim_expert.py", [], 1200),
-    "model_cpu": ("Model core latency (tiny config, CPU)", "bench/gpu_latency.py", ["--tiny"], 600),
+    "model_cpu": ("Model core latency (tiny config, CPU)", "bench/gpu_latency.py", ["--tiny", "--repeats", "2"], 600),
+    "model_2b_gpu": ("Model core latency, full 2B config (random weights, bf16, GPU)", "bench/gpu_latency.py",
+                     ["--device", "cuda", "--batch", "1", "8"], 1200),
+    "planner_2b_gpu": ("Planner decision latency, full 2B config, N = 8 with 3 x 5 ensembles (GPU)",
+                       "bench/planner_bench.py", ["--full-2b"], 1800),
     "planner": ("Planner decision latency", "bench/planner_bench.py", [], 900),
     "policy_success": ("Small sim policy success rate", "bench/policy_success.py", [], 3600),
 }
@@ -45,7 +49,20 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {tv}"
+    try:
+        load = "load average at start %.1f / %.1f / %.1f" % os.getloadavg()
+    except OSError:
+        load = "load average unknown"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {tv}; {load}"
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - no torch: no GPU benchmark either
+        return False
 
 
 def main(argv=None) -> int:
@@ -62,6 +79,11 @@ def main(argv=None) -> int:
         path = ROOT / script
         if not path.exists():
             sections[key] = f"## {title}\n\nNot run: `{script}` does not exist yet.\n"
+            continue
+        if key.endswith("_gpu") and not _has_cuda():
+            sections[key] = (f"## {title}\n\nNot run: no GPU on the machine that ran `make bench` "
+                             f"({dt.date.today().isoformat()}). On a GPU machine: "
+                             f"`python {script} {' '.join(extra)}` (or `make bench BENCH_ARGS=\"--only {key}\"`).\n")
             continue
         print(f"[bench] {key}: {script} {' '.join(extra)}", file=sys.stderr, flush=True)
         t0 = time.monotonic()
