@@ -153,6 +153,11 @@ def graph_nodes(graph: str, arguments: Optional[Mapping[str, Any]] = None, *,
         params: Dict[str, Any] = dict(node.get("parameters") or {})
         for param, arg in (node.get("arguments") or {}).items():
             params[param] = values[arg]
+        for arg, extra in (node.get("parameters_when") or {}).items():  # fixed parameters gated by an argument
+            if arg not in values:
+                raise ValueError(f"graph {graph!r} node {node['name']!r}: parameters_when names unknown argument {arg!r}")
+            if values[arg]:
+                params.update(extra)
         params.update(overrides.pop(node["name"], {}))
         spec = NodeSpec(module=node["module"], name=node["name"], namespace=node.get("namespace"),
                         parameters=params, params_files=files, remaps=dict(node.get("remaps") or {}),

@@ -16,26 +16,26 @@ MANAGER_CHUNKS = "/episode_manager/action_chunk"
 
 def lifecycle_specs(manager_params=None, sim_params=None, commander_params=None, policy=True, record=False,
                     bag_dir=None):
-    """Node specs: the shared sim graph (commander fed by the manager) + the episode manager node."""
-    from cosmos_policy_ros.ros.graph import config_dir, graph_nodes
-    from cosmos_policy_ros.ros.harness import NodeSpec
+    """Node specs of the shared sim graph with ``episode_manager:=true`` (the commander fed by the manager)."""
+    from cosmos_policy_ros.ros.graph import graph_nodes
 
-    args = {"checkpoint": "test-double:latency=0.3", "task": "transfer the cube", "record": record}
+    args = {"checkpoint": "test-double:latency=0.3", "task": "transfer the cube", "record": record,
+            "episode_manager": True}
     if bag_dir:
         args["bag_dir"] = str(bag_dir)
+    mp = dict(manager_params or {})
+    if not policy:
+        mp.setdefault("require_policy_ok", False)
     node_params = {"sim_bridge": {"image_height": H, "image_width": W, "max_steps": 100000, **(sim_params or {})},
-                   "commander": {"chunk_topic": MANAGER_CHUNKS, **(commander_params or {})},
-                   "policy": {"image_height": H, "image_width": W}}
+                   "commander": dict(commander_params or {}),
+                   "policy": {"image_height": H, "image_width": W},
+                   "episode_manager": mp}
     if record:
         node_params["recorder"] = {"min_free_space_mb": 100.0, "publish_diagnostics": False}
     nodes = graph_nodes("sim", args, node_parameters=node_params)
-    specs = [n.spec for n in nodes if policy or n.name != "policy"]
-    mp = {"max_input_age": 1.0, **(manager_params or {})}
-    if not policy:
-        mp.setdefault("require_policy_ok", False)
-    specs.append(NodeSpec(module="cosmos_policy_ros.ros.episode_manager", name="episode_manager",
-                          params_files=[str(config_dir() / "episode_manager.yaml")], parameters=mp))
-    return specs
+    by_name = {n.name: n.spec for n in nodes}
+    assert by_name["commander"].parameters["chunk_topic"] == MANAGER_CHUNKS
+    return [n.spec for n in nodes if policy or n.name != "policy"]
 
 
 class ManagerClient:
