@@ -34,12 +34,11 @@ class DriverError(RuntimeError):
 
 def modules_available() -> bool:
     """True when interbotix_xs_modules can be imported (the robot's Interbotix Python API)."""
-    import importlib.util
-
-    try:  # only detected (an optional robot-side package, not a dependency of this one)
-        return importlib.util.find_spec("interbotix_xs_modules") is not None
-    except (ImportError, ValueError):
+    try:  # present on the robot (package.xml exec_depend), not installable on development machines
+        import interbotix_xs_modules  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import problem means "not usable"
         return False
+    return True
 
 
 @dataclass
