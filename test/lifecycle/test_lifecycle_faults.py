@@ -88,6 +88,8 @@ def test_stale_camera_refused_then_estop_during_the_start_move_holds(ros_session
             first_hold = next(i for i, r in enumerate(rows) if r[F["hold_code"]] == HOLD_ESTOP)
             # held from the tick after the commander got the e-stop (at most two ticks were already in flight)
             assert first_hold <= (n_after - n_before) + 2, (first_hold, n_after - n_before)
+            print(f"e-stop: {n_after - n_before} tick(s) published during the call, first latched hold at row "
+                  f"{first_hold} after the call began")
             after = np.array([r[NF:NF + 14] for r in rows[first_hold:]])
             assert all(r[F["hold_code"]] == HOLD_ESTOP for r in rows[first_hold:])
             assert np.ptp(after, axis=0).max() == 0.0  # the held command never changes
