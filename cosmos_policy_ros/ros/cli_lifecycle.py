@@ -75,10 +75,18 @@ def _values(st) -> dict:
     return {kv.key: kv.value for kv in st.values}
 
 
-def _wait_move(cli: _Client, busy: str, targets, timeout: float) -> int:
+def _int(text) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return -1
+
+
+def _wait_move(cli: _Client, busy: str, targets, timeout: float, moves_before: int = -1) -> int:
     """Print state changes until a state in ``targets`` (0) or IDLE with an error / ESTOPPED (1).
 
-    Only statuses from ``busy`` (the move's state) on count: an older status still in flight is not the result.
+    Only statuses from ``busy`` (the move's state) on count, or any once the manager counts a move more than
+    ``moves_before``: an older status still in flight is not the result.
     """
     deadline = time.monotonic() + timeout
     last = None
@@ -88,7 +96,7 @@ def _wait_move(cli: _Client, busy: str, targets, timeout: float) -> int:
         if st is None:
             continue
         v = _values(st)
-        seen_busy = seen_busy or v.get("state") == busy
+        seen_busy = seen_busy or v.get("state") == busy or _int(v.get("moves")) > moves_before >= 0
         if not seen_busy:
             continue
         if st.message != last:
@@ -134,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
             res = cli.call("label", LabelEpisode, req)
             print(f"label: {'ok' if res.ok else 'refused'}: {res.message}" + (f" ({res.bag_path})" if res.bag_path else ""))
             return 0 if res.ok else 1
-        cli.status(0.0)  # subscribe before the request so no change is missed
+        before = cli.status(2.0)  # subscribe before the request (latched: the current status arrives at once)
+        moves_before = _int(_values(before).get("moves")) if before is not None else -1
         res = cli.call(ACTIONS[args.action], Trigger, Trigger.Request())
         print(f"{args.action}: {'ok' if res.success else 'refused'}: {res.message}")
         if not res.success:
@@ -142,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
         if args.no_wait or args.action not in ("start", "rest"):
             return 0
         if args.action == "rest":
-            return _wait_move(cli, "RESTING", ("IDLE",), args.move_timeout)
-        rc = _wait_move(cli, "RESETTING", ("READY", "RUNNING"), args.move_timeout)
+            return _wait_move(cli, "RESTING", ("IDLE",), args.move_timeout, moves_before)
+        rc = _wait_move(cli, "RESETTING", ("READY", "RUNNING"), args.move_timeout, moves_before)
         if rc or not args.go:
             return rc
         st = _values(cli.status(0.5) or type("S", (), {"values": []})())
