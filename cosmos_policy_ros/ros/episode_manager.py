@@ -123,6 +123,7 @@ class EpisodeManagerNode(Node):
         self._last_command: Optional[np.ndarray] = None
         self._last_command_t = 0.0
         self._hold_t = 0.0  # monotonic time of the last hold chunk
+        self._going = False
         self._own_final: Optional[np.ndarray] = None  # last action of our newest chunk (None after a policy chunk)
         self._policy_ok: Optional[bool] = None
         self._policy_msg = "no policy status received"
@@ -449,9 +450,26 @@ class EpisodeManagerNode(Node):
 
     def _go(self) -> str:
         """READY -> RUNNING: the commander starts the episode (EpisodeEvent START reaches the recorder)."""
-        res = self._call(self.cl["start_episode"], Trigger.Request(), "start episode")
+        with self._lock:  # one go at a time (two terminals, or auto_go and a go)
+            if self._going or self.life.state != State.READY:
+                raise RuntimeError(f"go refused: {'a go is in progress' if self._going else 'not READY'}")
+            self._going = True
+        try:
+            res = self._call(self.cl["start_episode"], Trigger.Request(), "start episode")
+        finally:
+            with self._lock:
+                self._going = False
         if not res.success:
             raise RuntimeError(f"commander refused start_episode: {res.message}")
+        with self._lock:
+            left = self.life.state != State.READY  # stopped / e-stopped while the commander answered
+        if left:
+            try:  # do not leave a recording running that nobody drives
+                self._call(self.cl["stop_episode"], Trigger.Request(), "stop episode")
+            except RuntimeError as exc:
+                self.get_logger().error(f"episode {res.message}: {exc}")
+            raise RuntimeError(f"episode {res.message} stopped at once: the manager left READY "
+                               f"({self.life.state.value}) while it started")
         with self._lock:
             self.episode_id = res.message
             self.last_episode_id = res.message
