@@ -229,3 +229,24 @@ def test_client_without_planner_does_not_wait(ros_session):
     out = backend.infer(_ObsSource.make(), seed=5)
     assert out.seed == 5 and backend.fallbacks["no_planner"] == 1 and backend.last_wait < 30.0
     assert backend.last_fallback_reason == "no planner subscribed to /planner/candidates"
+
+
+def test_planner_config_file_and_executable(repo_root):
+    """config/planner_node.yaml sets exactly the node's declared parameters, with valid planner settings."""
+    import os
+
+    import yaml
+
+    from cosmos_policy_ros.core.planner import PlannerConfig
+    from cosmos_policy_ros.ros.planner_node import PARAMS, parse_fault
+    body = yaml.safe_load((repo_root / "config" / "planner_node.yaml").read_text())["planner"]["ros__parameters"]
+    assert set(body) == {p.name for p in PARAMS}
+    assert all(p.description for p in PARAMS)
+    cfg = PlannerConfig(future_state_steps=tuple(body["future_state_steps"]), value_steps=tuple(body["value_steps"]),
+                        aggregation=body["aggregation"], score=body["score_mode"])
+    assert (cfg.future_state_steps, cfg.value_steps, cfg.aggregation) == ((1, 3, 5), (1, 2, 3, 4, 5), "majority_mean")
+    script = repo_root / "scripts" / "nodes" / "planner_node"
+    assert os.access(script, os.X_OK) and "cosmos_policy_ros.ros.planner_node import main" in script.read_text()
+    assert parse_fault("delay=2.5") == (2.5, False) and parse_fault("exception") == (0.0, True)
+    with pytest.raises(ValueError, match="inject_fault: expected"):
+        parse_fault("crash")
