@@ -463,6 +463,16 @@ class EpisodeManagerNode(Node):
             raise RuntimeError(f"commander refused start_episode: {res.message}")
         with self._lock:
             left = self.life.state != State.READY  # stopped / e-stopped while the commander answered
+            if not left:
+                self.episode_id = res.message
+                self.last_episode_id = res.message
+                self.stop_reason = ""
+                self.started_at = time.monotonic()
+                self._success = False
+                self._success_baseline = self._sim_status if self._sim_status is not None else (-1, False)
+                # forward only chunks planned from observations taken from now on
+                self._own_stamp = max(self._own_stamp, self._now())
+                self.life.enter(State.RUNNING, f"episode {res.message} running")
         if left:
             try:  # do not leave a recording running that nobody drives
                 self._call(self.cl["stop_episode"], Trigger.Request(), "stop episode")
@@ -470,16 +480,6 @@ class EpisodeManagerNode(Node):
                 self.get_logger().error(f"episode {res.message}: {exc}")
             raise RuntimeError(f"episode {res.message} stopped at once: the manager left READY "
                                f"({self.life.state.value}) while it started")
-        with self._lock:
-            self.episode_id = res.message
-            self.last_episode_id = res.message
-            self.stop_reason = ""
-            self.started_at = time.monotonic()
-            self._success = False
-            self._success_baseline = self._sim_status if self._sim_status is not None else (-1, False)
-            # forward only chunks planned from observations taken from now on
-            self._own_stamp = max(self._own_stamp, self._now())
-            self.life.enter(State.RUNNING, f"episode {res.message} running")
         self.get_logger().info(f"state RUNNING: episode {res.message}")
         self._publish_status()
         return res.message
