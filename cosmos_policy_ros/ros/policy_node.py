@@ -60,6 +60,8 @@ PARAMS = (
           "for the chunk to arrive replan_margin before the current one runs out)"),
     Param("replan_margin", 0.3, "auto mode: seconds the next chunk should arrive before the current one ends"),
     Param("latency_guess", 0.0, "auto mode: inference latency (s) assumed until measured"),
+    Param("torch_threads", 0, "CPU threads for torch (0 = auto: all but one core, at least 1). On a small CPU two "
+          "spinning OpenMP threads beside other busy processes made inference ~40x slower than one thread"),
     Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
     Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch (0 or 1 = off); scored by the planning "
           "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
@@ -72,6 +74,21 @@ PARAMS = (
     Param("test_double_fault", "", "fault injection for the test double only: '', 'exception', 'nan', "
           "'latency=<s>'", dynamic=True),
 )
+
+
+def configure_torch_threads(requested: int) -> int:
+    """Set torch's CPU thread count (0 = all cores but one, at least 1); returns the count in effect.
+
+    The robot computer also runs the camera drivers, the commander and the recorder: leaving a core free
+    keeps inference from fighting them (measured on 2 cores: 1 thread ~1 s per chunk, 2 threads ~40 s).
+    """
+    import os
+
+    import torch
+
+    n = int(requested) if requested and requested > 0 else max(1, (os.cpu_count() or 2) - 1)
+    torch.set_num_threads(n)
+    return n
 
 
 def load_backend(checkpoint: str, device: str = ""):
@@ -254,6 +271,9 @@ class PolicyNode(Node):
     # -- worker ------------------------------------------------------------------------------------------
     def _load(self) -> bool:
         try:
+            if not self.p["checkpoint"].strip().startswith("test-double"):
+                threads = configure_torch_threads(self.p["torch_threads"])
+                self.get_logger().info(f"torch CPU threads: {threads}")
             backend = load_backend(self.p["checkpoint"], self.p["device"])
         except Exception as exc:  # noqa: BLE001 - report any loader failure and keep holding
             with self._state_lock:
@@ -297,6 +317,8 @@ class PolicyNode(Node):
                 backend = PlanningBackend(backend, self, ClientConfig.from_params(params))
         self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
                                        self.p["replan_margin"], self.p["latency_guess"])
+        if not self.p["publish_future_images"] and hasattr(backend, "decode_future_images"):
+            backend.decode_future_images = False  # nobody looks at them: skip the VAE decode (about half of a CPU query)
         self.backend = backend
         self.get_logger().info(f"policy {backend.policy_id!r} loaded: horizon {backend.horizon}, period "
                                f"{backend.period} s")
