@@ -132,7 +132,8 @@ def test_planner_node_scores_candidates_and_the_client_uses_its_choice(ros_sessi
         assert req.images_preprocessed and (req.image_height, req.image_width) == (64, 64)
         assert list(req.seeds) == [195, 196, 197]
         # the planner process scored exactly what the core planner scores locally for these candidates
-        cands = np.stack([o.actions for o in policy.infer_batch(obs, [195, 196, 197])])
+        cands = np.frombuffer(req.actions, np.float32).reshape(3, 50, 14) if not isinstance(req.actions, np.ndarray) \
+            else req.actions.reshape(3, 50, 14)  # the candidates as sent
         local = Planner(policy, PlannerConfig(future_state_steps=(1, 2), value_steps=(1, 2), decode_future_images="none"))
         ref = local.score(obs, cands, [195, 196, 197])
         np.testing.assert_allclose(d.scores, ref.scores, atol=1e-4)
