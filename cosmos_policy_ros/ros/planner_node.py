@@ -40,6 +40,7 @@ from .planning_client import (DEFAULT_CANDIDATES_TOPIC, DEFAULT_DECISION_TOPIC, 
 PARAMS = (
     Param("checkpoint", "tiny-random", "planning model: local path or Hugging Face id of a Cosmos Policy checkpoint "
           "(e.g. nvidia/Cosmos-Policy-ALOHA-Planning-Model-Predict2-2B) or 'tiny-random' (random tiny network)"),
+    Param("torch_threads", 0, "CPU threads for torch (0 = auto: all but one core, at least 1; see the policy node)"),
     Param("device", "", "torch device of the planning model, e.g. 'cuda:1' for its own GPU (empty: cuda when "
           "available, else cpu)"),
     Param("dtype", "", "model dtype (empty: float32 on CPU, the checkpoint's dtype (bfloat16) on GPU)"),
@@ -161,8 +162,10 @@ class PlannerNode(Node):
     # -- worker --------------------------------------------------------------------------------------
     def _load(self) -> bool:
         try:
+            from ..core.network import configure_torch_threads
             from ..core.planner import Planner
 
+            configure_torch_threads(self.p["torch_threads"])
             model = load_planning_model(self.p["checkpoint"], self.p["device"], self.p["dtype"])
             self.planner = Planner(model, self.config)
             self.planner_id = getattr(model, "policy_id", self.p["checkpoint"])

@@ -76,21 +76,6 @@ PARAMS = (
 )
 
 
-def configure_torch_threads(requested: int) -> int:
-    """Set torch's CPU thread count (0 = all cores but one, at least 1); returns the count in effect.
-
-    The robot computer also runs the camera drivers, the commander and the recorder: leaving a core free
-    keeps inference from fighting them (measured on 2 cores: 1 thread ~1 s per chunk, 2 threads ~40 s).
-    """
-    import os
-
-    import torch
-
-    n = int(requested) if requested and requested > 0 else max(1, (os.cpu_count() or 2) - 1)
-    torch.set_num_threads(n)
-    return n
-
-
 def load_backend(checkpoint: str, device: str = ""):
     """Resolve the ``checkpoint`` parameter to a PolicyBackend (model modules imported lazily)."""
     spec = checkpoint.strip()
@@ -272,6 +257,8 @@ class PolicyNode(Node):
     def _load(self) -> bool:
         try:
             if not self.p["checkpoint"].strip().startswith("test-double"):
+                from ..core.network import configure_torch_threads
+
                 threads = configure_torch_threads(self.p["torch_threads"])
                 self.get_logger().info(f"torch CPU threads: {threads}")
             backend = load_backend(self.p["checkpoint"], self.p["device"])
