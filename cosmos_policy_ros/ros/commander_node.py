@@ -16,8 +16,6 @@ import uuid
 from typing import Dict, Optional
 
 import numpy as np
-import rclpy
-import rclpy.executors
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
@@ -34,6 +32,7 @@ from . import diagnostics as dg
 from .commander_logic import CommanderConfig, CommanderLogic, TickResult, joint_commands
 from .conversions import arm_command_msgs, msg_to_chunk, sec_to_stamp, stamp_to_sec
 from .params import Param, declare
+from .node_main import run_node
 
 PARAMS = (
     Param("period", 0.04, "tick period in seconds (25 Hz); chunks must use the same period"),
@@ -301,19 +300,7 @@ class CommanderNode(Node):
 
 def main(args=None) -> int:
     """Run the commander until SIGINT."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = CommanderNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(CommanderNode, "commander", args)
 
 
 if __name__ == "__main__":

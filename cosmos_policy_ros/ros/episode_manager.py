@@ -23,10 +23,9 @@ import traceback
 from typing import Callable, Dict, Optional
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.callback_groups import ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
@@ -44,6 +43,7 @@ from .commander_logic import HOLD_ESTOP, TRACE_FIELDS
 from .conversions import chunk_to_msg, stamp_to_sec
 from .params import Param, declare
 from .robot_prep import DriverError, DriverServices, PrepConfig, modules_available
+from .node_main import run_node
 
 #: Chunk ids of the manager's own chunks start here (policy chunk ids count from 0), so traces tell them apart.
 OWN_CHUNK_ID_BASE = 10_000_000_000
@@ -684,24 +684,7 @@ class EpisodeManagerNode(Node):
 
 def main(args=None) -> int:
     """Run the episode manager until SIGINT."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = EpisodeManagerNode()
-        executor = MultiThreadedExecutor(num_threads=4)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:  # invalid parameters: one clear line
-        print(f"episode_manager: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(EpisodeManagerNode, "episode_manager", args, executor_factory=lambda: MultiThreadedExecutor(num_threads=4))
 
 
 if __name__ == "__main__":

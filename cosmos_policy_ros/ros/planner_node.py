@@ -34,6 +34,7 @@ from cosmos_policy_ros.msg import PlanCandidates, PlanDecision
 from . import diagnostics as dg
 from .conversions import rgb_to_image_msg
 from .params import Param, declare
+from .node_main import run_node
 from .planning_client import (DEFAULT_CANDIDATES_TOPIC, DEFAULT_DECISION_TOPIC, PlanRequest, decision_from_result,
                               decision_to_msg, error_decision, msg_to_request)
 
@@ -266,19 +267,7 @@ class PlannerNode(Node):
 
 def main(args=None) -> int:
     """Run the planner node until SIGINT."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PlannerNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(PlannerNode, "planner", args)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from ..core.types import ALOHA_CAMERAS, PolicyOutput
 from . import diagnostics as dg
 from .conversions import chunk_to_msg, rgb_to_image_msg, stamp_to_sec
 from .params import Param, declare
+from .node_main import run_node
 
 DEFAULT_CAMERA_TOPICS = [f"/{c}/camera/color/image_rect_raw" for c in ALOHA_CAMERAS]
 
@@ -424,19 +425,7 @@ class PolicyNode(Node):
 
 def main(args=None) -> int:
     """Run the policy node until SIGINT."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = PolicyNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(PolicyNode, "policy", args)
 
 
 if __name__ == "__main__":

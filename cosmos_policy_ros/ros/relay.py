@@ -8,11 +8,13 @@ to the names the policy expects, and used by the test suite as a real two-proces
 """
 from __future__ import annotations
 
-import rclpy
+import sys
+
 from rclpy.node import Node
 from rcl_interfaces.msg import ParameterDescriptor
 
 from cosmos_policy_ros.ros.interfaces import message_class
+from cosmos_policy_ros.ros.node_main import run_node
 
 
 class RelayNode(Node):
@@ -39,19 +41,8 @@ class RelayNode(Node):
 
 def main(args=None) -> None:
     """Run the relay until interrupted."""
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = RelayNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, rclpy.executors.ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    return run_node(RelayNode, "relay", args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -59,6 +59,7 @@ from cosmos_policy_ros.msg import SimStatus
 from cosmos_policy_ros.sim.aloha_sim import (CONTROL_DT, DEFAULT_CAMERA_MAP, TASKS, AlohaSim, FastRenderer,
                                              follower_joint_positions, follower_joint_velocities)
 from cosmos_policy_ros.srv import SimReset, SimStep
+from cosmos_policy_ros.ros.node_main import run_node
 
 SIDES = ("left", "right")
 DEFAULT_CAMERA_TOPICS = {cam: f"/{cam}/camera/color/image_rect_raw"
@@ -643,27 +644,7 @@ class SimBridgeNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """Run the sim bridge until SIGINT / SIGTERM."""
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SimBridgeNode()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:  # invalid parameters: one clear line, not a traceback
-        print(f"sim_bridge: invalid configuration: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return run_node(SimBridgeNode, "sim_bridge", args)
 
 
 if __name__ == "__main__":
