@@ -178,6 +178,33 @@ def run(graph: str, arguments: Optional[Mapping[str, Any]] = None, log_dir: Opti
     return launch(node_specs(graph, arguments, **kwargs), log_dir)
 
 
+
+def launch_description(graph: str):
+    """A ``launch.LaunchDescription`` for ``graph``: every launch argument declared with its default and
+    description, and the graph's nodes built from the argument values at launch time.
+
+    Used by launch/*.launch.py; ``launch`` / ``launch_ros`` are imported here, lazily, because they exist only
+    in a full ROS install (not in the PyPI wheels the tests run on).
+    """
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def nodes(context, *args, **kwargs):
+        values = {a.name: LaunchConfiguration(a.name).perform(context) for a in launch_arguments()}
+        return [
+            Node(package=PACKAGE, executable=node.executable, name=node.spec.name,
+                 namespace=node.spec.namespace or "", parameters=[*node.spec.params_files, node.spec.parameters],
+                 remappings=list(node.spec.remaps.items()), output="screen", emulate_tty=True)
+            for node in graph_nodes(graph, values)
+        ]
+
+    arguments = [DeclareLaunchArgument(a.name, default_value=str(a.default).lower() if isinstance(a.default, bool)
+                                       else str(a.default), description=a.description)
+                 for a in launch_arguments()]
+    return LaunchDescription(arguments + [OpaqueFunction(function=nodes)])
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m cosmos_policy_ros.ros.graph <graph> [name:=value ...]``: run a graph until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m cosmos_policy_ros.ros.graph", description=__doc__.splitlines()[0])

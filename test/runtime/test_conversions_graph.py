@@ -100,9 +100,9 @@ def test_launch_files_compile_and_use_the_shared_graph(repo_root, name):
     tree = ast.parse(path.read_text(), str(path))
     compile(tree, str(path), "exec")
     src = path.read_text()
-    assert "from cosmos_policy_ros.ros import graph" in src
+    assert "from cosmos_policy_ros.ros.graph import launch_description" in src
     assert f'GRAPH = "{name}"' in src
-    assert "graph.graph_nodes(GRAPH" in src and "graph.launch_arguments()" in src
+    assert "return launch_description(GRAPH)" in src
     assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
 
 
