@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULTS = dict(episodes=30, steps=800, batch=16, lr=5e-4, warmup=100, stride=5, seed=0)
+DEFAULTS = dict(episodes=30, steps=2000, batch=16, lr=5e-4, warmup=100, stride=5, seed=0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
