@@ -20,6 +20,7 @@ pytestmark = pytest.mark.ros
 START = [0.25, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0, -0.25, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0]
 REST = [0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0, 0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0]
 SPEED, GRIP_SPEED, PERIOD = 1.0, 2.0, 0.04
+COMMANDER_MAX_STEP_ARM = 0.1  # config/commander_node.yaml max_step_arm
 LABELS = [("failure", float("nan"), "dropped"), ("success", float("nan"), "clean transfer"), ("partial", 0.5, "")]
 STOPS = ["operator", "success", "timeout"]  # operator ~/stop, success signal, max_duration
 
@@ -140,13 +141,30 @@ def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_lo
         if len(idx) == 0:  # every trace row of this move lost by the test's subscription (a starved machine)
             continue
         measured += 1
-        # a tick the commander missed (timer late on a loaded machine) is counted: change per tick elapsed
-        gap = np.maximum(1.0, ticks[idx] - ticks[idx - 1])[:, None]
-        d = np.abs(cmds[idx] - cmds[idx - 1]) / gap
-        worst_arm = max(worst_arm, d[:, arm].max())
-        worst_grip = max(worst_grip, d[:, [6, 13]].max())
-        # (after missed ticks the commander may legitimately clamp the catch-up jump)
-        bad = [i for i in idx if rows[i][F["safety_changed"]] and ticks[i] - ticks[i - 1] == 1]
+        # After missed ticks (an OS stall of the commander's timer) the plan has moved on by several steps: the
+        # commander legitimately clamps the catch-up, possibly over several consecutive ticks, to its own step
+        # limit. Those ticks are checked against that limit; every other tick of a move must keep the move's speed
+        # and must not need the safety filter at all.
+        bad, catching_up, normal = [], False, []
+        for i in idx:
+            changed = bool(rows[i][F["safety_changed"]])
+            stalled = ticks[i] - ticks[i - 1] > 1
+            if (changed and (stalled or catching_up)) or (catching_up and not changed):
+                # inside a catch-up, or its last tick (unclamped, closing the remaining gap to the plan)
+                step = np.abs(cmds[i] - cmds[i - 1])
+                assert step[arm].max() <= COMMANDER_MAX_STEP_ARM + 1e-5, (i, step)
+                catching_up = changed
+                continue
+            if changed:
+                bad.append(i)
+            normal.append(i)
+        normal = np.array(normal, dtype=int)
+        if len(normal):
+            # a tick the commander missed is counted: change per tick elapsed
+            gap = np.maximum(1.0, ticks[normal] - ticks[normal - 1])[:, None]
+            d = np.abs(cmds[normal] - cmds[normal - 1]) / gap
+            worst_arm = max(worst_arm, d[:, arm].max())
+            worst_grip = max(worst_grip, d[:, [6, 13]].max())
         assert not bad, ("the safety filter had to change a move",
                          [(rows[i - 1][:NF + 14].round(4).tolist(), rows[i][:NF + 14].round(4).tolist()) for i in bad[:3]])
     print(f"largest per-tick change during {measured} moves: arm {worst_arm:.4f} rad (limit {SPEED * PERIOD}), "
