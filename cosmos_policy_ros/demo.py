@@ -167,14 +167,14 @@ def run_demo(args) -> int:
         print(f"demo: unknown task {task!r} for this checkpoint; known: {known}", file=sys.stderr)
         return 2
     print(f"[demo] policy: {about}")
-    print(f"[demo] task: {task!r}, seed {args.seed}, up to {args.duration:.0f} s; logs in {log_dir}")
+    print(f"[demo] task: {task!r}, {args.episodes} episode(s) from seed {args.seed}, up to {args.duration:.0f} s each; "
+          f"logs in {log_dir}")
 
     arguments = {"checkpoint": checkpoint, "task": task, "bag_dir": str(bag_dir), "record": True}
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
     node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
     pairs = FramePairs()
-    result: Dict[str, object] = {}
     with graph.run("sim", arguments, log_dir=str(log_dir), node_parameters=node_params) as procs, RosSession() as ros:
         node = ros.make_node("demo")
         chunks = Collector(node, ActionChunk, "/policy/action_chunk", 10)
@@ -201,73 +201,90 @@ def run_demo(args) -> int:
         print("[demo] waiting for the simulator, policy warm-up and the first action chunk ...", flush=True)
         wait_for(lambda: (check_alive() or True) and len(chunks) > 0, args.startup_timeout, interval=0.2,
                  what="the first action chunk from the policy node")
-        print(f"[demo] graph ready after {time.monotonic() - t_start:.1f} s; resetting scene (seed {args.seed})")
-        reset = _call(node, SimReset, "/sim_bridge/reset_seed", SimReset.Request(seed=int(args.seed)), 30)
-        if not reset.success:
-            raise RuntimeError(f"sim reset refused: {reset.message}")
-        started = _call(node, Trigger, "/commander/start_episode", Trigger.Request(), 30)
-        if not started.success:
-            raise RuntimeError(f"commander refused to start the episode: {started.message}")
-        episode_id = started.message
-        n_chunks0 = len(chunks)
-        t_ep = time.monotonic()
-        ep_stamp0 = None
-        print(f"[demo] episode {episode_id} running", flush=True)
+        print(f"[demo] graph ready after {time.monotonic() - t_start:.1f} s")
 
-        def finished():
-            check_alive()
-            msgs = status.snapshot()
-            fresh = [m for m in msgs[-20:] if m.episode == reset_episode] if msgs else []
-            if fresh and (fresh[-1].ever_success or fresh[-1].episode_end):
-                return True
-            return time.monotonic() - t_ep > args.duration
+        def run_episode(seed: int) -> Dict[str, object]:
+            """Reset to ``seed``, run one recorded episode, label it; the episode's result."""
+            before = status.snapshot()
+            prev_episode = before[-1].episode if before else -1
+            reset = _call(node, SimReset, "/sim_bridge/reset_seed", SimReset.Request(seed=int(seed)), 30)
+            if not reset.success:
+                raise RuntimeError(f"sim reset refused: {reset.message}")
+            # Statuses received before the reset belong to the previous scene: wait for the new episode's.
+            wait_for(lambda: any(m.episode > prev_episode for m in status.snapshot()[-10:]), 20,
+                     what="the simulator's status after the reset")
+            episode_no = max(m.episode for m in status.snapshot()[-10:])
+            started = _call(node, Trigger, "/commander/start_episode", Trigger.Request(), 30)
+            if not started.success:
+                raise RuntimeError(f"commander refused to start the episode: {started.message}")
+            episode_id = started.message
+            n_chunks0, t_ep = len(chunks), time.monotonic()
+            print(f"[demo] episode {episode_id} (seed {seed}) running", flush=True)
 
-        reset_episode = None
-        wait_for(lambda: len(status) > 0, 10, what="sim status")
-        reset_episode = status.snapshot()[-1].episode
-        last_report = 0.0
-        while not finished():
-            if time.monotonic() - last_report > 2.0:
-                s = status.snapshot()[-1]
-                print(f"[demo]   sim t={s.sim_time:5.1f} s  reward {s.max_reward}/4  chunks {len(chunks) - n_chunks0}",
-                      flush=True)
-                last_report = time.monotonic()
-            time.sleep(0.1)
-        final = status.snapshot()[-1]
-        ep_stamp0 = _stamp(final) - final.sim_time
-        _call(node, Trigger, "/commander/stop_episode", Trigger.Request(), 30)
-        success = bool(final.ever_success)
-        outcome = "success" if success else ("partial" if final.max_reward >= 2 else "failure")
-        score = 1.0 if success else final.max_reward / 4.0
-        label = _call(node, LabelEpisode, "/recorder/label_episode",
-                      LabelEpisode.Request(episode_id=episode_id, outcome=outcome, success_score=float(score),
-                                           note=f"make demo, seed {args.seed}, sim max reward {final.max_reward}/4"), 30)
-        result.update(success=success, outcome=outcome, score=score, sim_time=final.sim_time,
-                      max_reward=final.max_reward, chunks=len(chunks) - n_chunks0, label=label,
-                      episode_id=episode_id)
-        # The recorder closes the bag on STOP; wait until its metadata is on disk.
-        bag_path = Path(label.bag_path) if label.bag_path else None
-        if bag_path is not None:
-            try:
-                wait_for(lambda: (bag_path / "metadata.yaml").is_file(), 30, what=f"{bag_path}/metadata.yaml")
-            except TimeoutError as exc:
-                print(f"[demo] warning: {exc}", file=sys.stderr)
-        result["bag"] = bag_path
+            def current():
+                mine = [m for m in status.snapshot()[-20:] if m.episode == episode_no]
+                return mine[-1] if mine else None
+
+            last_report = 0.0
+            while True:
+                check_alive()
+                s = current()
+                if s is not None and (s.ever_success or s.episode_end):
+                    break
+                if time.monotonic() - t_ep > args.duration:
+                    break
+                if s is not None and time.monotonic() - last_report > 2.0:
+                    print(f"[demo]   sim t={s.sim_time:5.1f} s  reward {s.max_reward}/4  "
+                          f"chunks {len(chunks) - n_chunks0}", flush=True)
+                    last_report = time.monotonic()
+                time.sleep(0.1)
+            final = current()
+            _call(node, Trigger, "/commander/stop_episode", Trigger.Request(), 30)
+            success = bool(final.ever_success)
+            outcome = "success" if success else ("partial" if final.max_reward >= 2 else "failure")
+            score = 1.0 if success else final.max_reward / 4.0
+            label = _call(node, LabelEpisode, "/recorder/label_episode",
+                          LabelEpisode.Request(episode_id=episode_id, outcome=outcome, success_score=float(score),
+                                               note=f"make demo, seed {seed}, sim max reward {final.max_reward}/4"), 30)
+            # The recorder closes the bag on STOP; wait until its metadata is on disk.
+            bag_path = Path(label.bag_path) if label.bag_path else None
+            if bag_path is not None:
+                try:
+                    wait_for(lambda: (bag_path / "metadata.yaml").is_file(), 30, what=f"{bag_path}/metadata.yaml")
+                except TimeoutError as exc:
+                    print(f"[demo] warning: {exc}", file=sys.stderr)
+                    bag_path = None
+            return dict(seed=seed, success=success, outcome=outcome, score=score, sim_time=final.sim_time,
+                        max_reward=final.max_reward, chunks=len(chunks) - n_chunks0, label=label,
+                        episode_id=episode_id, bag=bag_path, stamp0=_stamp(final) - final.sim_time)
+
+        results = [run_episode(args.seed + i) for i in range(args.episodes)]
+        result = results[0]
+        ep_stamp0 = result["stamp0"]
 
     png = write_comparison_png(pairs.pairs(), out_dir / "predicted_vs_real.png", ep_stamp0 or 0.0)
-    verdict = "SUCCESS" if result["success"] else f"FAILURE ({result['outcome']}, max reward {result['max_reward']}/4)"
     print("\n=== cosmos_policy_ros demo summary ===")
     print(f"policy      : {about}")
-    print(f"task        : {task!r} (simulated ALOHA transfer cube, seed {args.seed})")
-    print(f"outcome     : {verdict} after {result['sim_time']:.1f} s of simulated time")
-    print(f"chunks      : {result['chunks']} action chunks executed by the 25 Hz commander")
-    print(f"bag         : {result.get('bag') or 'NOT WRITTEN'}  (label: {result['label'].message})")
+    print(f"task        : {task!r} (simulated ALOHA transfer cube)")
+    for r in results:
+        verdict = "SUCCESS" if r["success"] else f"FAILURE ({r['outcome']}, max reward {r['max_reward']}/4)"
+        print(f"seed {r['seed']:<6}: {verdict} after {r['sim_time']:.1f} s of simulated time; "
+              f"{r['chunks']} chunks executed by the 25 Hz commander")
+        print(f"  bag       : {r['bag'] or 'NOT WRITTEN'}  (label: {r['label'].message})")
+    if len(results) > 1:
+        n_ok = sum(bool(r["success"]) for r in results)
+        print(f"success     : {n_ok}/{len(results)} ({100.0 * n_ok / len(results):.0f}%) through the real ROS 2 graph")
     print(f"future PNG  : {png or 'none (no predicted frame matched a real frame)'}")
     if png and "embedded small sim policy" in about:
         print("              (this small CPU-trained checkpoint uses a random, frozen VAE: its predicted frames are "
               "not pictures; docs/training.md)")
     print(f"node logs   : {log_dir}")
-    return 0 if result.get("bag") else 1
+    if args.json:
+        import json
+
+        Path(args.json).write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()
+                                                if k != "label"} for r in results], indent=1))
+    return 0 if all(r["bag"] for r in results) else 1
 
 
 def main(argv=None) -> int:
@@ -276,6 +293,8 @@ def main(argv=None) -> int:
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint (default: the embedded small sim policy)")
     parser.add_argument("--task", default=None, help="task instruction (default: the checkpoint's first)")
     parser.add_argument("--seed", type=int, default=0, help="scene seed (cube pose)")
+    parser.add_argument("--episodes", type=int, default=1, help="episodes to run (seeds seed, seed+1, ...)")
+    parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
