@@ -19,7 +19,11 @@ def test_sim_graph_closes_the_loop(ros_session, node_log_dir, trace_watcher_cls)
     from cosmos_policy_ros.ros.graph import graph_nodes
 
     h, w = 96, 128  # small frames keep rendering cheap on a 2-core machine
-    nodes = graph_nodes("sim", {"checkpoint": "test-double:latency=0.3", "task": "transfer the cube", "record": False},
+    # The double's waist sine is phased by wall time; a 6 s cycle (150 plan steps) makes any 3 s window sweep at
+    # least 0.08 rad, so the check never lands on a flat crest (the default 40 s cycle did, and flaked in CI).
+    amplitude, cycle = 0.08, 150
+    spec = f"test-double:latency=0.3,amplitude={amplitude},cycle={cycle}"
+    nodes = graph_nodes("sim", {"checkpoint": spec, "task": "transfer the cube", "record": False},
                         node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
                                          "policy": {"image_height": h, "image_width": w}})
     assert [n.name for n in nodes] == ["sim_bridge", "policy", "commander"]
@@ -31,15 +35,21 @@ def test_sim_graph_closes_the_loop(ros_session, node_log_dir, trace_watcher_cls)
             i_run = watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 60.0, 0, "the commander running")
         except TimeoutError:
             raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
-        n_js = len(js)
+        # Our own subscription may match the sim bridge later than the commander's did (discovery under load):
+        # the window opens once joint states reach this process too.
+        js.wait(len(js) + 1, timeout=30.0)
+        n_js, i_window = len(js), len(watcher.rows())
         time.sleep(3.0)
-        rows = [r for r in watcher.rows()[i_run:] if r[F["hold_code"]] == HOLD_RUNNING]
+        rows = [r for r in watcher.rows()[max(i_run, i_window):] if r[F["hold_code"]] == HOLD_RUNNING]
         states = js.snapshot()[n_js:]
         assert all(p.alive() for p in procs), "\n".join(p.output()[-2000:] for p in procs)
     assert len(rows) > 25, f"only {len(rows)} running ticks in 3 s"
     commanded_waist = np.array([r[NF + 0] for r in rows])
     measured_waist = np.array([s.position[0] for s in states])
-    assert np.ptp(commanded_waist) > 0.002  # the test double's plan moves the left waist
-    # the simulated left waist follows the commands (within the sim's tracking error)
+    assert len(states) > 50, f"only {len(states)} joint states in 3 s (the sim steps at 50 Hz)"
+    assert np.ptp(commanded_waist) > 0.5 * amplitude  # the test double's plan moves the left waist
+    # The simulated left waist follows the commands. Tracking is loose: the double holds the other joints at 0
+    # (arm stretched out, weak wrist servos), which couples into the waist by up to ~1/3 of its angle.
     assert np.ptp(measured_waist) > 0.5 * np.ptp(commanded_waist)
-    assert measured_waist.min() > commanded_waist.min() - 0.05 and measured_waist.max() < commanded_waist.max() + 0.05
+    margin = 0.5 * amplitude
+    assert measured_waist.min() > commanded_waist.min() - margin and measured_waist.max() < commanded_waist.max() + margin
