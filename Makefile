@@ -81,11 +81,14 @@ build: setup
 locked-build:
 	@flock $(CURDIR)/.make.lock $(MAKE) --no-print-directory build
 
-# Two phases: everything else in parallel, then the tick-timing tests alone so no other test competes
-# for the CPU while they count ticks (2-core machines).
+# Two phases: everything else in parallel, then the real-time tests alone so no other test competes
+# for the CPU while they count ticks (2-core machines). The machine-wide lock extends "alone" to other
+# `make test` runs (another clone, another terminal): parallel phases share it, a timing phase takes it
+# exclusively, so two suites at once still pass; ROS traffic is already kept apart by ROS_DOMAIN_ID.
+TEST_LOCK ?= /tmp/cosmos_policy_ros_test.lock
 test: locked-build
-	$(RUN_ENV) $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) -m "not timing" $(PYTEST_ARGS) test
-	$(RUN_ENV) $(PY) -m pytest -p no:cacheprovider -m timing $(PYTEST_ARGS) test
+	$(RUN_ENV) flock --shared $(TEST_LOCK) $(PY) -m pytest -p no:cacheprovider -n $(TEST_WORKERS) -m "not timing" $(PYTEST_ARGS) test
+	$(RUN_ENV) flock --exclusive $(TEST_LOCK) $(PY) -m pytest -p no:cacheprovider -m timing $(PYTEST_ARGS) test
 
 demo: locked-build
 	$(RUN_ENV) $(PY) -m cosmos_policy_ros.demo $(DEMO_ARGS)

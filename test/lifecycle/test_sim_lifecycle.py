@@ -40,6 +40,7 @@ def _label(outcome, score, note):
     return req
 
 
+@pytest.mark.timing  # move speeds and settle times are checked in real time
 def test_three_episodes_start_run_stop_label_rest(ros_session, tmp_path, node_log_dir, manager_client_cls):
     from cosmos_policy_training.bags import read_custom_data
 

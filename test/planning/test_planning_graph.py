@@ -32,6 +32,7 @@ def _policy_has_planning_hook() -> bool:
 
 
 @pytest.mark.skipif(not _policy_has_planning_hook(), reason="policy node has no planning hook (PlanningBackend) yet")
+@pytest.mark.timing  # counts tick gaps
 def test_commander_keeps_ticking_while_planning_falls_back(repo_root, tmp_path):
     conf = _runtime_conftest(repo_root)
     deadline = 0.5

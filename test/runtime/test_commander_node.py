@@ -20,6 +20,7 @@ def _chunk_msg(actions, stamp_s, chunk_id):
     return chunk_to_msg(np.asarray(actions, np.float32), stamp_s, chunk_id, 0.04, "hand-made")
 
 
+@pytest.mark.timing  # tick-by-tick ramp values: starved by a second suite on 2 cores
 def test_commander_clamps_jumps_both_ways_and_speaks_interbotix(ros_session, node_log_dir, synthetic_robot_cls,
                                                                   trace_watcher_cls):
     from diagnostic_msgs.msg import DiagnosticStatus
