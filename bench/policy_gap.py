@@ -35,12 +35,19 @@ VARIANTS = {
     "latency": dict(render=False, latency=True, clamp=False),
     "clamp": dict(render=False, latency=False, clamp=True),
     "all": dict(render=True, latency=True, clamp=True),
+    # remedies, with latency on: switch chunks only every `execute` ticks (the next query timed to land then),
+    # or pause like the released deploy (hold the last command while the policy thinks, then run from index 0)
+    "execute": dict(render=False, latency=True, clamp=False, execute=True),
+    "pause": dict(render=False, latency=True, clamp=False, pause=True),
+    "all+execute": dict(render=True, latency=True, clamp=True, execute=True),
+    "all+pause": dict(render=True, latency=True, clamp=True, pause=True),
 }
 
 
 def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, clamp: bool, latency_ticks: int,
                         wire_size: Sequence[int], demo_size: Sequence[int], max_step_arm: float = 0.1,
-                        max_step_gripper: float = 0.2) -> tuple:
+                        max_step_gripper: float = 0.2, execute: bool = False, pause: bool = False,
+                        execute_ticks: int = 50) -> tuple:
     """One episode; returns (success, max_reward, queries)."""
     size = tuple(wire_size if render else demo_size)
     sim.reset(seed, render=False)
@@ -62,10 +69,14 @@ def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, cla
             lag = latency_ticks if latency else 0
             land_at = t + lag
         if pending is not None and t >= land_at:
-            chunk_t, chunk = pending
+            obs_t, chunk = pending
             pending = None
-            # latency: the next query starts at once (back to back); open-loop: after the whole chunk
-            next_query = t if latency else t + horizon
+            if pause:  # indexed from its arrival: the world waited
+                chunk_t, next_query = t, t + execute_ticks
+            elif execute:  # the next one lands when this one has run execute_ticks from its observation
+                chunk_t, next_query = obs_t, max(t, obs_t + execute_ticks - latency_ticks)
+            else:  # latency: back to back; open-loop: after the whole chunk
+                chunk_t, next_query = obs_t, (t if latency else t + horizon)
         idx = min(t - chunk_t, horizon - 1)
         target = chunk[idx] if chunk is not None else sim.qpos14()
         if clamp and command is not None:
@@ -84,6 +95,7 @@ def main(argv=None) -> int:
     p.add_argument("--variants", default="base,render,latency,clamp,all")
     p.add_argument("--latency-ticks", type=int, default=25, help="inference latency in 25 Hz ticks (ROS graph: ~25)")
     p.add_argument("--wire-size", type=int, nargs=2, default=(480, 640))
+    p.add_argument("--max-step-arm", type=float, default=0.1, help="commander step limit, rad per tick (aloha.yaml: 0.1)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
@@ -108,7 +120,8 @@ def main(argv=None) -> int:
         for i in range(args.episodes):
             seed = args.seed_start + i
             r = run_variant_episode(policy, sim, seed, latency_ticks=args.latency_ticks,
-                                    wire_size=args.wire_size, demo_size=DEFAULT_IMAGE_SIZE, **VARIANTS[name])
+                                    wire_size=args.wire_size, demo_size=DEFAULT_IMAGE_SIZE,
+                                    max_step_arm=args.max_step_arm, **VARIANTS[name])
             results.append(r)
             print(f"{name} seed {seed}: success={r[0]} max_reward={r[1]} queries={r[2]}", file=sys.stderr, flush=True)
         rewards = [r[1] for r in results]
@@ -120,7 +133,7 @@ def main(argv=None) -> int:
     sim.close()
     print(f"Policy `{Path(args.policy).name}` ({policy.policy_id}), seeds {args.seed_start}.."
           f"{args.seed_start + args.episodes - 1}, latency {args.latency_ticks} ticks, wire size "
-          f"{args.wire_size[0]}x{args.wire_size[1]}.\n")
+          f"{args.wire_size[0]}x{args.wire_size[1]}, arm step limit {args.max_step_arm:g} rad/tick.\n")
     print("| variant | ROS behaviours on | success | touched (reward >= 1) | max reward 0/1/2/3/4 | queries per episode | wall |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

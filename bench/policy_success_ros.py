@@ -6,7 +6,7 @@ limit, label the bag. Complements bench/policy_success.py (the same policy in a 
 this one measures what a user of `make demo` gets, including the inference latency of a shared CPU.
 Prints a markdown section on stdout.
 
-    python bench/policy_success_ros.py [--episodes 10] [--seed-start 1000]
+    python bench/policy_success_ros.py [--episodes 50] [--seed-start 1000] [--execution stream,pause]
 """
 from __future__ import annotations
 
@@ -21,13 +21,33 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--checkpoint", default=None, help="default: the demo's embedded checkpoint")
+    p.add_argument("--execution", default="stream,pause",
+                   help="comma-separated policy node execution modes to run, one row each (stream, pause)")
     args = p.parse_args(argv)
+    rows = []
+    for execution in [m.strip() for m in args.execution.split(",") if m.strip()]:
+        row = run_mode(args, execution)
+        if row is None:
+            return 1
+        rows.append(row)
+    print(f"Embedded checkpoint through the real ROS 2 graph (config/graph.yaml `sim`: sim bridge in real time, "
+          f"policy node, commander, recorder; one bag per episode), seeds {args.seed_start}..{args.seed_start + args.episodes - 1}, "
+          f"12 s per episode, cameras at 15 Hz (the demo's setting). `stream` (default) re-plans while the robot "
+          f"moves; `pause` runs whole chunks and holds while the next is computed (the released deploy).\n")
+    print("| execution | episodes | success | max reward 0/1/2/3/4 | chunks executed per episode | wall time |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(rows))
+    return 0
+
+
+def run_mode(args, execution: str):
+    """Run the demo's episodes in one execution mode; returns the table row (None on failure)."""
     out = Path(tempfile.mkdtemp(prefix="policy_success_ros_"))
     cmd = [sys.executable, "-m", "cosmos_policy_ros.demo", "--episodes", str(args.episodes), "--seed",
-           str(args.seed_start), "--out", str(out), "--json", str(out / "results.json")]
+           str(args.seed_start), "--out", str(out), "--json", str(out / "results.json"), "--execution", execution]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     t0 = time.monotonic()
@@ -35,19 +55,14 @@ def main(argv=None) -> int:
     wall = time.monotonic() - t0
     sys.stderr.write(proc.stdout[-4000:])
     if proc.returncode != 0 or not (out / "results.json").is_file():
-        print(f"The run failed (exit {proc.returncode}):\n\n```\n{(proc.stdout + proc.stderr)[-3000:]}\n```")
-        return 1
+        print(f"The {execution} run failed (exit {proc.returncode}):\n\n```\n{(proc.stdout + proc.stderr)[-3000:]}\n```")
+        return None
     results = json.loads((out / "results.json").read_text())
     n, ok = len(results), sum(r["success"] for r in results)
     hist = [sum(r["max_reward"] == k for r in results) for k in range(5)]
     chunks = sum(r["chunks"] for r in results) / max(n, 1)
-    print(f"Embedded checkpoint through the real ROS 2 graph (config/graph.yaml `sim`: sim bridge in real time, "
-          f"policy node, commander, recorder; one bag per episode), seeds {args.seed_start}..{args.seed_start + n - 1}, "
-          f"12 s per episode, cameras at 15 Hz (the demo's setting).\n")
-    print("| episodes | success | max reward 0/1/2/3/4 | chunks executed per episode | wall time |")
-    print("| --- | --- | --- | --- | --- |")
-    print(f"| {n} | {ok}/{n} ({100 * ok / n:.0f}%) | {'/'.join(map(str, hist))} | {chunks:.1f} | {wall:.0f} s |")
-    return 0
+    return (f"| {execution} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | {'/'.join(map(str, hist))} | {chunks:.1f} | "
+            f"{wall:.0f} s |")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ BENCHES = {
                        "bench/planner_bench.py", ["--full-2b"], 1800),
     "planner": ("Planner decision latency", "bench/planner_bench.py", [], 900),
     "policy_success": ("Small sim policy success rate (ROS-free loop, 50 seeds)", "bench/policy_success.py", [], 3600),
-    "policy_success_ros": ("Small sim policy through the real ROS 2 graph", "bench/policy_success_ros.py", [], 1800),
+    "policy_success_ros": ("Small sim policy through the real ROS 2 graph", "bench/policy_success_ros.py", [], 3600),
 }
 
 

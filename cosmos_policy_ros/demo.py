@@ -170,7 +170,8 @@ def run_demo(args) -> int:
     print(f"[demo] task: {task!r}, {args.episodes} episode(s) from seed {args.seed}, up to {args.duration:.0f} s each; "
           f"logs in {log_dir}")
 
-    arguments = {"checkpoint": checkpoint, "task": task, "bag_dir": str(bag_dir), "record": True}
+    arguments = {"checkpoint": checkpoint, "task": task, "bag_dir": str(bag_dir), "record": True,
+                 "execution": args.execution}
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
     node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
@@ -297,6 +298,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
+    parser.add_argument("--execution", choices=("stream", "pause"), default="stream",
+                        help="policy node execution: stream (re-plan while moving) or pause (whole chunks, hold "
+                             "while thinking, as the released deploy)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     args = parser.parse_args(argv)

@@ -283,12 +283,24 @@ class ReplanSchedule:
     excluding the first (warm-up) call; until a second call has been measured the warm-up latency (or
     ``latency_guess`` when larger) stands in. Fixed mode: ``stamp + replan_period``. When inference is slower
     than a chunk, see :meth:`trigger_offset`.
+
+    ``execution="pause"`` is the released deploy's behaviour instead of streaming: every chunk runs to its
+    end, the robot holds while the next one is computed, and the next observation is taken once the robot
+    holds (so the commander starts the new chunk at its first action). It costs about ``latency`` of idle
+    robot per chunk, and gives a policy exactly the open-loop execution it was evaluated with offline.
     """
 
+    EXECUTIONS = ("stream", "pause")
+
     def __init__(self, horizon: int, period: float, replan_period: float = 0.0, margin: float = 0.3,
-                 latency_guess: float = 0.0, window: int = 3):
+                 latency_guess: float = 0.0, window: int = 3, execution: str = "stream"):
         if horizon < 1 or not period > 0:
             raise ValueError(f"expected horizon >= 1 and period > 0, got {horizon}, {period}")
+        if execution not in self.EXECUTIONS:
+            raise ValueError(f"execution: expected one of {self.EXECUTIONS}, got {execution!r}")
+        if execution == "pause" and replan_period > 0:
+            raise ValueError(f"execution 'pause' times itself from the chunk's end; expected replan_period 0, "
+                             f"got {replan_period}")
         if replan_period < 0 or margin < 0 or latency_guess < 0:
             raise ValueError(f"replan_period, margin, latency_guess: expected >= 0, got "
                              f"{replan_period}, {margin}, {latency_guess}")
@@ -298,6 +310,7 @@ class ReplanSchedule:
         self.margin = float(margin)
         self.latency_guess = float(latency_guess)
         self.window = int(window)
+        self.execution = execution
         self.warmup: Optional[float] = None
         self._recent: list = []
 
@@ -330,6 +343,9 @@ class ReplanSchedule:
         """
         if self.replan_period > 0:
             return self.replan_period
+        if self.execution == "pause":
+            # the chunk lands ~latency after its observation, runs its whole duration, then one tick of hold
+            return self.latency_estimate + self.chunk_duration + self.period
         if self.slower_than_chunk:
             return self.latency_estimate + self.chunk_duration
         return max(0.0, self.chunk_duration - self.latency_estimate - self.margin)
@@ -340,6 +356,8 @@ class ReplanSchedule:
 
     def expected_margin(self) -> float:
         """Seconds the new chunk is expected to arrive before the current one runs out (negative: late)."""
+        if self.execution == "pause":
+            return -self.latency_estimate  # by design: the robot holds while the next chunk is computed
         return self.chunk_duration - self.trigger_offset() - self.latency_estimate
 
     @property

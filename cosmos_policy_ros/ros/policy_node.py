@@ -59,6 +59,9 @@ PARAMS = (
     Param("stamp_tolerance", 0.1, "largest allowed spread (s) between the input stamps of one observation"),
     Param("replan_period", 0.0, "seconds from one observation to the next inference start; 0 = auto (just in time "
           "for the chunk to arrive replan_margin before the current one runs out)"),
+    Param("execution", "stream", "'stream': re-plan while the robot moves, each chunk arriving just before the "
+          "current one ends (no idle robot); 'pause': the released deploy's way, run every chunk to its end and "
+          "hold while the next is computed (idle ~latency per chunk, open-loop parity with offline evaluation)"),
     Param("replan_margin", 0.3, "auto mode: seconds the next chunk should arrive before the current one ends"),
     Param("latency_guess", 0.0, "auto mode: inference latency (s) assumed until measured"),
     Param("torch_threads", 0, "CPU threads for torch (0 = auto: all but one core, at least 1). On a small CPU two "
@@ -303,8 +306,16 @@ class PolicyNode(Node):
                 if n > 1:  # the launch argument's candidate count
                     params["planning_num_candidates"] = n
                 backend = PlanningBackend(backend, self, ClientConfig.from_params(params))
-        self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
-                                       self.p["replan_margin"], self.p["latency_guess"])
+        try:
+            self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
+                                           self.p["replan_margin"], self.p["latency_guess"],
+                                           execution=self.p["execution"])
+        except ValueError as exc:  # a bad schedule setting: hold and say why, like any configuration fault
+            with self._state_lock:
+                self._config_fault = f"bad re-planning parameters: {exc}"
+            self.get_logger().error(self._config_fault)
+            self._publish_status()
+            return False
         if not self.p["publish_future_images"] and hasattr(backend, "decode_future_images"):
             backend.decode_future_images = False  # nobody looks at them: skip the VAE decode (about half of a CPU query)
         self.backend = backend
@@ -368,7 +379,7 @@ class PolicyNode(Node):
         self.schedule.record_latency(latency)
         self.latency.add(wall)
         warning = None
-        if self.schedule.slower_than_chunk:
+        if self.schedule.slower_than_chunk and self.schedule.execution == "stream":
             warning = (f"inference slower than the chunk ({self.schedule.latency_estimate:.2f} s >= "
                        f"{self.schedule.chunk_duration:.2f} s): the robot holds between chunks")
             self.get_logger().warning(warning, throttle_duration_sec=2.0)

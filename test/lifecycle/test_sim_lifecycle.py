@@ -4,6 +4,7 @@ rest pose; one bag per episode with its label; every start / rest move within th
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +21,20 @@ pytestmark = pytest.mark.ros
 START = [0.25, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0, -0.25, -0.96, 1.16, 0.0, -0.3, 0.0, 1.0]
 REST = [0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0, 0.0, -1.2, 1.3, 0.0, 0.3, 0.0, 0.0]
 SPEED, GRIP_SPEED, PERIOD = 1.0, 2.0, 0.04
-COMMANDER_MAX_STEP_ARM = 0.1  # config/commander_node.yaml max_step_arm
+
+
+def _sim_commander_param(name):
+    """The commander's value of ``name`` in the sim graph: config/commander_node.yaml, then config/sim.yaml."""
+    import yaml
+
+    value = None
+    for f in ("commander_node.yaml", "sim.yaml"):
+        doc = yaml.safe_load((Path(__file__).resolve().parents[2] / "config" / f).read_text())
+        value = doc.get("commander", {}).get("ros__parameters", {}).get(name, value)
+    return value
+
+
+COMMANDER_MAX_STEP_ARM = _sim_commander_param("max_step_arm")
 LABELS = [("failure", float("nan"), "dropped"), ("success", float("nan"), "clean transfer"), ("partial", 0.5, "")]
 STOPS = ["operator", "success", "timeout"]  # operator ~/stop, success signal, max_duration
 

@@ -155,3 +155,25 @@ def test_replan_schedule_auto_trigger_excludes_warmup():
         s.record_latency(0.6)
     assert not s.slower_than_chunk and s.latency_estimate == 0.6
     assert ReplanSchedule(50, P, replan_period=0.5).trigger_offset() == 0.5
+
+
+def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
+    """execution='pause' (the released deploy): observe again only once the chunk has run to its end and the
+    robot holds, whatever the latency; streaming observes early enough to avoid any hold."""
+    from cosmos_policy_ros.core.chunking import ReplanSchedule
+
+    s = ReplanSchedule(horizon=50, period=P, margin=0.2, execution="pause")
+    for latency in (1.0, 0.3, 0.3, 0.3):
+        s.record_latency(latency)
+    # the chunk lands ~0.3 s after its observation, runs 2.0 s, then one tick of hold before observing
+    assert s.trigger_offset() == pytest.approx(0.3 + 2.0 + P)
+    assert s.next_start(10.0) > 10.0 + s.latency_estimate + s.chunk_duration
+    assert s.expected_margin() < 0  # holds by design
+    stream = ReplanSchedule(horizon=50, period=P, margin=0.2)
+    for latency in (1.0, 0.3, 0.3, 0.3):
+        stream.record_latency(latency)
+    assert stream.next_start(10.0) + stream.latency_estimate < 10.0 + stream.chunk_duration
+    with pytest.raises(ValueError, match="execution"):
+        ReplanSchedule(50, P, execution="blocking")
+    with pytest.raises(ValueError, match="replan_period"):
+        ReplanSchedule(50, P, replan_period=0.5, execution="pause")
