@@ -234,8 +234,9 @@ def test_bridge_subprocess_realtime_with_params_file(ros_session, repo_root, nod
         status = Collector(node, SimStatus, "/sim_bridge/status", deep)
         try:
             cam.wait(1, timeout=60.0)
+            js.wait(1, timeout=30.0)  # each subscription matches on its own: start counting once both flow
         except TimeoutError:
-            raise AssertionError("no camera frames; node output:\n" + proc.output())
+            raise AssertionError("no camera frames or joint states; node output:\n" + proc.output())
         n_cam, n_js, t0 = len(cam), len(js), time.monotonic()
         time.sleep(2.0)
         dt = time.monotonic() - t0
