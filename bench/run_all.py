@@ -97,12 +97,15 @@ def main(argv=None) -> int:
         except subprocess.TimeoutExpired:
             body = f"**TIMED OUT** after {timeout} s."
         elapsed = time.monotonic() - t0
+        when = dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
         sections[key] = (f"## {title}\n\nRerun: `make bench BENCH_ARGS=\"--only {key}\"` "
-                         f"(`{script}`, took {elapsed:.0f} s)\n\n{body}\n")
+                         f"(`{script}`, took {elapsed:.0f} s, finished {when}, load average "
+                         f"{_load()})\n\n{body}\n")
     header = (
         "# Benchmarks\n\nProduced by `make bench` (bench/run_all.py); every number below was measured, "
         "including the ones that disappoint.\n\n"
-        f"- Date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}\n"
+        f"- Last run: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
+        f"({'all sections' if not args.only else 'only ' + ', '.join(keys)}; every section says when it was measured)\n"
         f"- Machine: {machine()}\n\n")
     keep = _sections_of(previous)
     for key in BENCHES:
@@ -120,8 +123,16 @@ def _sections_of(text: str):
     chunks = text.split("<!-- bench:")
     for chunk in chunks[1:]:
         key, _, body = chunk.partition(" -->\n")
-        parts[key.strip()] = body
+        parts[key.strip()] = body.rstrip("\n") + "\n"  # the join adds the separating blank line
     return parts
+
+
+def _load() -> str:
+    """1/5/15-minute load average, as text."""
+    try:
+        return " / ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        return "unknown"
 
 
 if __name__ == "__main__":

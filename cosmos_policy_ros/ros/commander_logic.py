@@ -184,6 +184,16 @@ class CommanderLogic:
         tick = (self.clock.tick + 1) if self.clock.tick is not None else 0
         self.splicer.hold(tick)
 
+    def begin_episode(self, now: float) -> None:
+        """An episode starts: stop the running chunk (planned before the episode, possibly for another scene)
+        and hold until a chunk observed after ``now`` arrives, so every action of the episode was planned from
+        one of its own observations."""
+        if self.clock.tick is not None:
+            self.splicer.hold(self.clock.tick + 1)
+        self.splicer.reject_before(now)
+        self._pending = None
+        self._idle_reason = "waiting for a chunk observed after the episode start"
+
     def reset_estop(self, now: float) -> str:
         """Release the e-stop latch; the robot keeps holding until a chunk observed after now arrives."""
         if not self.estopped:

@@ -51,6 +51,9 @@ PARAMS = (
     Param("max_step_arm", 0.1, "largest arm joint change per tick, both directions (rad)"),
     Param("max_step_gripper", 0.2, "largest normalised gripper change per tick, both directions"),
     Param("max_deviation", 0.0, "largest |command - measured| per arm joint (rad); 0 disables"),
+    Param("fresh_chunks_on_episode_start", True, "~/start_episode stops the running chunk and holds until a chunk "
+          "observed after the start arrives (every action of an episode is planned inside it; a reset scene is not "
+          "driven by a chunk planned for the old one)"),
     Param("task", "", "task instruction recorded in episode events"),
     Param("policy_id", "", "policy identifier recorded in episode events (default: from the chunks)"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages"),
@@ -244,6 +247,9 @@ class CommanderNode(Node):
     def _srv_start(self, request, response):
         if self.episode_id:
             self._episode_event(EpisodeEvent.STOP, reason="restarted")
+        if self.p["fresh_chunks_on_episode_start"]:
+            with self._lock:
+                self.logic.begin_episode(self._now())
         self.episode_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._episode_event(EpisodeEvent.START)
         self.get_logger().info(f"episode {self.episode_id} started")

@@ -132,6 +132,24 @@ def test_estop_latches_until_reset_and_needs_a_new_chunk():
     assert not r.held and r.chunk_id == 3 and r.index == 0
 
 
+def test_episode_start_drops_the_running_chunk_and_waits_for_one_observed_after_it():
+    """A reset scene must not be driven by a chunk planned for the old one (make demo resets the sim)."""
+    logic = make()
+    run(logic, 0.0, 2)
+    logic.on_chunk(ramp(1, 0.04), 0.05)
+    before = run(logic, 0.08, 3)
+    assert not any(r.held for r in before)
+    logic.begin_episode(0.2)
+    res = run(logic, 0.2, 3)
+    assert all(r.held and r.hold_code == HOLD_IDLE for r in res)
+    np.testing.assert_allclose(res[0].command, before[-1].command)  # holds the last command sent
+    assert not logic.on_chunk(ramp(2, 0.18), 0.3).accepted  # observed before the episode started
+    assert run(logic, 0.32, 1)[0].held
+    assert logic.on_chunk(ramp(3, 0.25), 0.34).accepted
+    r = run(logic, 0.36, 1)[0]
+    assert not r.held and r.chunk_id == 3 and r.index == 0  # the robot held: starts at its first action
+
+
 def test_safety_fault_holds_and_interventions_are_counted():
     logic = make()
     run(logic, 0.0, 2)
