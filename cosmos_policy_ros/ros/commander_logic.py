@@ -100,6 +100,7 @@ class CommanderLogic:
         self._policy_heard: Optional[float] = None
         self._pending: Optional[Chunk] = None  # newest chunk received while a fault was active
         self._fault_since: Optional[float] = None
+        self._anchor_after: Optional[float] = None  # hold at the measured pose once joint states are newer
         # statistics for diagnostics
         self.ticks = 0
         self.held_ticks = 0
@@ -184,14 +185,20 @@ class CommanderLogic:
         tick = (self.clock.tick + 1) if self.clock.tick is not None else 0
         self.splicer.hold(tick)
 
-    def begin_episode(self, now: float) -> None:
+    def begin_episode(self, now: float, hold_at_measured: bool = True) -> None:
         """An episode starts: stop the running chunk (planned before the episode, possibly for another scene)
         and hold until a chunk observed after ``now`` arrives, so every action of the episode was planned from
-        one of its own observations."""
+        one of its own observations.
+
+        hold_at_measured: hold where the robot is (joint states newer than ``now``), as at start-up, instead of
+        at the last command. Matters when the robot was put somewhere else between episodes (a simulator
+        reset, an operator moving the arms); on a robot at rest the two differ by the tracking error.
+        """
         if self.clock.tick is not None:
             self.splicer.hold(self.clock.tick + 1)
         self.splicer.reject_before(now)
         self._pending = None
+        self._anchor_after = float(now) if hold_at_measured else None
         self._idle_reason = "waiting for a chunk observed after the episode start"
 
     def reset_estop(self, now: float) -> str:
@@ -248,6 +255,10 @@ class CommanderLogic:
         measured = self.measured_reference()
         if self.last_command is None and measured is None:
             return None  # never commanded and never saw both arms: nothing safe to send
+        if (self._anchor_after is not None and measured is not None
+                and min(self._arms[s].stamp for s in SIDES) >= self._anchor_after):
+            self.last_command = measured  # re-anchored once; chunks are checked against it from now on
+            self._anchor_after = None
         hold_cmd = self.last_command if self.last_command is not None else measured
         self.ticks += 1
 

@@ -54,6 +54,9 @@ PARAMS = (
     Param("fresh_chunks_on_episode_start", True, "~/start_episode stops the running chunk and holds until a chunk "
           "observed after the start arrives (every action of an episode is planned inside it; a reset scene is not "
           "driven by a chunk planned for the old one)"),
+    Param("hold_at_measured_on_episode_start", True, "with fresh_chunks_on_episode_start: hold where the robot "
+          "is (joint states newer than the start) rather than at the last command, so a robot moved between "
+          "episodes (simulator reset, operator) is not pulled back"),
     Param("task", "", "task instruction recorded in episode events"),
     Param("policy_id", "", "policy identifier recorded in episode events (default: from the chunks)"),
     Param("diagnostics_period", 1.0, "seconds between /diagnostics messages"),
@@ -249,7 +252,7 @@ class CommanderNode(Node):
             self._episode_event(EpisodeEvent.STOP, reason="restarted")
         if self.p["fresh_chunks_on_episode_start"]:
             with self._lock:
-                self.logic.begin_episode(self._now())
+                self.logic.begin_episode(self._now(), self.p["hold_at_measured_on_episode_start"])
         self.episode_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._episode_event(EpisodeEvent.START)
         self.get_logger().info(f"episode {self.episode_id} started")

@@ -298,6 +298,9 @@ _PARAMS = (
     ("auto_reset", False, "start the next seed automatically at episode end"),
     ("publish_clock", False, "lockstep: publish simulated time on /clock (for use_sim_time nodes)"),
     ("max_catchup_steps", 5, "realtime: most physics steps one timer tick may run to catch up with the wall clock"),
+    ("reset_hold", 0.5, "realtime: seconds after a reset during which joint commands are ignored, so the new "
+                        "episode starts at the start pose whatever a commander was still holding (the commander "
+                        "re-anchors its hold at the measured pose when the episode starts)"),
     ("joint_name_prefix", "", "prefix for JointState names (the xs_sdk publishes bare names: waist, ...)"),
     ("steps_per_command_batch", 0, "lockstep: also advance this many physics steps whenever one complete command "
                                    "batch arrived (2 = a 25 Hz commander); 0 = only the ~/step service"),
@@ -339,6 +342,11 @@ class SimBridgeNode(Node):
         self.target = CommandTarget(self.convention, self.sim.qpos14())
         self.cameras = CameraSchedule(self.cfg.camera_rate_hz)
         self.episode = 0
+        self.reset_hold = float(values["reset_hold"])
+        if not (self.reset_hold >= 0 and math.isfinite(self.reset_hold)):
+            raise ValueError(f"reset_hold: expected >= 0 seconds, got {self.reset_hold}")
+        self._ignore_until = 0.0  # time.monotonic() until which commands are ignored (after a reset)
+        self.commands_ignored = 0
         self._time_offset = 0.0  # simulated seconds of the episodes before this one (lock-step stamps)
         self._names = joint_names(self.cfg.joint_name_prefix)
         self._zeros9 = [0.0] * 9
@@ -396,13 +404,23 @@ class SimBridgeNode(Node):
             f"at {self.cfg.camera_rate_hz:g} Hz")
 
     # ---------------------------------------------------------- commands
+    def _ignoring(self) -> bool:
+        if time.monotonic() < self._ignore_until:
+            self.commands_ignored += 1
+            return True
+        return False
+
     def _on_group(self, side: str, msg) -> None:
         with self._lock:
+            if self._ignoring():
+                return
             reason = self.target.apply_group(side, msg.name, msg.cmd)
         self._after_command(side, reason)
 
     def _on_single(self, side: str, msg) -> None:
         with self._lock:
+            if self._ignoring():
+                return
             reason = self.target.apply_single(side, msg.name, msg.cmd)
         self._after_command(side, reason)
 
@@ -430,6 +448,8 @@ class SimBridgeNode(Node):
                 self.episode += 1
             self.sim.reset(seed, render=False)
             self.target.reset(self.sim.qpos14())
+            if self.cfg.mode == "realtime" and self.reset_hold > 0:
+                self._ignore_until = time.monotonic() + self.reset_hold
             self.cameras.reset()
             self._wall_start = None
             stamp = self._stamp()

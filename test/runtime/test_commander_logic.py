@@ -142,12 +142,25 @@ def test_episode_start_drops_the_running_chunk_and_waits_for_one_observed_after_
     logic.begin_episode(0.2)
     res = run(logic, 0.2, 3)
     assert all(r.held and r.hold_code == HOLD_IDLE for r in res)
-    np.testing.assert_allclose(res[0].command, before[-1].command)  # holds the last command sent
+    assert before[-1].command[0] > 0.015  # the chunk had moved the left waist away from the measured 0
+    # holds where the robot is (e.g. just reset by a simulator), not at the last command
+    np.testing.assert_allclose(res[0].command, logic.measured_reference())
     assert not logic.on_chunk(ramp(2, 0.18), 0.3).accepted  # observed before the episode started
     assert run(logic, 0.32, 1)[0].held
     assert logic.on_chunk(ramp(3, 0.25), 0.34).accepted
     r = run(logic, 0.36, 1)[0]
     assert not r.held and r.chunk_id == 3 and r.index == 0  # the robot held: starts at its first action
+
+
+def test_episode_start_can_hold_at_the_last_command():
+    logic = make()
+    run(logic, 0.0, 2)
+    logic.on_chunk(ramp(1, 0.04), 0.05)
+    before = run(logic, 0.08, 3)
+    logic.begin_episode(0.2, hold_at_measured=False)
+    res = run(logic, 0.2, 2)
+    assert all(r.held for r in res)
+    np.testing.assert_allclose(res[0].command, before[-1].command)
 
 
 def test_safety_fault_holds_and_interventions_are_counted():
