@@ -298,9 +298,10 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
-    parser.add_argument("--execution", choices=("stream", "pause"), default="stream",
-                        help="policy node execution: stream (re-plan while moving) or pause (whole chunks, hold "
-                             "while thinking, as the released deploy)")
+    parser.add_argument("--execution", choices=("stream", "pause"), default="pause",
+                        help="policy node execution: pause (default here: whole chunks, hold while thinking, as the "
+                             "released deploy; the embedded CPU policy does best this way, docs/training.md) or "
+                             "stream (the launch files' default: re-plan while moving, no idle robot)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     args = parser.parse_args(argv)

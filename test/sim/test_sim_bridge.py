@@ -272,5 +272,21 @@ def test_bridge_subprocess_realtime_with_params_file(ros_session, repo_root, nod
         assert res.success, res.message
         wait_for(lambda: status.snapshot()[-1].episode == 1, 10.0, what="status of the new episode")
         assert abs(js.snapshot()[-1].position[0] - msg.position[0]) < 0.05, "arm not back at the start pose"
+
+        # for reset_hold (0.5 s) a commander still sending the old pose cannot pull the new episode away;
+        # afterwards commands drive the arm again
+        res = _call(node, client, Trigger.Request())
+        t_reset = time.monotonic()
+        assert res.success, res.message
+        while time.monotonic() < t_reset + 0.3:
+            pub.publish(JointGroupCommand(name="arm", cmd=target))
+            time.sleep(0.02)
+        time.sleep(0.1)
+        assert abs(js.snapshot()[-1].position[0] - msg.position[0]) < 0.05, "old command applied within reset_hold"
+        deadline = time.monotonic() + 20.0
+        while abs(js.snapshot()[-1].position[0] - target[0]) > 0.03:
+            assert time.monotonic() < deadline, "commands ignored after reset_hold"
+            pub.publish(JointGroupCommand(name="arm", cmd=target))
+            time.sleep(0.02)
         assert proc.alive()
     assert proc.process.returncode in (0, -2), proc.output()
