@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--checkpoint", default=None, help="default: the demo's embedded checkpoint")
+    p.add_argument("--keep-bags", action="store_true", help="keep the recorded bags (deleted by default)")
     p.add_argument("--execution", default="stream,pause",
                    help="comma-separated policy node execution modes to run, one row each (stream, pause)")
     args = p.parse_args(argv)
@@ -58,6 +60,8 @@ def run_mode(args, execution: str):
         print(f"The {execution} run failed (exit {proc.returncode}):\n\n```\n{(proc.stdout + proc.stderr)[-3000:]}\n```")
         return None
     results = json.loads((out / "results.json").read_text())
+    if not args.keep_bags:  # ~0.5 GB of camera frames per episode: 50 episodes would fill a small disk
+        shutil.rmtree(out, ignore_errors=True)
     n, ok = len(results), sum(r["success"] for r in results)
     hist = [sum(r["max_reward"] == k for r in results) for k in range(5)]
     chunks = sum(r["chunks"] for r in results) / max(n, 1)
