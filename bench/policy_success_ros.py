@@ -37,7 +37,7 @@ def main(argv=None) -> int:
         rows.append(row)
     print(f"Embedded checkpoint through the real ROS 2 graph (config/graph.yaml `sim`: sim bridge in real time, "
           f"policy node, commander, recorder; one bag per episode), seeds {args.seed_start}..{args.seed_start + args.episodes - 1}, "
-          f"12 s per episode, cameras at 15 Hz (the demo's setting). `stream` (default) re-plans while the robot "
+          f"12 s per episode, cameras at 15 Hz (the demo's setting). `stream` (the launch files' default) re-plans while the robot "
           f"moves; `pause` runs whole chunks and holds while the next is computed (the released deploy).\n")
     print("| execution | episodes | success | max reward 0/1/2/3/4 | chunks executed per episode | wall time |")
     print("| --- | --- | --- | --- | --- | --- |")
