@@ -156,7 +156,12 @@ def test_inference_slower_than_chunk_holds_at_chunk_end_then_resumes_in_plan_tim
         wait_for(lambda: any("slower than the chunk" in d["_message"] for d in watcher.diag_values(": policy")), 8.0,
                  what="policy diagnostic about slow inference")
         # the late chunk (observed while the robot still moved) resumes where its plan meets the stopped robot
-        i_res = wait_running(watcher, i_hold, timeout=12.0)
+        try:
+            # 2.5 s inference + a 4.5 s re-plan offset, plus room for one load-induced fault hold on a shared CPU
+            i_res = wait_running(watcher, i_hold, timeout=20.0)
+        except TimeoutError:
+            diag = (watcher.diag_values(": commander") or [{}])[-1]
+            raise AssertionError(f"no chunk ran after the hold; commander diagnostics {diag}\n{logs(procs)}")
         res = watcher.rows()[i_res]
         assert res[F["chunk_id"]] != last[F["chunk_id"]]
         # (unless another, load-induced fault hold intervened: then the restart was a cold start)
