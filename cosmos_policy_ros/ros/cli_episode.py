@@ -28,8 +28,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-id", default="", help="label: episode (default: the last one)")
 
 
-def _manager_running(name: str, timeout: float = 3.0) -> bool:
-    """True when the episode manager's ~/start service answers discovery (own short-lived context)."""
+def _manager_running(name: str, commander: str, timeout: float = 10.0, grace: float = 3.0) -> bool:
+    """True when the episode manager's ~/start service answers discovery (own short-lived context).
+
+    Discovery can take seconds on a loaded computer, and a wrong "no manager" would skip the manager's
+    start-pose move. So: wait (up to ``timeout``) until the manager or the commander is discovered; when only
+    the commander is, give the manager ``grace`` seconds more before concluding that none runs.
+    """
     import rclpy
     from rclpy.context import Context
     from rclpy.node import Node
@@ -39,7 +44,14 @@ def _manager_running(name: str, timeout: float = 3.0) -> bool:
     rclpy.init(context=ctx)
     try:
         node = Node("cosmos_policy_episode_probe", context=ctx)
-        found = node.create_client(Trigger, "/" + name.strip("/") + "/start").wait_for_service(timeout_sec=timeout)
+        manager = node.create_client(Trigger, "/" + name.strip("/") + "/start")
+        cmd = node.create_client(Trigger, "/" + commander.strip("/") + "/start_episode")
+        deadline = time.monotonic() + timeout
+        found = manager.service_is_ready()
+        while not found and not cmd.service_is_ready() and time.monotonic() < deadline:
+            found = manager.wait_for_service(timeout_sec=0.1)
+        if not found:
+            found = manager.wait_for_service(timeout_sec=grace)
         node.destroy_node()
         return found
     finally:
@@ -48,7 +60,7 @@ def _manager_running(name: str, timeout: float = 3.0) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     if args.action in ("start", "stop", "estop", "reset", "label") and not args.no_manager \
-            and _manager_running(args.manager, min(3.0, args.timeout)):
+            and _manager_running(args.manager, args.commander, args.timeout):
         from . import cli_lifecycle
 
         args.go = args.action == "start"
