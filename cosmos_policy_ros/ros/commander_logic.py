@@ -255,10 +255,14 @@ class CommanderLogic:
         measured = self.measured_reference()
         if self.last_command is None and measured is None:
             return None  # never commanded and never saw both arms: nothing safe to send
-        if (self._anchor_after is not None and measured is not None
-                and min(self._arms[s].stamp for s in SIDES) >= self._anchor_after):
-            self.last_command = measured  # re-anchored once; chunks are checked against it from now on
-            self._anchor_after = None
+        if self._anchor_after is not None:
+            if not self.splicer.holding:
+                # a chunk already runs, step-checked against the commands sent: moving the reference to the
+                # (lagging) measured pose now could make the next command jump on the wire
+                self._anchor_after = None
+            elif measured is not None and min(self._arms[s].stamp for s in SIDES) >= self._anchor_after:
+                self.last_command = measured  # re-anchored once; chunks are checked against it from now on
+                self._anchor_after = None
         hold_cmd = self.last_command if self.last_command is not None else measured
         self.ticks += 1
 

@@ -152,6 +152,28 @@ def test_episode_start_drops_the_running_chunk_and_waits_for_one_observed_after_
     assert not r.held and r.chunk_id == 3 and r.index == 0  # the robot held: starts at its first action
 
 
+def test_episode_start_never_re_anchors_under_a_running_chunk():
+    """A fresh chunk that starts before joint states newer than the episode start arrive keeps being checked
+    against the commands actually sent: no jump back to the (lagging) measured pose on the wire."""
+    logic = make()
+    run(logic, 0.0, 2)
+    logic.begin_episode(0.1)
+    a = np.zeros((50, 14))
+    a[:, 0] = 1.0  # far from the measured 0: ramps at max_step_arm per tick
+    a[:, 6] = a[:, 13] = 0.5
+    assert logic.on_chunk(Chunk(1, 0.11, P, a), 0.11).accepted
+    sent = []
+    for k in range(3, 8):  # joint states still stamped before the episode start (fresh enough)
+        t = k * P
+        logic.on_joint_state("left", 0.09, JS)
+        logic.on_joint_state("right", 0.09, JS)
+        logic.on_policy_status(True, "ready", t)
+        sent.append(logic.tick(t).command[0])
+    sent += [r.command[0] for r in run(logic, 8 * P, 3)]  # now newer joint states arrive
+    steps = np.diff(sent)
+    assert sent[-1] > 0.5 and np.all(np.abs(steps) <= SafetyConfig().max_step_arm + 1e-9), sent
+
+
 def test_episode_start_can_hold_at_the_last_command():
     logic = make()
     run(logic, 0.0, 2)
