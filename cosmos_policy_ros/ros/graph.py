@@ -178,7 +178,6 @@ def run(graph: str, arguments: Optional[Mapping[str, Any]] = None, log_dir: Opti
     return launch(node_specs(graph, arguments, **kwargs), log_dir)
 
 
-
 def launch_description(graph: str):
     """A ``launch.LaunchDescription`` for ``graph``: every launch argument declared with its default and
     description, and the graph's nodes built from the argument values at launch time.
@@ -204,6 +203,7 @@ def launch_description(graph: str):
                                        else str(a.default), description=a.description)
                  for a in launch_arguments()]
     return LaunchDescription(arguments + [OpaqueFunction(function=nodes)])
+
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m cosmos_policy_ros.ros.graph <graph> [name:=value ...]``: run a graph until Ctrl-C."""

@@ -254,6 +254,7 @@ class BridgeConfig:
     auto_reset: bool = False
     publish_clock: bool = False
     max_catchup_steps: int = 5
+    reset_hold: float = 0.5
     joint_name_prefix: str = ""
     steps_per_command_batch: int = 0
     command_batch: Tuple[str, ...] = COMMAND_KINDS
@@ -282,6 +283,8 @@ class BridgeConfig:
             raise ValueError(f"expected command_batch to be a non-empty subset of {COMMAND_KINDS}, got {list(self.command_batch)}")
         if self.max_catchup_steps < 1:
             raise ValueError(f"expected max_catchup_steps >= 1, got {self.max_catchup_steps}")
+        if not (self.reset_hold >= 0 and math.isfinite(self.reset_hold)):
+            raise ValueError(f"expected reset_hold >= 0 seconds, got {self.reset_hold}")
 
 
 # ---------------------------------------------------------------------- the node
@@ -332,6 +335,7 @@ class SimBridgeNode(Node):
             image_width=int(values["image_width"]), cameras=tuple(values["cameras"]),
             max_steps=int(values["max_steps"]), auto_reset=bool(values["auto_reset"]),
             publish_clock=bool(values["publish_clock"]), max_catchup_steps=int(values["max_catchup_steps"]),
+            reset_hold=float(values["reset_hold"]),
             joint_name_prefix=values["joint_name_prefix"],
             steps_per_command_batch=int(values["steps_per_command_batch"]), command_batch=tuple(values["command_batch"]))
         self.topics = {k[len("topics."):]: v for k, v in values.items() if k.startswith("topics.")}
@@ -342,11 +346,7 @@ class SimBridgeNode(Node):
         self.target = CommandTarget(self.convention, self.sim.qpos14())
         self.cameras = CameraSchedule(self.cfg.camera_rate_hz)
         self.episode = 0
-        self.reset_hold = float(values["reset_hold"])
-        if not (self.reset_hold >= 0 and math.isfinite(self.reset_hold)):
-            raise ValueError(f"reset_hold: expected >= 0 seconds, got {self.reset_hold}")
         self._ignore_until = 0.0  # time.monotonic() until which commands are ignored (after a reset)
-        self.commands_ignored = 0
         self._time_offset = 0.0  # simulated seconds of the episodes before this one (lock-step stamps)
         self._names = joint_names(self.cfg.joint_name_prefix)
         self._zeros9 = [0.0] * 9
@@ -405,10 +405,8 @@ class SimBridgeNode(Node):
 
     # ---------------------------------------------------------- commands
     def _ignoring(self) -> bool:
-        if time.monotonic() < self._ignore_until:
-            self.commands_ignored += 1
-            return True
-        return False
+        """True during ``reset_hold`` after a reset (see the parameter)."""
+        return time.monotonic() < self._ignore_until
 
     def _on_group(self, side: str, msg) -> None:
         with self._lock:
@@ -448,8 +446,8 @@ class SimBridgeNode(Node):
                 self.episode += 1
             self.sim.reset(seed, render=False)
             self.target.reset(self.sim.qpos14())
-            if self.cfg.mode == "realtime" and self.reset_hold > 0:
-                self._ignore_until = time.monotonic() + self.reset_hold
+            if self.cfg.mode == "realtime" and self.cfg.reset_hold > 0:
+                self._ignore_until = time.monotonic() + self.cfg.reset_hold
             self.cameras.reset()
             self._wall_start = None
             stamp = self._stamp()

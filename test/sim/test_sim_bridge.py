@@ -66,6 +66,8 @@ def test_bridge_config_validation():
         BridgeConfig(generation="aloha9")
     with pytest.raises(ValueError, match="expected cameras"):
         BridgeConfig(cameras=("cam_top",))
+    with pytest.raises(ValueError, match="reset_hold"):
+        BridgeConfig(reset_hold=-1.0)
     assert joint_names() == list(robot.JS_NAMES) and joint_names("x/")[0] == "x/waist"
 
 
