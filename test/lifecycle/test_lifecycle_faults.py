@@ -42,6 +42,7 @@ def test_stale_camera_refused_then_estop_during_the_start_move_holds(ros_session
     with launch(lifecycle_specs(mp, policy=False), node_log_dir) as procs:
         client.wait_state("IDLE", 60, procs)
         client.js["left"].wait(1, 30)
+        client.trace.wait(1, 30)  # the commander's trace reaches this process (late discovery on a loaded machine)
         # 1. a camera that never published; from a second terminal: `cosmos-policy episode start` goes through
         # the manager (it runs) and prints the refusal
         out = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "episode", "start"], capture_output=True,
@@ -138,6 +139,7 @@ def test_driver_service_that_never_answers_fails_the_reset_without_motion(ros_se
         with launch(specs, node_log_dir) as procs:
             client.wait_state("IDLE", 60, procs)
             client.js["left"].wait(1, 30)
+            client.trace.wait(1, 30)  # the commander's trace reaches this process (late discovery on a loaded machine)
             deadline = time.monotonic() + 20
             while True:  # until the manager has discovered the hanging service (first: "not available")
                 res = client.call("start")
@@ -160,7 +162,8 @@ def test_driver_service_that_never_answers_fails_the_reset_without_motion(ros_se
             wait_for(lambda: calls == ["gripper"], 5.0, what="the request at the hanging service")
             time.sleep(0.5)
             rows = client.rows(i0)
-            assert rows and not any(r[F["hold_code"]] == HOLD_RUNNING for r in rows)  # the commander held throughout
+            assert rows, f"no commander trace rows reached the test after the start request ({len(client.trace)} in all)"
+            assert not any(r[F["hold_code"]] == HOLD_RUNNING for r in rows)  # the commander held throughout
             assert np.ptp(np.array([r[NF:NF + 14] for r in rows]), axis=0).max() == 0.0
             assert all(m.chunk_id < OWN_CHUNK_ID_BASE or np.ptp(np.asarray(m.positions).reshape(m.horizon, 14),
                                                                 axis=0).max() == 0.0 for m in own.snapshot())
