@@ -166,14 +166,22 @@ def test_inference_slower_than_chunk_holds_at_chunk_end_then_resumes_in_plan_tim
         assert res[F["chunk_id"]] != last[F["chunk_id"]]
         # (unless another, load-induced fault hold intervened: then the restart was a cold start)
         if all(r[F["hold_code"]] == HOLD_IDLE for r in watcher.rows()[i_hold:i_res]):
-            assert res[F["index"]] > 0
-            # ... i.e. the action planned for the tick the robot stopped at (the test double encodes each action's
-            # planned time; stamps and ticks are both on the 25 Hz grid, so they agree to within half a period)
+            # The first action sent is the one planned for max(hold tick, observation time): a chunk observed
+            # while the robot still moved resumes mid-plan at the tick the robot stopped (index > 0); one observed
+            # after the stop starts from its first action. (In steady slow mode the policy times the next
+            # observation for the end of the running chunk, so index 0 or 1 is what the schedule plans; if a
+            # fault hold discarded the first late chunk, the run-out found here is such a steady-state one.)
+            # The test double encodes each action's planned time; stamps and ticks are both on the 25 Hz grid,
+            # so they agree to within half a period.
             hold_time = rows[i_hold][F["tick_time"]]
             planned_time = decode_plan_step(res[NF:]) * 0.04
             cycle_s = 1000 * 0.04
             delta = (planned_time - hold_time + cycle_s / 2) % cycle_s - cycle_s / 2
-            assert abs(delta) <= 0.02 + 1e-3, f"resumed {delta:+.3f} s from the hold tick's plan\n{logs(procs)}"
+            where = f"resumed at index {res[F['index']]:.0f}, {delta:+.3f} s from the hold tick's plan\n{logs(procs)}"
+            if res[F["index"]] > 0:
+                assert abs(delta) <= 0.02 + 1e-3, where
+            else:
+                assert delta >= -0.02 - 1e-3, where  # never replays actions planned for before the stop
     finally:
         set_policy_fault(watcher.node, "latency=0.3")
     wait_for(lambda: watcher.diag_values(": policy") and "slower" not in watcher.diag_values(": policy")[-1]["_message"],
