@@ -101,6 +101,8 @@ class CommanderLogic:
         self._pending: Optional[Chunk] = None  # newest chunk received while a fault was active
         self._fault_since: Optional[float] = None
         self._anchor_after: Optional[float] = None  # hold at the measured pose once joint states are newer
+        self._replan_after: Optional[float] = None  # ask the policy for a chunk observed after this, now
+        self._replan_asked = -math.inf  # newest time asked for (a request covers every older one)
         # statistics for diagnostics
         self.ticks = 0
         self.held_ticks = 0
@@ -200,6 +202,22 @@ class CommanderLogic:
         self._pending = None
         self._anchor_after = float(now) if hold_at_measured else None
         self._idle_reason = "waiting for a chunk observed after the episode start"
+        self._ask_replan(now)
+
+    def _ask_replan(self, after: float) -> None:
+        if after > self._replan_asked:  # e.g. an e-stop reset already asked past the e-stop's own fault hold
+            self._replan_asked = float(after)
+            self._replan_after = float(after)
+
+    def take_replan_request(self) -> Optional[float]:
+        """Time after which the commander needs an observation to plan from, once per event, else None.
+
+        Set when the commander starts refusing older chunks and none is waiting: episode start, e-stop reset,
+        a fault that cleared with no chunk received meanwhile. The node forwards it to the policy node, which
+        then plans at once instead of at its next scheduled observation.
+        """
+        after, self._replan_after = self._replan_after, None
+        return after
 
     def reset_estop(self, now: float) -> str:
         """Release the e-stop latch; the robot keeps holding until a chunk observed after now arrives."""
@@ -210,6 +228,7 @@ class CommanderLogic:
         self.splicer.reject_before(now)
         self._pending = None
         self._idle_reason = "waiting for a chunk observed after the e-stop reset"
+        self._ask_replan(now)
         return "e-stop released; waiting for a new chunk"
 
     # -- per tick -------------------------------------------------------------------------------------
@@ -280,11 +299,11 @@ class CommanderLogic:
             return self._hold(k, missed, hold_cmd, "; ".join(problems), code)
         if self._fault_since is not None:
             # fault cleared: a chunk received meanwhile (observed after the fault began) may start now
-            self._fault_since = None
+            since, self._fault_since = self._fault_since, None
             self._idle_reason = "waiting for a chunk observed after the fault cleared"
             pending, self._pending = self._pending, None
-            if pending is not None:
-                self._splice(pending, k)
+            if pending is None or not self._splice(pending, k).accepted:
+                self._ask_replan(since)
 
         planned = self.splicer.action_at(k)
         if planned.action is None:

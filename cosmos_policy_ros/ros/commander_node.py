@@ -19,7 +19,7 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, qos_profile_sensor_data
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Float64MultiArray, Header
 from std_srvs.srv import Trigger
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
@@ -103,6 +103,8 @@ class CommanderNode(Node):
         self.create_subscription(DiagnosticStatus, p["policy_status_topic"], self._on_status, 10)
         self.trace_pub = self.create_publisher(Float64MultiArray, "~/trace", 50) if p["publish_trace"] else None
         self.action_pub = self.create_publisher(JointState, "~/action", 10)
+        # "plan from an observation newer than header.stamp, now" (episode start, e-stop reset, fault cleared)
+        self.replan_pub = self.create_publisher(Header, "~/replan_request", 10)
         self.episode_pub = self.create_publisher(EpisodeEvent, "/episode", QoSProfile(depth=10))
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/estop", self._srv_estop)
@@ -175,14 +177,22 @@ class CommanderNode(Node):
             with self._lock:
                 res = self.logic.tick(now)
                 missed_total = self.logic.clock.missed_total
+                replan = self.logic.take_replan_request()
         except Exception:  # noqa: BLE001 - a bug must not kill the loop; publishing nothing keeps the motors still
             self.get_logger().error("tick failed, nothing published:\n" + traceback.format_exc(),
                                     throttle_duration_sec=1.0)
             return
-        if res is None:
-            return  # no joint states yet: publish nothing
-        self._publish(res, now, missed_total)
-        self._log_transitions(res)
+        if res is not None:  # None: no joint states yet, publish nothing
+            self._publish(res, now, missed_total)
+            self._log_transitions(res)
+        if replan is not None:
+            self._request_replan(replan, "fault cleared")
+
+    def _request_replan(self, after: float, why: str) -> None:
+        msg = Header()
+        msg.stamp = sec_to_stamp(after)
+        msg.frame_id = why
+        self.replan_pub.publish(msg)
 
     def _publish(self, res: TickResult, now: float, missed_total: int) -> None:
         for side, (joints, grip) in joint_commands(res.command, self.gripper).items():
@@ -230,6 +240,9 @@ class CommanderNode(Node):
         with self._lock:
             was = self.logic.estopped
             msg = self.logic.reset_estop(self._now())
+            replan = self.logic.take_replan_request()
+        if replan is not None:
+            self._request_replan(replan, "e-stop reset")
         self.get_logger().warning(msg)
         response.success, response.message = was, msg
         return response
@@ -253,6 +266,8 @@ class CommanderNode(Node):
         if self.p["fresh_chunks_on_episode_start"]:
             with self._lock:
                 self.logic.begin_episode(self._now(), self.p["hold_at_measured_on_episode_start"])
+                replan = self.logic.take_replan_request()
+            self._request_replan(replan, "episode start")
         self.episode_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._episode_event(EpisodeEvent.START)
         self.get_logger().info(f"episode {self.episode_id} started")

@@ -29,11 +29,11 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float32
+from std_msgs.msg import Float32, Header
 
 from cosmos_policy_ros.msg import ActionChunk
 
-from ..core.chunking import ReplanSchedule
+from ..core.chunking import ReplanRequests, ReplanSchedule
 from ..core.observation import ObservationAssembler, ObservationConfig
 from ..core.robot import ACTION_DIM, SIDES, gripper_convention
 from ..core.types import ALOHA_CAMERAS, PolicyOutput
@@ -62,6 +62,11 @@ PARAMS = (
     Param("execution", "stream", "'stream': re-plan while the robot moves, each chunk arriving just before the "
           "current one ends (no idle robot); 'pause': the released deploy's way, run every chunk to its end and "
           "hold while the next is computed (idle ~latency per chunk, open-loop parity with offline evaluation)"),
+    Param("replan_request_topic", "/commander/replan_request", "std_msgs/Header from the commander: plan at once "
+          "from an observation newer than its stamp (episode start, e-stop reset, fault cleared) instead of at the "
+          "next scheduled observation; empty disables"),
+    Param("replan_request_timeout", 2.0, "drop a re-plan request no observation satisfies within this many seconds "
+          "(clock skew between the commander and the sensors); the schedule takes over"),
     Param("replan_margin", 0.3, "auto mode: seconds the next chunk should arrive before the current one ends"),
     Param("latency_guess", 0.0, "auto mode: inference latency (s) assumed until measured"),
     Param("torch_threads", 0, "CPU threads for torch (0 = auto: all but one core, at least 1). On a small CPU two "
@@ -160,6 +165,9 @@ class PolicyNode(Node):
 
         self.backend = None
         self.schedule: Optional[ReplanSchedule] = None
+        self.replan_requests = ReplanRequests(p["replan_request_timeout"])
+        if p["replan_request_topic"]:
+            self.create_subscription(Header, p["replan_request_topic"], self._on_replan_request, 10)
         self._state_lock = threading.Lock()
         self._input_problems: List[str] = ["waiting for inputs"]
         self._infer_fault: Optional[str] = None
@@ -186,6 +194,10 @@ class PolicyNode(Node):
     # -- inputs ----------------------------------------------------------------------------------------
     def _now(self) -> float:
         return self.get_clock().now().nanoseconds * 1e-9
+
+    def _on_replan_request(self, msg: Header) -> None:
+        self.replan_requests.add(stamp_to_sec(msg.stamp), self._now())
+        self.get_logger().info(f"re-plan requested by the commander ({msg.frame_id or 'no reason given'})")
 
     def _on_image(self, slot: str, msg: Image) -> None:
         self.rates[slot].tick(time.monotonic())
@@ -333,7 +345,8 @@ class PolicyNode(Node):
                     self._stop.wait(0.5)
                     continue
                 now = self._now()
-                if next_start is not None and now < next_start:
+                requested = self.replan_requests.pending(now) is not None
+                if next_start is not None and now < next_start and not requested:
                     self._stop.wait(min(0.01, next_start - now))
                     continue
                 obs, problems = self.assembler.assemble(now, self.p["task"])
@@ -343,9 +356,13 @@ class PolicyNode(Node):
                     self._stop.wait(0.01)
                     continue
                 self._set_input_problems([])
+                if not self.replan_requests.usable(obs.stamp, now):
+                    self._stop.wait(0.01)  # the commander would refuse a chunk planned from this observation
+                    continue
                 if not self._infer_once(obs):
                     next_start = self._now() + self.p["retry_delay"]
                     continue
+                self.replan_requests.served(obs.stamp)
                 next_start = self.schedule.next_start(obs.stamp)
         except Exception:  # noqa: BLE001 - never die silently
             self.get_logger().fatal("policy worker crashed:\n" + traceback.format_exc())
@@ -416,7 +433,9 @@ class PolicyNode(Node):
         values.update({"inference_latency_last_s": self.latency.last, "inference_latency_p50_s": lat["p50"],
                        "inference_latency_max_s": lat["max"], "chunks_published": self.chunks_published,
                        "inference_failures": self.inference_failures,
-                       "invalid_observations": self.invalid_observations})
+                       "invalid_observations": self.invalid_observations,
+                       "replan_requests": self.replan_requests.received,
+                       "replan_requests_expired": self.replan_requests.expired})
         if self.schedule is not None:
             values.update({"warmup_latency_s": self.schedule.warmup if self.schedule.warmup is not None else float("nan"),
                            "latency_estimate_s": self.schedule.latency_estimate,

@@ -177,3 +177,23 @@ def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
         ReplanSchedule(50, P, execution="blocking")
     with pytest.raises(ValueError, match="replan_period"):
         ReplanSchedule(50, P, replan_period=0.5, execution="pause")
+
+
+def test_replan_requests_keep_the_newest_time_until_served_or_expired():
+    from cosmos_policy_ros.core.chunking import ReplanRequests
+
+    r = ReplanRequests(timeout=2.0)
+    assert r.pending(0.0) is None and r.usable(-5.0, 0.0)  # no request: any observation will do
+    r.add(10.0, now=10.0)
+    r.add(9.0, now=10.1)  # an older time does not lower the bar
+    assert r.pending(10.2) == 10.0
+    assert not r.usable(10.0, 10.2) and r.usable(10.01, 10.2)  # strictly newer, as the commander checks
+    r.served(9.5)  # a chunk from an older observation does not satisfy it
+    assert r.pending(10.3) == 10.0
+    r.served(10.05)
+    assert r.pending(10.3) is None and r.received == 2
+    r.add(20.0, now=20.0)
+    assert r.pending(21.9) == 20.0
+    assert r.pending(22.1) is None and r.expired == 1  # nothing newer came (clock skew): the schedule takes over
+    with pytest.raises(ValueError, match="timeout"):
+        ReplanRequests(timeout=0)

@@ -208,3 +208,39 @@ def test_joint_commands_convert_gripper_per_generation():
     assert len(out["left"][0]) == 6
     with pytest.raises(ValueError, match="expected a"):
         joint_commands(np.zeros(13), CONV)
+
+
+def test_replan_requests_name_the_time_the_next_chunk_must_be_observed_after():
+    """Episode start, e-stop reset and a fault cleared with nothing received meanwhile each ask the policy once
+    for a chunk observed after the right time; a fault that cleared with a usable chunk waiting asks nothing."""
+    logic = make()
+    run(logic, 0.0, 2)
+    assert logic.take_replan_request() is None  # nothing refused yet: the schedule is fine
+    logic.begin_episode(0.1)
+    assert logic.take_replan_request() == 0.1
+    assert logic.take_replan_request() is None  # once per event
+    logic.estop("test")
+    run(logic, 0.12, 2)
+    assert logic.take_replan_request() is None  # still latched: nothing could run
+    logic.reset_estop(0.3)
+    assert logic.take_replan_request() == 0.3
+    run(logic, 0.32, 1)  # the e-stop's own fault hold clears here: already covered by the reset's request
+    assert logic.take_replan_request() is None
+    # a policy fault from 0.4 to 0.6, no chunk meanwhile: after it clears, plan past the fault's start
+    logic.on_policy_status(False, "inference failed", 0.4)
+    for k in range(10, 15):
+        logic.on_joint_state("left", k * P, JS)
+        logic.on_joint_state("right", k * P, JS)
+        assert logic.tick(k * P).hold_code == HOLD_FAULT
+    assert logic.take_replan_request() is None  # not while the fault lasts
+    run(logic, 0.6, 1)
+    assert logic.take_replan_request() == 0.4
+    # the same with a chunk observed during the fault: it starts when the fault clears, no request
+    logic.on_policy_status(False, "inference failed", 0.7)
+    logic.on_joint_state("left", 0.72, JS)
+    logic.on_joint_state("right", 0.72, JS)
+    logic.tick(0.72)
+    logic.on_chunk(ramp(5, 0.75), 0.75)
+    r = run(logic, 0.76, 1)[0]
+    assert not r.held and r.chunk_id == 5
+    assert logic.take_replan_request() is None

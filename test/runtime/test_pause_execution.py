@@ -54,3 +54,63 @@ def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_
         assert len(gap) >= int(0.5 * latency / 0.04), f"hold of {len(gap)} ticks for a {latency} s inference"
         held = np.array([r[NF:] for r in rows[j + 1:s]])
         assert np.all(np.isfinite(held)) and np.ptp(held, axis=0).max() < 1e-9  # the last command, held
+
+
+def test_episode_start_re_plans_at_once_instead_of_at_the_next_scheduled_observation(ros_session, node_log_dir,
+                                                                                    trace_watcher_cls):
+    """The commander drops chunks observed before an episode start; its re-plan request makes the policy plan
+    from the first newer observation. Without it, the pause schedule (next observation 2.4 s after the last)
+    would leave the arms holding for up to a whole chunk at every episode start."""
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+    from cosmos_policy_ros.ros.conversions import stamp_to_sec
+    from cosmos_policy_ros.ros.graph import graph_nodes
+    from cosmos_policy_ros.ros.harness import Collector, wait_for
+
+    h, w = 96, 128
+    latency = 0.3
+    nodes = graph_nodes("sim", {"checkpoint": f"test-double:latency={latency}", "task": "transfer the cube",
+                                "record": False, "execution": "pause"},
+                        node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
+                                         "policy": {"image_height": h, "image_width": w}})
+    watcher = trace_watcher_cls(ros_session)
+    chunks = Collector(watcher.node, ActionChunk, "/policy/action_chunk", 50)
+    events = Collector(watcher.node, EpisodeEvent, "/episode", 10)
+    start = watcher.node.create_client(Trigger, "/commander/start_episode")
+    with launch([n.spec for n in nodes], node_log_dir) as procs:
+        wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
+        wait_for_publishers(watcher.node, "/episode", timeout=30)
+        try:
+            watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 60.0, 0, "the commander running")
+            chunks.wait(1, 30)
+        except TimeoutError:
+            raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+        assert start.wait_for_service(timeout_sec=10.0)
+        waits = []
+        for k in range(3):  # without the request each would fall anywhere in the 2.4 s schedule: 3 in a row is no luck
+            n_ev = len(events)
+            fut = start.call_async(Trigger.Request())
+            wait_for(fut.done, 10.0, what="~/start_episode")
+            assert fut.result().success, fut.result().message
+            # (a start while an episode runs first stops it: STOP "restarted", then START)
+            wait_for(lambda: any(e.event == EpisodeEvent.START for e in events.snapshot()[n_ev:]), 10.0,
+                     what="the START event")
+            ev = [e for e in events.snapshot()[n_ev:] if e.event == EpisodeEvent.START][0]
+            t_start = stamp_to_sec(ev.header.stamp)
+
+            def fresh():
+                return [stamp_to_sec(c.header.stamp) - t_start for c in chunks.snapshot()
+                        if stamp_to_sec(c.header.stamp) > t_start]
+            try:
+                wait_for(lambda: fresh(), 5.0, what="a chunk observed after the episode start")
+            except TimeoutError:
+                raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+            waits.append(min(fresh()))
+            watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 10.0, len(watcher.trace),
+                              "the commander running the new chunk")
+        assert all(p.alive() for p in procs)
+        log = procs[[n.name for n in nodes].index("policy")].output()
+    # the first observation after the start: at most a couple of 30 Hz frames later (0.5 s leaves room for load)
+    assert max(waits) < 0.5, f"first fresh observations {waits} s after the episode starts"
+    assert "re-plan requested by the commander (episode start)" in log
