@@ -12,15 +12,19 @@ NF = len(TRACE_FIELDS)
 pytestmark = [pytest.mark.ros, pytest.mark.timing]  # hold lengths follow real inference time
 
 
-def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_dir, trace_watcher_cls):
+def pause_graph(latency, h=96, w=128):
+    """The sim graph (small camera images) with the latency test double and execution:=pause."""
     from cosmos_policy_ros.ros.graph import graph_nodes
 
-    h, w = 96, 128
+    return graph_nodes("sim", {"checkpoint": f"test-double:latency={latency}", "task": "transfer the cube",
+                               "record": False, "execution": "pause"},
+                       node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
+                                        "policy": {"image_height": h, "image_width": w}})
+
+
+def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_dir, trace_watcher_cls):
     latency = 0.4
-    nodes = graph_nodes("sim", {"checkpoint": f"test-double:latency={latency}", "task": "transfer the cube",
-                                "record": False, "execution": "pause"},
-                        node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
-                                         "policy": {"image_height": h, "image_width": w}})
+    nodes = pause_graph(latency)
     watcher = trace_watcher_cls(ros_session)
     with launch([n.spec for n in nodes], node_log_dir) as procs:
         wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
@@ -65,15 +69,9 @@ def test_episode_start_re_plans_at_once_instead_of_at_the_next_scheduled_observa
 
     from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
     from cosmos_policy_ros.ros.conversions import stamp_to_sec
-    from cosmos_policy_ros.ros.graph import graph_nodes
     from cosmos_policy_ros.ros.harness import Collector, wait_for
 
-    h, w = 96, 128
-    latency = 0.3
-    nodes = graph_nodes("sim", {"checkpoint": f"test-double:latency={latency}", "task": "transfer the cube",
-                                "record": False, "execution": "pause"},
-                        node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
-                                         "policy": {"image_height": h, "image_width": w}})
+    nodes = pause_graph(0.3)
     watcher = trace_watcher_cls(ros_session)
     chunks = Collector(watcher.node, ActionChunk, "/policy/action_chunk", 50)
     events = Collector(watcher.node, EpisodeEvent, "/episode", 10)
