@@ -308,7 +308,8 @@ class CommanderLogic:
         planned = self.splicer.action_at(k)
         if planned.action is None:
             if planned.reason == "chunk_ended":
-                self._idle_reason = "chunk ran out before the next one arrived (by design with execution:=pause, else inference too slow)"
+                self._idle_reason = ("chunk ran out before the next one arrived "
+                                     "(by design with execution:=pause, else inference too slow)")
             return self._hold(k, missed, hold_cmd, self._idle_reason, HOLD_IDLE)
         result = filter_action(planned.action, hold_cmd, self.safety, measured)
         if result.kinds:

@@ -185,10 +185,12 @@ class CommanderNode(Node):
         if res is not None:  # None: no joint states yet, publish nothing
             self._publish(res, now, missed_total)
             self._log_transitions(res)
-        if replan is not None:
-            self._request_replan(replan, "fault cleared")
+        self._request_replan(replan, "fault cleared")
 
-    def _request_replan(self, after: float, why: str) -> None:
+    def _request_replan(self, after: Optional[float], why: str) -> None:
+        """Publish a re-plan request taken from the logic; None (nothing new to ask) publishes nothing."""
+        if after is None:
+            return
         msg = Header()
         msg.stamp = sec_to_stamp(after)
         msg.frame_id = why
@@ -241,8 +243,7 @@ class CommanderNode(Node):
             was = self.logic.estopped
             msg = self.logic.reset_estop(self._now())
             replan = self.logic.take_replan_request()
-        if replan is not None:
-            self._request_replan(replan, "e-stop reset")
+        self._request_replan(replan, "e-stop reset")
         self.get_logger().warning(msg)
         response.success, response.message = was, msg
         return response

@@ -115,3 +115,27 @@ def test_commander_clamps_jumps_both_ways_and_speaks_interbotix(ros_session, nod
         n2 = len(watcher.trace)
         watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_ESTOP, 5.0, n2, "e-stop hold")
         assert all(p.alive() for p in procs)
+
+
+def test_episode_start_twice_at_one_clock_value_is_answered(ros_session):
+    """With sim time (lock-step simulator) the clock can stand still between two ~/start_episode calls. The
+    second asks the policy for nothing new (the first request covers it); the service must still answer and
+    re-plan requests go out once, stamped with the start time."""
+    from rclpy.parameter import Parameter
+    from std_msgs.msg import Header
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.ros.commander_node import CommanderNode
+
+    node = CommanderNode(parameter_overrides=[Parameter("use_sim_time", Parameter.Type.BOOL, True)],
+                         context=ros_session.context)
+    try:
+        requests = Collector(ros_session.make_node("replan_listener"), Header, "/commander/replan_request", 10)
+        wait_for_subscribers(node, "/commander/replan_request", timeout=10)
+        answers = [node._srv_start(Trigger.Request(), Trigger.Response()) for _ in range(2)]  # no /clock: time 0
+        assert all(a.success for a in answers), [a.message for a in answers]
+        got = requests.wait(1, 5)
+        time.sleep(0.3)
+        assert len(requests) == 1 and got[0].frame_id == "episode start" and got[0].stamp.sec == 0
+    finally:
+        node.destroy_node()

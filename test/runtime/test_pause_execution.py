@@ -86,7 +86,7 @@ def test_episode_start_re_plans_at_once_instead_of_at_the_next_scheduled_observa
             raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
         assert start.wait_for_service(timeout_sec=10.0)
         waits = []
-        for k in range(3):  # without the request each would fall anywhere in the 2.4 s schedule: 3 in a row is no luck
+        for _ in range(3):  # without the request each would fall anywhere in the 2.4 s schedule: 3 in a row is no luck
             n_ev = len(events)
             fut = start.call_async(Trigger.Request())
             wait_for(fut.done, 10.0, what="~/start_episode")
