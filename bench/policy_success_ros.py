@@ -27,7 +27,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default=None, help="default: the demo's embedded checkpoint")
     p.add_argument("--keep-bags", action="store_true", help="keep the recorded bags (deleted by default)")
     p.add_argument("--execution", default="stream,pause",
-                   help="comma-separated policy node execution modes to run, one row each (stream, pause)")
+                   help="comma-separated policy node execution modes to run, one row each: stream, pause, or "
+                        "MODE/N to execute only the first N actions of each chunk (e.g. pause/25)")
     args = p.parse_args(argv)
     rows = []
     for execution in [m.strip() for m in args.execution.split(",") if m.strip()]:
@@ -58,8 +59,10 @@ def main(argv=None) -> int:
 def run_mode(args, execution: str):
     """Run the demo's episodes in one execution mode; returns the table row (None on failure)."""
     out = Path(tempfile.mkdtemp(prefix="policy_success_ros_"))
+    mode, _, n_exec = execution.partition("/")
     cmd = [sys.executable, "-m", "cosmos_policy_ros.demo", "--episodes", str(args.episodes), "--seed",
-           str(args.seed_start), "--out", str(out), "--json", str(out / "results.json"), "--execution", execution]
+           str(args.seed_start), "--out", str(out), "--json", str(out / "results.json"), "--execution", mode,
+           "--execute-horizon", n_exec or "0"]
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     t0 = time.monotonic()

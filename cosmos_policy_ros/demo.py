@@ -171,7 +171,7 @@ def run_demo(args) -> int:
           f"logs in {log_dir}")
 
     arguments = {"checkpoint": checkpoint, "task": task, "bag_dir": str(bag_dir), "record": True,
-                 "execution": args.execution}
+                 "execution": args.execution, "execute_horizon": int(args.execute_horizon)}
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
     node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
@@ -302,6 +302,8 @@ def main(argv=None) -> int:
                         help="policy node execution: pause (default here: whole chunks, hold while thinking, as the "
                              "released deploy; the embedded CPU policy does best this way, docs/training.md) or "
                              "stream (the launch files' default: re-plan while moving, no idle robot)")
+    parser.add_argument("--execute-horizon", type=int, default=0,
+                        help="actions of each chunk executed before the next one (0 = the whole chunk)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     args = parser.parse_args(argv)

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--network", default="sim", help="preset when not --init: tiny, sim, 2b")
     m.add_argument("--layout", default="aloha")
     m.add_argument("--embeddings", default=None, help="safetensors instruction -> (1, L, D) text embeddings")
+    m.add_argument("--relative-actions", default="none",
+                   help="action dimensions predicted relative to the current proprio: none (the reference), arms "
+                        "(ALOHA's 12 arm joints; grippers stay absolute) or comma-separated indices; stored in the "
+                        "checkpoint's statistics, so inference mirrors it")
     m.add_argument("--keep-checkpoint-stats", action="store_true", help="keep --init's normalisation statistics")
     m.add_argument("--train-vae", action="store_true", help="also train the VAE (default: frozen)")
     m.add_argument("--policy-id", default=None)
@@ -81,6 +85,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--device", default=None)
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--no-progress", action="store_true")
+
+
+def relative_dims(spec: str, action_dim: int) -> list:
+    """``--relative-actions`` -> action indices: "none", "arms" (14-d ALOHA: all but the grippers 6, 13) or "0,1,2"."""
+    spec = (spec or "none").strip().lower()
+    if spec == "none":
+        return []
+    if spec == "arms":
+        if action_dim != 14:
+            raise SystemExit(f"--relative-actions arms: expected ALOHA's 14-d actions, got {action_dim}; give indices")
+        return [i for i in range(14) if i not in (6, 13)]
+    try:
+        dims = sorted({int(v) for v in spec.split(",") if v.strip()})
+    except ValueError:
+        raise SystemExit(f"--relative-actions: expected none, arms or comma-separated indices, got {spec!r}")
+    if not dims or dims[0] < 0 or dims[-1] >= action_dim:
+        raise SystemExit(f"--relative-actions: expected indices in [0, {action_dim}), got {spec!r}")
+    return dims
 
 
 def build_from_args(args: argparse.Namespace):
@@ -118,7 +140,8 @@ def build_from_args(args: argparse.Namespace):
     else:
         image_cfg = image_config_for(network)
     dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
-                                        kind_fractions=fractions)
+                                        kind_fractions=fractions,
+                                        relative_actions=relative_dims(args.relative_actions, layout.action_dim))
     emb = load_embeddings_file(args.embeddings) if args.embeddings else None
     policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
                           embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id)

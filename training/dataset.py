@@ -81,8 +81,10 @@ def action_chunk(actions: np.ndarray, t: int, horizon: int) -> np.ndarray:
     return actions[idx]
 
 
-def compute_stats(episodes: Iterable[Episode]) -> DatasetStats:
-    """Per-dimension min / max / mean / std / median of actions and proprio over all steps."""
+def compute_stats(episodes: Iterable[Episode], relative_actions: Sequence[int] = ()) -> DatasetStats:
+    """Per-dimension min / max / mean / std / median of actions and proprio over all steps;
+    ``relative_actions``: action dimensions the model predicts relative to the current proprio (flagged in
+    the stats so that inference mirrors it, see :mod:`cosmos_policy_ros.core.codec`)."""
     acts, props = [], []
     for ep in episodes:
         acts.append(np.asarray(ep.action, np.float64))
@@ -93,7 +95,7 @@ def compute_stats(episodes: Iterable[Episode]) -> DatasetStats:
     for name, arr in (("actions", np.concatenate(acts)), ("proprio", np.concatenate(props))):
         out.update({f"{name}_min": arr.min(0), f"{name}_max": arr.max(0), f"{name}_mean": arr.mean(0),
                     f"{name}_std": arr.std(0), f"{name}_median": np.median(arr, 0)})
-    return DatasetStats.from_dict(out)
+    return DatasetStats.from_dict(out).with_relative_actions(relative_actions)
 
 
 @dataclass
@@ -106,9 +108,10 @@ class EpisodeData:
     task: str
     score: float
     proprio: torch.Tensor  # (T, P) normalised
-    actions: torch.Tensor  # (T, A) normalised
+    actions: torch.Tensor  # (T, A) normalised (absolute)
     values: torch.Tensor  # (T,) in [-1, 1]
     images: torch.Tensor  # (T, ncam, 3, S, S) uint8
+    action_ref: Optional[torch.Tensor] = None  # (T, A) codec.action_reference of qpos[t]; None: all absolute
 
     @property
     def num_steps(self) -> int:
@@ -156,7 +159,9 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
     return EpisodeData(
         path=str(path), kind=kind, task=ep.task, score=score,
         proprio=torch.from_numpy(codec.normalize_proprio(ep.qpos, stats)).float(),
-        actions=torch.from_numpy(codec.normalize_actions(ep.action, stats)).float(),
+        actions=torch.from_numpy(codec.normalize_actions(ep.action, stats.with_relative_actions(()))).float(),
+        action_ref=(torch.from_numpy(codec.action_reference(ep.qpos, stats)).float()
+                    if stats.relative_actions.any() else None),
         values=torch.from_numpy(value_targets(ep.num_steps, score, layout.horizon, cfg.gamma)).float(),
         images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled))
 
@@ -209,15 +214,17 @@ class EpisodeDataset:
     def from_paths(cls, demos: Sequence[Union[str, Path]], layout: LatentLayout, image_cfg: ImageConfig,
                    cfg: Optional[DatasetConfig] = None, rollouts: Sequence[Union[str, Path]] = (),
                    stats: Optional[DatasetStats] = None, kind_fractions: Optional[Dict[str, float]] = None,
-                   progress: bool = False) -> "EpisodeDataset":
-        """Read episode files (``demos`` and ``rollouts``); stats are computed from all of them unless given."""
+                   progress: bool = False, relative_actions: Sequence[int] = ()) -> "EpisodeDataset":
+        """Read episode files (``demos`` and ``rollouts``); stats are computed from all of them unless given
+        (``relative_actions`` then flags the action dimensions predicted relative to the current proprio;
+        given stats keep their own flags)."""
         cfg = cfg or DatasetConfig()
         items = [(p, "demo") for p in demos] + [(p, "rollout") for p in rollouts]
         if not items:
             raise ValueError("dataset: expected at least one episode file")
         eps = [read_episode(p, cameras=layout.cameras) for p, _ in items]
         if stats is None:
-            stats = compute_stats(eps)
+            stats = compute_stats(eps, relative_actions)
         data = []
         for (p, kind), ep in zip(items, eps):
             data.append(load_episode_data(p, kind, layout, stats, image_cfg, cfg, episode=ep))
@@ -245,8 +252,11 @@ class EpisodeDataset:
             params = draw_params(self.cfg.augment, gen)
             both = apply_augment(torch.cat([now, nxt]), params, self.cfg.augment)  # same draw for all frames
             now, nxt = both[: now.shape[0]], both[now.shape[0]:]
+        chunk = ep.actions[chunk_idx]  # (H, A)
+        if ep.action_ref is not None:  # relative dimensions: from where the arm is at t
+            chunk = chunk - ep.action_ref[t]
         return Sample(images_now=now, images_next=nxt, proprio=ep.proprio[t],
-                      actions=ep.actions[chunk_idx].reshape(-1), proprio_next=ep.proprio[tn],
+                      actions=chunk.reshape(-1), proprio_next=ep.proprio[tn],
                       value=ep.values[t], task=ep.task, key=(e, t))
 
 

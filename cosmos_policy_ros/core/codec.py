@@ -7,6 +7,11 @@
 - Injection: flatten the normalised vector row-major, repeat it until it fills C*H*W values, truncate,
   reshape to (C, H, W). Extraction: mean over the complete copies (float64, so an injected vector comes
   back bit-identical). The value is one scalar in [-1, 1] over the whole frame, mapped to [0, 1].
+- Relative actions (optional; stats key ``actions_relative_to_proprio``, a 0/1 flag per action dimension,
+  absent in NVIDIA's files = all absolute): a flagged dimension's model value is the normalised target minus
+  the *current* proprio normalised with the same action statistics, ``n(a) - n(q)``. The network then
+  predicts where the arm goes from where it is instead of copying the state into every action; the output
+  transform adds ``n(q)`` back before un-normalising, so every consumer still gets absolute targets.
 """
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Sequence, Tuple, Union
+from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 STAT_KEYS = tuple(f"{p}_{s}" for p in ("actions", "proprio") for s in ("min", "max", "mean", "std", "median"))
+#: stats key of the per-dimension relative-action flags (ours; NVIDIA's statistics never carry it)
+RELATIVE_KEY = "actions_relative_to_proprio"
 
 
 @dataclass
@@ -44,6 +51,33 @@ class DatasetStats:
             raise ValueError(f"stats: expected proprio_min/max of one shape, got {self.proprio_min.shape} vs {self.proprio_max.shape}")
         if np.any(self.actions_max < self.actions_min) or np.any(self.proprio_max < self.proprio_min):
             raise ValueError("stats: expected max >= min in every dimension")
+        if RELATIVE_KEY in self.extra:
+            flags = np.asarray(self.extra[RELATIVE_KEY], dtype=np.float64)
+            if flags.shape != self.actions_min.shape or not np.all(np.isin(flags, (0.0, 1.0))):
+                raise ValueError(f"stats {RELATIVE_KEY}: expected {self.actions_min.shape[0]} flags of 0 or 1, "
+                                 f"got {flags.tolist()}")
+            if flags.any() and self.actions_min.shape != self.proprio_min.shape:
+                raise ValueError(f"stats {RELATIVE_KEY}: relative actions need proprio of the action's layout, got "
+                                 f"action dim {self.actions_min.shape[0]} and proprio dim {self.proprio_min.shape[0]}")
+            self.extra[RELATIVE_KEY] = flags
+
+    @property
+    def relative_actions(self) -> np.ndarray:
+        """(action_dim,) bool: dimensions whose model value is relative to the current proprio."""
+        flags = self.extra.get(RELATIVE_KEY)
+        if flags is None:
+            return np.zeros(self.action_dim, dtype=bool)
+        return np.asarray(flags) > 0.5
+
+    def with_relative_actions(self, dims: Sequence[int]) -> "DatasetStats":
+        """A copy whose actions ``dims`` are relative to the current proprio (empty: all absolute)."""
+        flags = np.zeros(self.action_dim)
+        flags[list(dims)] = 1.0
+        extra = {k: v for k, v in self.extra.items() if k != RELATIVE_KEY}
+        if flags.any():
+            extra[RELATIVE_KEY] = flags
+        return DatasetStats(self.actions_min.copy(), self.actions_max.copy(), self.proprio_min.copy(),
+                            self.proprio_max.copy(), extra)
 
     @property
     def action_dim(self) -> int:
@@ -96,24 +130,50 @@ def normalize_proprio(proprio: np.ndarray, stats: DatasetStats) -> np.ndarray:
     return _minmax_normalize(x, stats.proprio_min, stats.proprio_max)
 
 
-def normalize_actions(actions: np.ndarray, stats: DatasetStats) -> np.ndarray:
-    """(..., action_dim) robot units -> [-1, 1] (used by training)."""
+def action_reference(proprio: Optional[np.ndarray], stats: DatasetStats) -> np.ndarray:
+    """(..., action_dim) what relative action dimensions are measured from: ``n(q)`` (the current proprio
+    normalised with the *action* statistics) on flagged dimensions, 0 elsewhere. All zeros (and ``proprio``
+    not needed) when every dimension is absolute."""
+    rel = stats.relative_actions
+    if not rel.any():
+        return np.zeros(stats.action_dim)
+    if proprio is None:
+        raise ValueError("relative actions (stats actions_relative_to_proprio): expected the current proprio")
+    q = np.asarray(proprio, dtype=np.float64)
+    if q.shape[-1] != stats.action_dim or not np.all(np.isfinite(q)):
+        raise ValueError(f"relative actions: expected a finite proprio of {stats.action_dim} values, got shape {q.shape}")
+    return np.where(rel, _minmax_normalize(q, stats.actions_min, stats.actions_max), 0.0)
+
+
+def normalize_actions(actions: np.ndarray, stats: DatasetStats, proprio: Optional[np.ndarray] = None) -> np.ndarray:
+    """(..., H, action_dim) or (..., action_dim) robot units -> model units: [-1, 1], minus
+    :func:`action_reference` of ``proprio`` (..., action_dim) on relative dimensions (proprio broadcasts over
+    the horizon axis; needed only when the stats flag relative dimensions)."""
     x = np.asarray(actions, dtype=np.float64)
     if x.shape[-1] != stats.action_dim:
         raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {x.shape}")
-    return _minmax_normalize(x, stats.actions_min, stats.actions_max)
+    out = _minmax_normalize(x, stats.actions_min, stats.actions_max)
+    if stats.relative_actions.any():
+        ref = action_reference(proprio, stats)
+        out = out - (ref[..., None, :] if x.ndim > ref.ndim else ref)
+    return out
 
 
 def _minmax_unnormalize(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return 0.5 * (a + 1.0) * (hi - lo) + lo  # max == min gives lo: the guard is implicit
 
 
-def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = True) -> Tuple[np.ndarray, bool]:
-    """(..., action_dim) in [-1, 1] -> robot units; returns (actions, clipped?) where clipped tells whether
+def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = True,
+                        proprio: Optional[np.ndarray] = None) -> Tuple[np.ndarray, bool]:
+    """(..., action_dim) model units -> robot units (the mirror of :func:`normalize_actions`: relative
+    dimensions get ``n(proprio)`` added back first); returns (actions, clipped?) where clipped tells whether
     any value fell outside [actions_min, actions_max] and was clipped (only when ``clip``)."""
     a = np.asarray(actions, dtype=np.float64)
     if a.shape[-1] != stats.action_dim:
         raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {a.shape}")
+    if stats.relative_actions.any():
+        ref = action_reference(proprio, stats)
+        a = a + (ref[..., None, :] if a.ndim > ref.ndim else ref)
     out = _minmax_unnormalize(a, stats.actions_min, stats.actions_max)
     if not clip:
         return out, False

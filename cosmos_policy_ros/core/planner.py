@@ -360,7 +360,8 @@ class Planner:
         _sync(clean.device)
         from .policy import Prepared  # local: keeps this module light for importers that only aggregate
 
-        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(np.asarray(obs.proprio, np.float64), m.stats),
+        proprio = np.array(obs.proprio, dtype=np.float64)
+        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(proprio, m.stats), proprio=proprio,
                         text=m.embeddings[obs.instruction], images={c: obs.images[c] for c in self.cameras},
                         timings={"preprocess": t1 - t0, "encode": time.perf_counter() - t1})
 

@@ -54,7 +54,8 @@ class Prepared:
 
     clean: (1, 16, T, h, w) float32 latents of the raw video *before* injection (decode needs them);
     proprio_norm: (proprio_dim,) float64 normalised proprio; text: (1, L, D) embedding;
-    images: camera -> (S, S, 3) uint8 model-input image; timings: seconds per stage so far.
+    images: camera -> (S, S, 3) uint8 model-input image; timings: seconds per stage so far;
+    proprio: (proprio_dim,) float64 robot units (relative actions are measured from it).
     """
 
     clean: torch.Tensor
@@ -62,6 +63,7 @@ class Prepared:
     text: torch.Tensor
     images: Dict[str, np.ndarray]
     timings: Dict[str, float] = field(default_factory=dict)
+    proprio: Optional[np.ndarray] = None
 
 
 class CosmosPolicy:
@@ -249,7 +251,8 @@ class CosmosPolicy:
         if n_lat < self.layout.num_frames:  # frames never read as clean latents
             pad = clean.new_zeros(clean.shape[:2] + (self.layout.num_frames - n_lat,) + clean.shape[3:])
             clean = torch.cat([clean, pad], dim=2)
-        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(np.asarray(obs.proprio, np.float64), self.stats),
+        proprio = np.array(obs.proprio, dtype=np.float64)
+        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(proprio, self.stats), proprio=proprio,
                         text=self.embeddings[obs.instruction],
                         images={c: by_cam[c].permute(1, 2, 0).numpy() for c in cams},
                         timings={"preprocess": t1 - t0, "encode": t2 - t1})
@@ -284,9 +287,17 @@ class CosmosPolicy:
             if a.shape != (batch, lay.horizon, lay.action_dim) or not np.all(np.isfinite(a)):
                 raise ValueError(f"actions: expected finite ({lay.horizon}, {lay.action_dim}) or "
                                  f"({batch}, {lay.horizon}, {lay.action_dim}), got {a.shape}")
-            an = torch.from_numpy(codec.normalize_actions(a, self.stats).reshape(batch, -1)).to(x.device, torch.float32)
+            an = codec.normalize_actions(a, self.stats, proprio=self._raw_proprio(prep))  # (B, H, A) model units
+            an = torch.from_numpy(an.reshape(batch, -1)).to(x.device, torch.float32)
             x[:, :, lay.action_index] = codec.inject(an, fs)
         return x
+
+    def _raw_proprio(self, prep: Prepared) -> np.ndarray:
+        """The observation's proprio in robot units (recovered from the normalised one when a caller built
+        ``prep`` without it)."""
+        if prep.proprio is not None:
+            return prep.proprio
+        return codec.unnormalize_proprio(prep.proprio_norm, self.stats)
 
     def _extract(self, x0: torch.Tensor, prep: Prepared, seeds: Sequence[int], decode: bool) -> List[PolicyOutput]:
         lay = self.layout
@@ -303,7 +314,7 @@ class CosmosPolicy:
         outs = []
         for i in range(b):
             acts, clipped = codec.unnormalize_actions(a_norm[i].reshape(lay.horizon, lay.action_dim), self.stats,
-                                                      clip=self.clip_actions)
+                                                      clip=self.clip_actions, proprio=self._raw_proprio(prep))
             outs.append(PolicyOutput(
                 actions=acts.astype(np.float32), future_images=images[i],
                 future_proprio=codec.unnormalize_proprio(p_norm[i], self.stats).astype(np.float32),

@@ -71,6 +71,8 @@ PARAMS = (
     Param("latency_guess", 0.0, "auto mode: inference latency (s) assumed until measured"),
     Param("torch_threads", 0, "CPU threads for torch (0 = auto: all but one core, at least 1). On a small CPU two "
           "spinning OpenMP threads beside other busy processes made inference ~40x slower than one thread"),
+    Param("execute_horizon", 0, "actions of each chunk sent to the commander (0 = the whole chunk): fewer means "
+          "re-planning sooner from a fresh observation (closed loop) at the cost of more inferences"),
     Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
     Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch (0 or 1 = off); scored by the planning "
           "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
@@ -318,8 +320,17 @@ class PolicyNode(Node):
                 if n > 1:  # the launch argument's candidate count
                     params["planning_num_candidates"] = n
                 backend = PlanningBackend(backend, self, ClientConfig.from_params(params))
+        n_exec = int(self.p["execute_horizon"])
+        if not 0 <= n_exec <= backend.horizon:
+            with self._state_lock:
+                self._config_fault = (f"execute_horizon: expected 0 (whole chunk) .. {backend.horizon} (the policy's "
+                                      f"horizon), got {n_exec}")
+            self.get_logger().error(self._config_fault)
+            self._publish_status()
+            return False
+        self.execute_horizon = n_exec or backend.horizon
         try:
-            self.schedule = ReplanSchedule(backend.horizon, backend.period, self.p["replan_period"],
+            self.schedule = ReplanSchedule(self.execute_horizon, backend.period, self.p["replan_period"],
                                            self.p["replan_margin"], self.p["latency_guess"],
                                            execution=self.p["execution"])
         except ValueError as exc:  # a bad schedule setting: hold and say why, like any configuration fault
@@ -408,7 +419,7 @@ class PolicyNode(Node):
             self.get_logger().info("inference recovered")
         self._publish_status()  # status first: the commander accepts chunks only once the fault is cleared
         self._chunk_id += 1
-        self.chunk_pub.publish(chunk_to_msg(out.actions, obs.stamp, self._chunk_id, self.backend.period,
+        self.chunk_pub.publish(chunk_to_msg(out.actions[: self.execute_horizon], obs.stamp, self._chunk_id, self.backend.period,
                                             self.backend.policy_id, out.value))
         self.chunks_published += 1
         self._last_obs_stamp = obs.stamp

@@ -169,3 +169,32 @@ def test_autoregressive_plan_and_stage_calls():
     assert [(s.name, s.steps) for s in par] == [("policy", 10)]
     with pytest.raises(ValueError, match="action_steps"):
         sampler.SamplerConfig(action_steps=0)
+
+
+def test_relative_actions_round_trip_and_are_measured_from_the_current_proprio():
+    """Flagged dimensions: model value n(a) - n(q); the output transform adds n(q) back (exactly), the flags
+    travel in the stats JSON, and a relative policy refuses to run without the proprio."""
+    st = _stats()
+    arms = [i for i in range(14) if i not in (6, 13)]
+    rel = codec.DatasetStats.from_dict(st.with_relative_actions(arms).to_dict())  # through the JSON form
+    assert rel.relative_actions.tolist() == [i in arms for i in range(14)]
+    assert not st.relative_actions.any()  # NVIDIA statistics: all absolute
+    rng = np.random.default_rng(0)
+    q = rng.uniform(rel.actions_min, rel.actions_max)
+    chunk = np.repeat(q[None], 50, axis=0)  # holding still at q
+    chunk[:, 6] = chunk[:, 13] = rel.actions_max[6]
+    m = codec.normalize_actions(chunk, rel, proprio=q)
+    np.testing.assert_allclose(m[:, arms], 0.0, atol=1e-12)  # "stay where you are" is zero on relative dims
+    np.testing.assert_allclose(m[:, [6, 13]], codec.normalize_actions(chunk, st)[:, [6, 13]])  # grippers absolute
+    back, clipped = codec.unnormalize_actions(m, rel, proprio=q)
+    np.testing.assert_allclose(back, chunk, atol=1e-12)
+    assert not clipped
+    # batched: one proprio per row
+    qs = np.stack([q, rng.uniform(rel.actions_min, rel.actions_max)])
+    mb = codec.normalize_actions(np.stack([chunk, chunk]), rel, proprio=qs)
+    np.testing.assert_allclose(mb[0], m, atol=1e-12)
+    np.testing.assert_allclose(codec.unnormalize_actions(mb, rel, proprio=qs)[0][1], chunk, atol=1e-12)
+    with pytest.raises(ValueError, match="expected the current proprio"):
+        codec.unnormalize_actions(m, rel)
+    with pytest.raises(ValueError, match="flags of 0 or 1"):
+        codec.DatasetStats.from_dict({**st.to_dict(), codec.RELATIVE_KEY: [2.0] * 14})

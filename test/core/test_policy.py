@@ -151,3 +151,33 @@ def test_planner_path_world_model_then_value_from_its_latents(tiny_policy, obser
     assert all(0.0 <= o.value <= 1.0 for o in v_outs)
     with pytest.raises(ValueError, match="needs latents"):
         p.sample(prep, [0], start="value_v")
+
+
+def test_relative_action_policy_returns_absolute_targets(observation):
+    """A checkpoint whose stats flag relative arm actions: the world-model query injects the given absolute
+    chunk relative to the observation's proprio and reads it back as the same absolute chunk, and the
+    relative setting survives save / load."""
+    from cosmos_policy_ros.core.policy import load_policy, make_tiny_policy, save_policy
+
+    p = make_tiny_policy(seed=0)
+    p.stats = p.stats.with_relative_actions([i for i in range(14) if i not in (6, 13)])
+    st = p.stats
+    rng = np.random.default_rng(4)
+    given = (st.actions_min + (st.actions_max - st.actions_min) * rng.uniform(0.1, 0.9, (50, 14))).astype(np.float32)
+    out = p.infer_batch(observation, [1], actions=given, start="world_model", decode_images=False)[0]
+    np.testing.assert_allclose(out.actions, given, atol=1e-5)
+    # the action frame holds n(a) - n(q): shifting the proprio shifts what the network sees, not the output
+    prep = p.prepare(observation)
+    x = p._inject(prep, 1, given, None)
+    from cosmos_policy_ros.core import codec
+    seen = codec.extract(x[:, :, p.layout.action_index], 700)[0].numpy().reshape(50, 14)
+    np.testing.assert_allclose(seen, codec.normalize_actions(given, st, proprio=observation.proprio), atol=1e-6)
+    assert not np.allclose(seen, codec.normalize_actions(given, st.with_relative_actions([])), atol=1e-3)
+    policy_out = p.infer(observation, seed=3)
+    assert policy_out.actions.shape == (50, 14) and np.all(np.isfinite(policy_out.actions))
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        save_policy(p, d)
+        q = load_policy(d, decode_future_images=False)
+    assert q.stats.relative_actions.tolist() == st.relative_actions.tolist()
+    np.testing.assert_allclose(q.infer(observation, seed=3).actions, policy_out.actions, atol=1e-5)

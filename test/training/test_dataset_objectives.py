@@ -153,3 +153,24 @@ def test_lr_schedule():
     assert lr_factor(0, o) == pytest.approx(0.1) and lr_factor(9, o) == pytest.approx(1.0)
     assert lr_factor(55, o) == pytest.approx(1 - 0.7 * 45 / 90)
     assert lr_factor(100, o) == pytest.approx(0.06) and lr_factor(10**6, o) == pytest.approx(0.06)
+
+
+def test_relative_action_samples_are_measured_from_the_proprio_at_t(tiny_episodes):
+    """--relative-actions arms: a sample's arm actions are n(a[t+k]) - n(q[t]); grippers stay absolute; the
+    dataset's stats carry the flags so the exported checkpoint mirrors them at inference."""
+    from cosmos_policy_ros.core import codec
+    from cosmos_policy_training.episodes import read_episode
+
+    arms = [i for i in range(14) if i not in (6, 13)]
+    cfg = DatasetConfig(augment=AugmentConfig(enabled=False))
+    img = ImageConfig(squash_size=64, size=64)
+    ab = EpisodeDataset.from_paths(tiny_episodes, ALOHA, img, cfg)
+    rel = EpisodeDataset.from_paths(tiny_episodes, ALOHA, img, cfg, relative_actions=arms)
+    assert rel.stats.relative_actions.tolist() == [i in arms for i in range(14)]
+    ep = read_episode(tiny_episodes[0])
+    s_ab, s_rel = ab.sample(20), rel.sample(20)
+    want = codec.normalize_actions(action_chunk(ep.action, 20, 50), rel.stats, proprio=ep.qpos[20])
+    np.testing.assert_allclose(s_rel.actions.reshape(50, 14).numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(s_rel.actions.reshape(50, 14)[:, [6, 13]], s_ab.actions.reshape(50, 14)[:, [6, 13]])
+    back, _ = codec.unnormalize_actions(s_rel.actions.reshape(50, 14).double().numpy(), rel.stats, proprio=ep.qpos[20])
+    np.testing.assert_allclose(back, action_chunk(ep.action, 20, 50), atol=1e-5)

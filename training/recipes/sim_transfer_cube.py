@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULTS = dict(episodes=30, steps=2000, batch=16, lr=5e-4, warmup=100, stride=5, seed=0)
+DEFAULTS = dict(episodes=100, steps=10000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
+                relative_actions="arms")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,7 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    parser.add_argument("--threads", type=int, default=DEFAULTS["threads"],
+                        help="torch CPU threads (2 on a free 2-core machine; 1 is faster on a busy one)")
+    parser.add_argument("--relative-actions", default=DEFAULTS["relative_actions"],
+                        help="arm joints predicted relative to the current proprio (arms) or absolute (none)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -48,7 +52,8 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--warmup", str(args.warmup), "--decay-steps", str(int(args.steps * 0.8)),
             "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
-            "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube"]
+            "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
+            "--relative-actions", args.relative_actions]
     if args.resume:
         argv += ["--resume", str(args.run_dir)]
     if args.no_progress:

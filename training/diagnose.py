@@ -1,0 +1,164 @@
+"""Why does a sim policy fail? Closed-loop success on training vs held-out scenes, and open-loop chunk error.
+
+    python -m cosmos_policy_training.diagnose --policy checkpoints/sim_transfer_cube \
+        --train-demos data/sim_demos --train-seeds 0..29 --heldout-seeds 1000..1019
+
+Three measurements, each separating one family of causes:
+
+1. **Closed-loop success on the training scenes vs held-out scenes** (ROS-free sim loop). High on training
+   scenes and low on held-out ones is overfitting (memorised episodes); low on both is underfitting or a
+   train/inference mismatch.
+2. **Open-loop chunk error on demo frames**: the policy's sampled chunk for a demo observation against the
+   demo's next ``horizon`` actions (mean absolute error in robot units: arm joints in rad, grippers 0..1),
+   on training demos and on held-out demos (fresh expert episodes of the held-out seeds). Compared against a
+   *blind* baseline: the per-step mean of the training demos' chunks, which knows the time step but not
+   the scene. A policy no better than the blind chunk does not use what its cameras see.
+3. **Error by phase** (the step ``t`` of the observation): where in the task the chunk goes wrong.
+
+Nothing here changes the policy; the JSON written with ``--out`` holds every number.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+ARM = np.r_[0:6, 7:13]
+GRIP = np.array([6, 13])
+
+
+def parse_seeds(text: str) -> List[int]:
+    """"0..29" -> [0, ..., 29]; "3,5,9" -> [3, 5, 9]."""
+    if ".." in text:
+        a, b = text.split("..")
+        return list(range(int(a), int(b) + 1))
+    return [int(s) for s in text.split(",") if s.strip()]
+
+
+def chunk_errors(pred: np.ndarray, target: np.ndarray) -> Dict[str, float]:
+    """Mean absolute error of a (H, 14) chunk against the demonstrated one: arm joints (rad) and grippers."""
+    err = np.abs(np.asarray(pred, np.float64) - np.asarray(target, np.float64))
+    return {"arm_rad": float(err[:, ARM].mean()), "gripper": float(err[:, GRIP].mean()),
+            "arm_rad_first10": float(err[:10, ARM].mean())}
+
+
+def open_loop(policy, episodes, times: Sequence[int], blind: Dict[int, np.ndarray], seed: int = 195) -> Dict:
+    """Per observation step t: mean chunk error of the policy and of the blind chunk over ``episodes``."""
+    from cosmos_policy_ros.core.types import Observation
+
+    from .dataset import action_chunk
+
+    rows = {}
+    H = policy.horizon
+    for t in times:
+        pol, bl = [], []
+        for ep in episodes:
+            if t >= ep.num_steps:
+                continue
+            obs = Observation(images={c: ep.images[c][t] for c in policy.layout.cameras}, proprio=ep.qpos[t],
+                              instruction=ep.task, stamp=t / 25.0)
+            target = action_chunk(ep.action, t, H)
+            out = policy.infer(obs, seed=seed)
+            pol.append(chunk_errors(out.actions, target))
+            bl.append(chunk_errors(blind[t], target))
+        rows[t] = {"policy": {k: float(np.mean([r[k] for r in pol])) for k in pol[0]},
+                   "blind": {k: float(np.mean([r[k] for r in bl])) for k in bl[0]}, "n": len(pol)}
+    return rows
+
+
+def closed_loop(policy, seeds: Sequence[int], execute: Optional[int] = None) -> Dict:
+    """Success and max-reward histogram of ``policy`` over scene ``seeds`` (ROS-free sim loop)."""
+    from .rollouts import rollout_many
+
+    res = rollout_many(policy, list(seeds), execute=execute, progress=False)
+    hist = [sum(1 for r in res if r.max_reward == k) for k in range(5)]
+    return {"episodes": len(res), "success": int(sum(r.success for r in res)), "max_reward_hist": hist,
+            "touched": int(sum(1 for r in res if r.max_reward >= 1))}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m cosmos_policy_training.diagnose", description=__doc__.splitlines()[0])
+    p.add_argument("--policy", required=True)
+    p.add_argument("--train-demos", type=Path, required=True, help="folder of the training demos (episode_<i>.hdf5)")
+    p.add_argument("--train-seeds", default="0..29", help="scene seeds of those demos, e.g. 0..29")
+    p.add_argument("--heldout-seeds", default="1000..1019")
+    p.add_argument("--heldout-demos", type=Path, default=Path("data/heldout_demos"),
+                   help="expert demos of the held-out seeds (generated here if missing)")
+    p.add_argument("--open-loop-episodes", type=int, default=10, help="demos per set for the open-loop error")
+    p.add_argument("--times", default="0,25,50,75,100,125,150,175", help="observation steps t for the open-loop error")
+    p.add_argument("--execute", type=int, default=None, help="actions executed per chunk in the closed loop")
+    p.add_argument("--skip-closed-loop", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from cosmos_policy_ros.core.policy import load_policy
+    from cosmos_policy_ros.sim.generate_demos import generate
+
+    from .dataset import action_chunk
+    from .episodes import read_episode
+
+    torch.set_num_threads(args.threads)
+    policy = load_policy(args.policy, decode_future_images=False)
+    train_seeds, held_seeds = parse_seeds(args.train_seeds), parse_seeds(args.heldout_seeds)
+    times = [int(t) for t in args.times.split(",")]
+    t0 = time.monotonic()
+    train_files = sorted(args.train_demos.glob("episode_*.hdf5"), key=lambda q: int(q.stem.split("_")[1]))
+    if not train_files:
+        raise SystemExit(f"no episode_*.hdf5 in {args.train_demos}")
+    train_eps = [read_episode(f, cameras=policy.layout.cameras) for f in train_files]
+    n_ol = args.open_loop_episodes
+    held_files = sorted(args.heldout_demos.glob("episode_*.hdf5"), key=lambda q: int(q.stem.split("_")[1]))
+    if len(held_files) < n_ol:
+        print(f"generating {n_ol} held-out expert demos (seeds {held_seeds[0]}..) into {args.heldout_demos}",
+              file=sys.stderr, flush=True)
+        held_files = generate("transfer_cube", n_ol, args.heldout_demos, image_size=(96, 128),
+                              seed_start=held_seeds[0], progress=False)
+    held_eps = [read_episode(f, cameras=policy.layout.cameras) for f in held_files[:n_ol]]
+    # the blind chunk: what the demos do at step t on average, whatever the scene
+    blind = {t: np.mean([action_chunk(ep.action, t, policy.horizon) for ep in train_eps], axis=0) for t in times}
+    report: Dict[str, object] = {"policy": str(args.policy), "policy_id": policy.policy_id}
+    print("open-loop chunk error (training demos) ...", file=sys.stderr, flush=True)
+    report["open_loop_train"] = open_loop(policy, train_eps[:n_ol], times, blind)
+    print("open-loop chunk error (held-out demos) ...", file=sys.stderr, flush=True)
+    report["open_loop_heldout"] = open_loop(policy, held_eps, times, blind)
+    if not args.skip_closed_loop:
+        print(f"closed loop on {len(train_seeds)} training scenes ...", file=sys.stderr, flush=True)
+        report["closed_loop_train"] = closed_loop(policy, train_seeds, args.execute)
+        print(f"closed loop on {len(held_seeds)} held-out scenes ...", file=sys.stderr, flush=True)
+        report["closed_loop_heldout"] = closed_loop(policy, held_seeds, args.execute)
+    report["seconds"] = round(time.monotonic() - t0, 1)
+    print(format_report(report))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    return 0
+
+
+def format_report(report: Dict) -> str:
+    """The measurements as markdown tables."""
+    lines = [f"Policy `{report['policy']}`.", ""]
+    for key in ("closed_loop_train", "closed_loop_heldout"):
+        if key in report:
+            r = report[key]
+            lines.append(f"- {key}: success {r['success']}/{r['episodes']}, touched {r['touched']}, "
+                         f"max reward 0/1/2/3/4 {'/'.join(map(str, r['max_reward_hist']))}")
+    lines += ["", "| t | policy arm err train (rad) | policy arm err held-out | blind arm err held-out | "
+              "policy gripper err train | held-out | blind |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    tr, ho = report["open_loop_train"], report["open_loop_heldout"]
+    for t in tr:
+        lines.append(f"| {t} | {tr[t]['policy']['arm_rad']:.3f} | {ho[t]['policy']['arm_rad']:.3f} | "
+                     f"{ho[t]['blind']['arm_rad']:.3f} | {tr[t]['policy']['gripper']:.3f} | "
+                     f"{ho[t]['policy']['gripper']:.3f} | {ho[t]['blind']['gripper']:.3f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
