@@ -31,6 +31,26 @@ def _source_root() -> Optional[Path]:
     return Path(src) if src else None
 
 
+def training_seeds(checkpoint: str) -> Optional[range]:
+    """The scene seeds of the checkpoint's training demos (its recipe.json ``demos.seeds``, "a..b"), if known."""
+    try:
+        import json
+
+        text = json.loads((Path(checkpoint) / "recipe.json").read_text())["demos"]["seeds"]
+        a, b = (int(v) for v in str(text).split(".."))
+        return range(a, b + 1)
+    except Exception:  # noqa: BLE001 - no recipe (e.g. a released checkpoint): unknown
+        return None
+
+
+def scene_note(seed: int, seeds: Optional[range]) -> str:
+    """Whether a scene seed is one the policy was trained on (said next to the outcome)."""
+    if seeds is None:
+        return ""
+    return (f" (a TRAINING scene: demos used seeds {seeds.start}..{seeds.stop - 1})" if seed in seeds
+            else f" (held-out scene: demos used seeds {seeds.start}..{seeds.stop - 1})")
+
+
 def default_checkpoint() -> Tuple[str, str]:
     """(checkpoint, description): the embedded small sim policy, else a random tiny network (said loudly)."""
     candidates = []
@@ -267,10 +287,11 @@ def run_demo(args) -> int:
     print("\n=== cosmos_policy_ros demo summary ===")
     print(f"policy      : {about}")
     print(f"task        : {task!r} (simulated ALOHA transfer cube)")
+    seeds = training_seeds(checkpoint)
     for r in results:
         verdict = "SUCCESS" if r["success"] else f"FAILURE ({r['outcome']}, max reward {r['max_reward']}/4)"
         print(f"seed {r['seed']:<6}: {verdict} after {r['sim_time']:.1f} s of simulated time; "
-              f"{r['chunks']} chunks executed by the 25 Hz commander")
+              f"{r['chunks']} chunks executed by the 25 Hz commander{scene_note(r['seed'], seeds)}")
         print(f"  bag       : {r['bag'] or 'NOT WRITTEN'}  (label: {r['label'].message})")
     if len(results) > 1:
         n_ok = sum(bool(r["success"]) for r in results)
@@ -293,7 +314,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint (default: the embedded small sim policy)")
     parser.add_argument("--task", default=None, help="task instruction (default: the checkpoint's first)")
-    parser.add_argument("--seed", type=int, default=0, help="scene seed (cube pose)")
+    parser.add_argument("--seed", type=int, default=1000,
+                        help="scene seed (cube pose); the default is the first held-out benchmark scene (the embedded "
+                             "policy's demos used seeds 0..99)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (seeds seed, seed+1, ...)")
     parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
+import numpy as np
+
 from cosmos_policy_ros.core.layout import get_layout
 
 
@@ -54,10 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--network", default="sim", help="preset when not --init: tiny, sim, 2b")
     m.add_argument("--layout", default="aloha")
     m.add_argument("--embeddings", default=None, help="safetensors instruction -> (1, L, D) text embeddings")
-    m.add_argument("--relative-actions", default="none",
+    m.add_argument("--relative-actions", default=None,
                    help="action dimensions predicted relative to the current proprio: none (the reference), arms "
                         "(ALOHA's 12 arm joints; grippers stay absolute) or comma-separated indices; stored in the "
-                        "checkpoint's statistics, so inference mirrors it")
+                        "checkpoint's statistics, so inference mirrors it. Default: as --init's checkpoint, else none")
     m.add_argument("--keep-checkpoint-stats", action="store_true", help="keep --init's normalisation statistics")
     m.add_argument("--train-vae", action="store_true", help="also train the VAE (default: frozen)")
     m.add_argument("--policy-id", default=None)
@@ -130,18 +132,25 @@ def build_from_args(args: argparse.Namespace):
     # image preprocessing follows the starting network; from a checkpoint, read it (and maybe its stats) first
     from .configs import image_config_for
     stats = None
+    relative = relative_dims(args.relative_actions or "none", layout.action_dim)
     if args.init:
         from cosmos_policy_ros.core.checkpoint import load_checkpoint
         init_data = load_checkpoint(args.init, layout=layout)
         image_cfg = init_data.image
+        init_relative = [int(i) for i in np.flatnonzero(init_data.stats.relative_actions)]
+        if args.relative_actions is None:
+            relative = init_relative  # the network was trained for this action representation: keep it
         if args.keep_checkpoint_stats:
             stats = init_data.stats
+            if relative != init_relative:
+                raise SystemExit(f"--relative-actions {args.relative_actions} contradicts --keep-checkpoint-stats "
+                                 f"(the checkpoint's relative dimensions are {init_relative})")
         del init_data
     else:
         image_cfg = image_config_for(network)
     dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
                                         kind_fractions=fractions,
-                                        relative_actions=relative_dims(args.relative_actions, layout.action_dim))
+                                        relative_actions=relative)
     emb = load_embeddings_file(args.embeddings) if args.embeddings else None
     policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
                           embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id)

@@ -12,32 +12,39 @@ NF = len(TRACE_FIELDS)
 pytestmark = [pytest.mark.ros, pytest.mark.timing]  # hold lengths follow real inference time
 
 
-def pause_graph(latency, h=96, w=128):
+def pause_graph(latency, h=96, w=128, execute_horizon=0):
     """The sim graph (small camera images) with the latency test double and execution:=pause."""
     from cosmos_policy_ros.ros.graph import graph_nodes
 
     return graph_nodes("sim", {"checkpoint": f"test-double:latency={latency}", "task": "transfer the cube",
-                               "record": False, "execution": "pause"},
+                               "record": False, "execution": "pause", "execute_horizon": execute_horizon},
                        node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
                                         "policy": {"image_height": h, "image_width": w}})
 
 
-def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_dir, trace_watcher_cls):
-    latency = 0.4
-    nodes = pause_graph(latency)
+def run_chunks(ros_session, node_log_dir, trace_watcher_cls, latency, more_chunks, execute_horizon=0):
+    """Run the pause graph until the commander has started ``more_chunks`` chunks after its first one; returns
+    the trace rows from the first running tick on (node output in the message when it does not get there)."""
+    nodes = pause_graph(latency, execute_horizon=execute_horizon)
     watcher = trace_watcher_cls(ros_session)
     with launch([n.spec for n in nodes], node_log_dir) as procs:
         wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
         try:
             i_run = watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 60.0, 0, "the commander running")
             first = watcher.rows()[i_run][F["chunk_id"]]
-            # three more chunks after the first: each needs 2 s of execution plus the latency
-            watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] >= first + 3,
-                              30.0, i_run, "three more chunks")
+            watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] >= first + more_chunks,
+                              30.0, i_run, f"{more_chunks} more chunks")
         except TimeoutError:
             raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
         rows = watcher.rows()[i_run:]
         assert all(p.alive() for p in procs), "\n".join(p.output()[-2000:] for p in procs)
+    return rows
+
+
+def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_dir, trace_watcher_cls):
+    latency = 0.4
+    # three more chunks after the first: each needs 2 s of execution plus the latency
+    rows = run_chunks(ros_session, node_log_dir, trace_watcher_cls, latency, 3)
     ids = [int(r[F["chunk_id"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING]
     for cid in sorted(set(ids))[1:-1]:  # whole chunks seen from start to end
         idx = [int(r[F["index"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] == cid]
@@ -112,3 +119,16 @@ def test_episode_start_re_plans_at_once_instead_of_at_the_next_scheduled_observa
     # the first observation after the start: at most a couple of 30 Hz frames later (0.5 s leaves room for load)
     assert max(waits) < 0.5, f"first fresh observations {waits} s after the episode starts"
     assert "re-plan requested by the commander (episode start)" in log
+
+
+def test_execute_horizon_sends_the_first_n_actions_and_re_plans_after_them(ros_session, node_log_dir,
+                                                                           trace_watcher_cls):
+    """execute_horizon:=20 with pause: every chunk the commander runs is 20 actions long (indices 0..19, the
+    first 20 of the planned 50), and the next observation is taken once they are done."""
+    n = 20
+    rows = run_chunks(ros_session, node_log_dir, trace_watcher_cls, 0.3, 4, execute_horizon=n)
+    ids = [int(r[F["chunk_id"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING]
+    assert len(set(ids)) >= 4
+    for cid in sorted(set(ids))[1:-1]:
+        idx = [int(r[F["index"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] == cid]
+        assert min(idx) <= 1 and max(idx) == n - 1, (cid, idx)

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--demo-fraction", type=float, default=0.3)
-    parser.add_argument("--stride", type=int, default=5)
+    parser.add_argument("--stride", type=int, default=4, help="every N-th step a sample (4: reuses the sim recipe's latent cache of the demos)")
     parser.add_argument("--eval-stride", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
 
