@@ -60,11 +60,15 @@ class Waypoint:
     gripper: float
 
 
+#: weight of the pull of forearm roll and wrist rotate towards 0 in the expert's IK (one IK branch; see ArmIK)
+TWIST_WEIGHT = 0.03
+
+
 class ArmIK:
     """Damped least-squares IK for one ViperX arm on a private MjData of the sim's model."""
 
     def __init__(self, model: mujoco.MjModel, side: str, damping: float = 1e-3, max_iters: int = 30,
-                 tol: float = 1e-4):
+                 tol: float = 1e-4, twist_weight: float = TWIST_WEIGHT):
         self.model = model
         self.data = mujoco.MjData(model)
         self.side = side
@@ -73,6 +77,12 @@ class ArmIK:
         self.lo = model.jnt_range[self.dofs, 0].copy()
         self.hi = model.jnt_range[self.dofs, 1].copy()
         self.damping, self.max_iters, self.tol = damping, max_iters, tol
+        # Forearm roll (3) and wrist rotate (5) of the ViperX: near the wrist singularity a turn of one is undone by
+        # the other, and plain DLS drifts into the flipped branch (roll -pi, rotate +pi) in some scenes and not in
+        # others: one gripper pose, two joint-space answers, which a policy learning from the demos averages. A
+        # small pull of both towards 0 (a secondary objective, ~zero cost on the unflipped branch) keeps one branch.
+        self._twist = np.zeros(6)
+        self._twist[[3, 5]] = float(twist_weight)
         self._jacp = np.zeros((3, model.nv))
         self._jacr = np.zeros((3, model.nv))
 
@@ -101,8 +111,9 @@ class ArmIK:
                 break
             mujoco.mj_jacBody(self.model, self.data, self._jacp, self._jacr, self.body)
             jac = np.vstack([self._jacp[:, self.dofs], self._jacr[:, self.dofs]])  # (6, 6)
-            # dq = J^T (J J^T + lambda I)^-1 err
-            dq = jac.T @ np.linalg.solve(jac @ jac.T + self.damping * np.eye(6), err)
+            # dq = argmin |J dq - err|^2 + lambda |dq|^2 + |W (q + dq)|^2  (W: the twist weights)
+            w2 = self._twist ** 2
+            dq = np.linalg.solve(jac.T @ jac + np.diag(self.damping + w2), jac.T @ err - w2 * q)
             q = np.clip(q + dq, self.lo, self.hi)
         return q
 

@@ -55,11 +55,17 @@ class ExpertEpisode:
 
 def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = True,
                    cameras: Optional[Sequence[str]] = None, image_size: Optional[Sequence[int]] = None,
-                   **expert_kwargs) -> ExpertEpisode:
+                   execution_noise: float = 0.0, noise_hold: int = 10, **expert_kwargs) -> ExpertEpisode:
     """Reset ``sim`` to ``seed``, run the scripted expert for ``sim.config.max_steps`` physics steps at ``hz``.
 
     The expert is queried once per ``50 // hz`` physics steps for the target at the end of that hold.
     Images (when ``render``) are rendered at ``image_size`` (default: the sim's) for ``cameras``.
+
+    ``execution_noise`` (rad, std): the arm-joint targets *executed* are the expert's plus a Gaussian offset
+    redrawn every ``noise_hold`` steps (grippers untouched), while the *recorded* action stays the expert's
+    clean target. The episode then visits states beside the nominal trajectory, each labelled with the
+    action that leads back to it: the corrections a learnt policy needs once its own errors move it off the
+    demonstrations (noise injection during data collection, as in DART).
     """
     if CONTROL_HZ % hz:
         raise ValueError(f"expected a rate dividing {CONTROL_HZ} Hz, got {hz}")
@@ -74,6 +80,8 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
     action = np.empty((T, 14))
     images = {c: np.empty((T,) + size + (3,), dtype=np.uint8) for c in cams} if render else {}
     first = None
+    rng = np.random.default_rng(seed * 7 + 3)
+    offset = np.zeros(14)
     for t in range(T):
         qpos[t] = sim.qpos14()
         qvel[t] = sim.qvel14()
@@ -82,8 +90,11 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
                 images[cam][t] = img
         a = expert.action(sim.step_count + stride)
         action[t] = a
+        if execution_noise > 0 and t % max(1, int(noise_hold)) == 0:
+            offset = rng.normal(0.0, execution_noise, 14)
+            offset[[6, 13]] = 0.0
         for _ in range(stride):
-            _, _, success, _ = sim.step(a, render=False)
+            _, _, success, _ = sim.step(a + offset, render=False)
             if success and first is None:
                 first = sim.step_count
     return ExpertEpisode(qpos=qpos, qvel=qvel, action=action, images=images, seed=int(seed),
@@ -109,7 +120,7 @@ def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str
 def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (480, 640),
              seed_start: int = 0, cameras: Sequence[str] = ALOHA_CAMERAS, max_steps: int = 400,
              time_scale: float = 1.0, meeting_jitter: float = 0.0, skip_failures: bool = False,
-             progress: bool = True) -> List[Path]:
+             progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10) -> List[Path]:
     """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
 
     With ``skip_failures`` failed rollouts are not written and further seeds are tried until
@@ -122,7 +133,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False)
-    kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter}
+    kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter, "execution_noise": execution_noise,
+              "noise_hold": noise_hold}
     paths: List[Path] = []
     seed = seed_start
     failures = 0
@@ -157,6 +169,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-scale", type=float, default=1.0, help="stretch (>1) or compress the expert's schedule")
     parser.add_argument("--meeting-jitter", type=float, default=0.0,
                         help="per-episode random offset (m) of the hand-over point, for more varied demos")
+    parser.add_argument("--execution-noise", type=float, default=0.0,
+                        help="std (rad) of an offset added to the executed arm targets (recorded actions stay clean)")
+    parser.add_argument("--noise-hold", type=int, default=10, help="steps each execution-noise offset is held")
     parser.add_argument("--skip-failures", action="store_true", help="do not write failed rollouts")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -167,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
     paths = generate(args.task, args.episodes, args.out, image_size=tuple(args.image_size), seed_start=args.seed_start,
                      cameras=tuple(args.cameras), max_steps=args.max_steps, time_scale=args.time_scale,
                      meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, execution_noise=args.execution_noise,
+                     noise_hold=args.noise_hold)
     print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0 if len(paths) == args.episodes else 1
 

@@ -118,6 +118,21 @@ def test_expert_transfers_the_cube():
         assert ep.num_steps == 200
 
 
+def test_expert_joint_trajectories_take_one_ik_branch():
+    """The forearm roll / wrist rotate pair never winds to the flipped IK branch (+-pi), so scenes that differ
+    only in the cube pose get the same hand-over motion in joint space: what a policy has to learn is a
+    function of the scene, not of which branch the IK happened to drift into (docs/training.md, diagnosis)."""
+    s = AlohaSim("transfer_cube", seed=0, render=False, max_steps=400)
+    eps = [rollout_expert(s, seed, render=False) for seed in (4, 11, 1003)]
+    for ep in eps:
+        assert ep.success
+        assert np.abs(ep.action[:, [3, 5, 10, 12]]).max() < 1.6, np.abs(ep.action[:, [3, 5, 10, 12]]).max(0)
+        assert np.abs(np.diff(ep.action[:, :6], axis=0)).max() < 0.1  # no branch jumps either
+        assert np.abs(np.diff(ep.action[:, 7:13], axis=0)).max() < 0.25  # under the sim step limit 0.35
+    handover = np.stack([ep.action[140:160] for ep in eps])  # right arm holds the cube at the meeting point
+    assert np.ptp(handover, axis=0).max() < 0.02
+
+
 def test_expert_inserts_the_peg():
     s = AlohaSim("insertion", seed=0, render=False, max_steps=400)
     ep = rollout_expert(s, 9, render=False)

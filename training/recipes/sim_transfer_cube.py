@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULTS = dict(episodes=100, steps=10000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
+DEFAULTS = dict(episodes=100, steps=8000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms")
 
 
