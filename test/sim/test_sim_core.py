@@ -133,6 +133,17 @@ def test_expert_joint_trajectories_take_one_ik_branch():
     assert np.ptp(handover, axis=0).max() < 0.02
 
 
+def test_execution_noise_moves_the_states_but_records_the_clean_expert_actions():
+    """--execution-noise: the arms execute perturbed targets (the recorded states leave the nominal path) while
+    every recorded action is the expert's clean target for that step (the correction back to it)."""
+    s = AlohaSim("transfer_cube", seed=0, render=False, max_steps=120)
+    clean = rollout_expert(s, 7, render=False)
+    noisy = rollout_expert(s, 7, render=False, execution_noise=0.05, noise_hold=10)
+    np.testing.assert_allclose(noisy.action, clean.action, atol=1e-9)  # the expert plans on its own clock
+    assert np.abs(noisy.qpos[10:] - clean.qpos[10:])[:, :6].max() > 0.01
+    np.testing.assert_array_equal(noisy.qpos[:, [6, 13]] > 0.5, clean.qpos[:, [6, 13]] > 0.5)  # grippers untouched
+
+
 def test_expert_inserts_the_peg():
     s = AlohaSim("insertion", seed=0, render=False, max_steps=400)
     ep = rollout_expert(s, 9, render=False)
