@@ -18,6 +18,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from cosmos_policy_ros.core.layout import get_layout
+from cosmos_policy_ros.core.robot import ARM_INDICES
 
 
 def episode_files(items: Sequence[str]) -> List[Path]:
@@ -97,7 +98,7 @@ def relative_dims(spec: str, action_dim: int) -> list:
     if spec == "arms":
         if action_dim != 14:
             raise SystemExit(f"--relative-actions arms: expected ALOHA's 14-d actions, got {action_dim}; give indices")
-        return [i for i in range(14) if i not in (6, 13)]
+        return list(ARM_INDICES)
     try:
         dims = sorted({int(v) for v in spec.split(",") if v.strip()})
     except ValueError:

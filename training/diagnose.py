@@ -28,8 +28,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-ARM = np.r_[0:6, 7:13]
-GRIP = np.array([6, 13])
+from cosmos_policy_ros.core.robot import ARM_INDICES, GRIPPER_INDICES
+
+ARM = np.array(ARM_INDICES)
+GRIP = np.array(GRIPPER_INDICES)
 
 
 def parse_seeds(text: str) -> List[int]:

@@ -145,6 +145,12 @@ def action_reference(proprio: Optional[np.ndarray], stats: DatasetStats) -> np.n
     return np.where(rel, _minmax_normalize(q, stats.actions_min, stats.actions_max), 0.0)
 
 
+def _reference_like(actions: np.ndarray, proprio: Optional[np.ndarray], stats: DatasetStats) -> np.ndarray:
+    """:func:`action_reference` shaped to broadcast against ``actions``: one proprio per chunk, over its horizon."""
+    ref = action_reference(proprio, stats)
+    return ref[..., None, :] if actions.ndim > ref.ndim else ref
+
+
 def normalize_actions(actions: np.ndarray, stats: DatasetStats, proprio: Optional[np.ndarray] = None) -> np.ndarray:
     """(..., H, action_dim) or (..., action_dim) robot units -> model units: [-1, 1], minus
     :func:`action_reference` of ``proprio`` (..., action_dim) on relative dimensions (proprio broadcasts over
@@ -154,8 +160,7 @@ def normalize_actions(actions: np.ndarray, stats: DatasetStats, proprio: Optiona
         raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {x.shape}")
     out = _minmax_normalize(x, stats.actions_min, stats.actions_max)
     if stats.relative_actions.any():
-        ref = action_reference(proprio, stats)
-        out = out - (ref[..., None, :] if x.ndim > ref.ndim else ref)
+        out = out - _reference_like(out, proprio, stats)
     return out
 
 
@@ -172,8 +177,7 @@ def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = T
     if a.shape[-1] != stats.action_dim:
         raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {a.shape}")
     if stats.relative_actions.any():
-        ref = action_reference(proprio, stats)
-        a = a + (ref[..., None, :] if a.ndim > ref.ndim else ref)
+        a = a + _reference_like(a, proprio, stats)
     out = _minmax_unnormalize(a, stats.actions_min, stats.actions_max)
     if not clip:
         return out, False

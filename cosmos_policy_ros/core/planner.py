@@ -360,8 +360,7 @@ class Planner:
         _sync(clean.device)
         from .policy import Prepared  # local: keeps this module light for importers that only aggregate
 
-        proprio = np.array(obs.proprio, dtype=np.float64)
-        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(proprio, m.stats), proprio=proprio,
+        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(np.asarray(obs.proprio, np.float64), m.stats),
                         text=m.embeddings[obs.instruction], images={c: obs.images[c] for c in self.cameras},
                         timings={"preprocess": t1 - t0, "encode": time.perf_counter() - t1})
 

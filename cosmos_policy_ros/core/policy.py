@@ -54,8 +54,7 @@ class Prepared:
 
     clean: (1, 16, T, h, w) float32 latents of the raw video *before* injection (decode needs them);
     proprio_norm: (proprio_dim,) float64 normalised proprio; text: (1, L, D) embedding;
-    images: camera -> (S, S, 3) uint8 model-input image; timings: seconds per stage so far;
-    proprio: (proprio_dim,) float64 robot units (relative actions are measured from it).
+    images: camera -> (S, S, 3) uint8 model-input image; timings: seconds per stage so far.
     """
 
     clean: torch.Tensor
@@ -63,7 +62,6 @@ class Prepared:
     text: torch.Tensor
     images: Dict[str, np.ndarray]
     timings: Dict[str, float] = field(default_factory=dict)
-    proprio: Optional[np.ndarray] = None
 
 
 class CosmosPolicy:
@@ -251,8 +249,7 @@ class CosmosPolicy:
         if n_lat < self.layout.num_frames:  # frames never read as clean latents
             pad = clean.new_zeros(clean.shape[:2] + (self.layout.num_frames - n_lat,) + clean.shape[3:])
             clean = torch.cat([clean, pad], dim=2)
-        proprio = np.array(obs.proprio, dtype=np.float64)
-        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(proprio, self.stats), proprio=proprio,
+        return Prepared(clean=clean, proprio_norm=codec.normalize_proprio(np.asarray(obs.proprio, np.float64), self.stats),
                         text=self.embeddings[obs.instruction],
                         images={c: by_cam[c].permute(1, 2, 0).numpy() for c in cams},
                         timings={"preprocess": t1 - t0, "encode": t2 - t1})
@@ -293,10 +290,8 @@ class CosmosPolicy:
         return x
 
     def _raw_proprio(self, prep: Prepared) -> np.ndarray:
-        """The observation's proprio in robot units (recovered from the normalised one when a caller built
-        ``prep`` without it)."""
-        if prep.proprio is not None:
-            return prep.proprio
+        """The observation's proprio in robot units (relative actions are measured from it), recovered from the
+        normalised one: the min-max map is linear, so this is exact to rounding."""
         return codec.unnormalize_proprio(prep.proprio_norm, self.stats)
 
     def _extract(self, x0: torch.Tensor, prep: Prepared, seeds: Sequence[int], decode: bool) -> List[PolicyOutput]:

@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from cosmos_policy_ros.core.robot import GRIPPER_INDICES
 from cosmos_policy_ros.core.types import ALOHA_CAMERAS
 from cosmos_policy_ros.sim.aloha_sim import CONTROL_HZ, SUCCESS_REWARD, TASK_DESCRIPTIONS, TASKS, AlohaSim
 from cosmos_policy_ros.sim.expert import make_expert
@@ -92,7 +93,7 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
         action[t] = a
         if execution_noise > 0 and t % max(1, int(noise_hold)) == 0:
             offset = rng.normal(0.0, execution_noise, 14)
-            offset[[6, 13]] = 0.0
+            offset[list(GRIPPER_INDICES)] = 0.0
         for _ in range(stride):
             _, _, success, _ = sim.step(a + offset, render=False)
             if success and first is None:
