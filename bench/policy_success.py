@@ -33,12 +33,12 @@ def main(argv=None) -> int:
     import torch
 
     from cosmos_policy_ros.core.policy import load_policy
-    from cosmos_policy_training.rollouts import run_episode
+    from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE, run_episode
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, decode_future_images=False)
-    sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=(96, 128), cameras=policy.layout.cameras,
+    sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=DEFAULT_IMAGE_SIZE, cameras=policy.layout.cameras,
                    max_steps=400, render=False)
     ok = 0
     rewards = []

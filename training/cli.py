@@ -61,6 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="action dimensions predicted relative to the current proprio: none (the reference), arms "
                         "(ALOHA's 12 arm joints; grippers stay absolute) or comma-separated indices; stored in the "
                         "checkpoint's statistics, so inference mirrors it. Default: as --init's checkpoint, else none")
+    m.add_argument("--roi", action="append", default=[], metavar="CAMERA=TOP,LEFT,HEIGHT,WIDTH",
+                   help="cut this box (fractions of the frame) out of the camera's frames before resizing, in "
+                        "training and, as it is stored in the checkpoint, at inference; repeat per camera. "
+                        "Default: as --init's checkpoint, else whole frames")
     m.add_argument("--keep-checkpoint-stats", action="store_true", help="keep --init's normalisation statistics")
     m.add_argument("--train-vae", action="store_true", help="also train the VAE (default: frozen)")
     m.add_argument("--policy-id", default=None)
@@ -108,6 +112,21 @@ def relative_dims(spec: str, action_dim: int) -> list:
     return dims
 
 
+def parse_rois(items: Sequence[str]) -> dict:
+    """``--roi`` values ("cam_high=0.4,0.4,0.3,0.25") -> camera -> (top, left, height, width)."""
+    out = {}
+    for it in items:
+        cam, sep, box = it.partition("=")
+        try:
+            vals = tuple(float(v) for v in box.split(","))
+        except ValueError:
+            vals = ()
+        if not sep or not cam.strip() or len(vals) != 4:
+            raise SystemExit(f"--roi: expected CAMERA=TOP,LEFT,HEIGHT,WIDTH (fractions), got {it!r}")
+        out[cam.strip()] = vals
+    return out
+
+
 def build_from_args(args: argparse.Namespace):
     """(trainer, dataset) for parsed arguments (used by the CLI and the recipes)."""
     import torch
@@ -149,12 +168,23 @@ def build_from_args(args: argparse.Namespace):
         del init_data
     else:
         image_cfg = image_config_for(network)
+    rois = parse_rois(getattr(args, "roi", []) or [])
+    if rois:
+        import dataclasses
+        unknown = sorted(set(rois) - set(layout.cameras))
+        if unknown:
+            raise SystemExit(f"--roi: expected cameras of the layout {list(layout.cameras)}, got {unknown}")
+        try:
+            image_cfg = dataclasses.replace(image_cfg, rois=rois)
+        except ValueError as e:
+            raise SystemExit(f"--roi: {e}")
     dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
                                         kind_fractions=fractions,
                                         relative_actions=relative)
     emb = load_embeddings_file(args.embeddings) if args.embeddings else None
     policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
-                          embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id)
+                          embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id,
+                          image=image_cfg)
     tcfg = TrainConfig(
         steps=args.steps, global_batch=args.batch, seed=args.seed,
         optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,

@@ -71,13 +71,14 @@ def build_policy(stats: DatasetStats, tasks: Sequence[str], init: Optional[str] 
                  network: Optional[NetworkConfig] = None, layout: Union[str, LatentLayout] = "aloha",
                  seed: int = 0, embeddings: Optional[Mapping[str, torch.Tensor]] = None,
                  keep_checkpoint_stats: bool = False, sampler: Optional[SamplerConfig] = None,
-                 policy_id: Optional[str] = None) -> CosmosPolicy:
+                 policy_id: Optional[str] = None, image: Optional[ImageConfig] = None) -> CosmosPolicy:
     """The starting policy of a run (float32, CPU; the trainer moves it).
 
     init: a checkpoint (our directory, a local NVIDIA checkpoint or a Hugging Face id, via load_policy);
     otherwise a randomly initialised network from ``network`` (seeded). The dataset ``stats`` replace the
     checkpoint's unless ``keep_checkpoint_stats``. Text embeddings: the checkpoint's, updated with
-    ``embeddings``; from scratch, ``embeddings`` or :func:`stand_in_embeddings` for ``tasks``.
+    ``embeddings``; from scratch, ``embeddings`` or :func:`stand_in_embeddings` for ``tasks``. ``image``
+    replaces the image preprocessing (the training data must have been prepared with the same config).
     """
     lay = layout if isinstance(layout, LatentLayout) else get_layout(layout)
     if init is not None:
@@ -92,6 +93,8 @@ def build_policy(stats: DatasetStats, tasks: Sequence[str], init: Optional[str] 
                              "(safetensors, instruction -> (1, L, D) T5 embedding)")
         if policy_id:
             policy.policy_id = policy_id
+        if image is not None:
+            policy.image = image
         return policy
     cfg = network or tiny_network_config()
     from cosmos_policy_ros.core.network import build_transformer, build_vae
@@ -102,5 +105,5 @@ def build_policy(stats: DatasetStats, tasks: Sequence[str], init: Optional[str] 
         vae = build_vae(cfg)
     net = CosmosNetwork(cfg, transformer, vae)
     emb = dict(embeddings) if embeddings else stand_in_embeddings(tasks, cfg)
-    return CosmosPolicy(net, lay, stats, emb, sampler or SamplerConfig(), image_config_for(cfg),
+    return CosmosPolicy(net, lay, stats, emb, sampler or SamplerConfig(), image or image_config_for(cfg),
                         policy_id=policy_id or f"{cfg.name}-{lay.name}")

@@ -142,7 +142,7 @@ def preprocess_episode_images(ep: Episode, cameras: Sequence[str], image_cfg: Im
         frames = ep.images[cam]
         for s in range(0, T, chunk):  # chunks bound the float32 working memory of the resize
             raw = torch.from_numpy(np.ascontiguousarray(frames[s:s + chunk])).permute(0, 3, 1, 2)  # (n, 3, H, W)
-            out[s:s + chunk, ci] = preprocess_batch(raw, cfg)
+            out[s:s + chunk, ci] = preprocess_batch(raw, cfg, cam)
     return out
 
 
@@ -222,12 +222,13 @@ class EpisodeDataset:
         items = [(p, "demo") for p in demos] + [(p, "rollout") for p in rollouts]
         if not items:
             raise ValueError("dataset: expected at least one episode file")
-        eps = [read_episode(p, cameras=layout.cameras) for p, _ in items]
-        if stats is None:
-            stats = compute_stats(eps, relative_actions)
+        if stats is None:  # from the low-dimensional data only: raw frames are read one episode at a time below
+            stats = compute_stats([read_episode(p, load_images=False) for p, _ in items], relative_actions)
         data = []
-        for (p, kind), ep in zip(items, eps):
+        for p, kind in items:
+            ep = read_episode(p, cameras=layout.cameras)
             data.append(load_episode_data(p, kind, layout, stats, image_cfg, cfg, episode=ep))
+            del ep  # raw frames (138 MB for a 200-step 240x320 sim demo) are not kept, only model-size images
             if progress:
                 print(f"  loaded {p} ({ep.num_steps} steps, {kind}, score {data[-1].score:.2f})", flush=True)
         return cls(data, layout, stats, cfg, kind_fractions)

@@ -105,6 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from cosmos_policy_ros.sim.generate_demos import generate
 
     from .dataset import action_chunk
+    from .rollouts import DEFAULT_IMAGE_SIZE
     from .episodes import read_episode
 
     torch.set_num_threads(args.threads)
@@ -121,7 +122,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(held_files) < n_ol:
         print(f"generating {n_ol} held-out expert demos (seeds {held_seeds[0]}..) into {args.heldout_demos}",
               file=sys.stderr, flush=True)
-        held_files = generate("transfer_cube", n_ol, args.heldout_demos, image_size=(96, 128),
+        held_files = generate("transfer_cube", n_ol, args.heldout_demos, image_size=DEFAULT_IMAGE_SIZE,
                               seed_start=held_seeds[0], progress=False)
     held_eps = [read_episode(f, cameras=policy.layout.cameras) for f in held_files[:n_ol]]
     # the blind chunk: what the demos do at step t on average, whatever the scene

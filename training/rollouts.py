@@ -21,7 +21,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-DEFAULT_IMAGE_SIZE = (96, 128)
+# camera frames of the ROS-free loops and of the sim recipe's demos: half the wire size (480x640), so the
+# cam_high ROI of the embedded checkpoint keeps its detail; the ROS graph renders 480x640
+DEFAULT_IMAGE_SIZE = (240, 320)
 
 
 @dataclass

@@ -299,7 +299,7 @@ def model_input_images(images: Mapping[str, np.ndarray], cfg: ImageConfig, camer
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
             raise ValueError(f"camera {cam!r}: expected (H, W, 3) uint8, got {img.shape} {img.dtype}")
         t = torch.from_numpy(np.array(img)).permute(2, 0, 1)[None]  # (1, 3, H, W); copy: ROS buffers are read-only
-        out[cam] = preprocess_batch(t, cfg)[0].permute(1, 2, 0).contiguous().numpy()
+        out[cam] = preprocess_batch(t, cfg, cam)[0].permute(1, 2, 0).contiguous().numpy()
     return out
 
 

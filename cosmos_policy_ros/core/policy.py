@@ -229,12 +229,12 @@ class CosmosPolicy:
         self.check_observation(obs)
         cams = self.layout.cameras
         # np.stack / np.array copy once: camera frames from ROS are read-only views of message buffers
-        if len({obs.images[c].shape for c in cams}) == 1:
+        if len({obs.images[c].shape for c in cams}) == 1 and not self.image.rois:
             raw = torch.from_numpy(np.stack([obs.images[c] for c in cams])).permute(0, 3, 1, 2)  # (ncam, 3, H, W)
             imgs = preprocess_batch(raw, self.image)  # (ncam, 3, S, S) uint8
-        else:  # cameras of different sizes: one by one
+        else:  # cameras of different sizes, or a camera with its own ROI: one by one
             imgs = torch.cat([preprocess_batch(torch.from_numpy(np.array(obs.images[c])).permute(2, 0, 1)[None],
-                                               self.image) for c in cams])
+                                               self.image, c) for c in cams])
         by_cam = {c: imgs[i] for i, c in enumerate(cams)}
         n_raw = self.layout.num_raw_frames if upto is None else self.layout.raw_frames(upto)[-1] + 1
         video = self._raw_video(by_cam, n_raw)  # (1, 3, n_raw, S, S) in [-1, 1]

@@ -181,3 +181,47 @@ def test_relative_action_policy_returns_absolute_targets(observation):
         q = load_policy(d, decode_future_images=False)
     assert q.stats.relative_actions.tolist() == st.relative_actions.tolist()
     np.testing.assert_allclose(q.infer(observation, seed=3).actions, policy_out.actions, atol=1e-5)
+
+
+def test_camera_roi_cuts_the_same_box_at_any_resolution():
+    """A camera's ROI (fractions of the frame) is cut before the resize, for that camera only, and names the
+    same part of the scene on a 240x320 demo frame and a 480x640 wire frame."""
+    cfg = img_mod.ImageConfig(squash_size=64, size=64, crop_area=1.0, rois={"cam_high": (0.25, 0.5, 0.5, 0.25)})
+    assert cfg.roi_pixels("cam_high", 480, 640) == (120, 320, 240, 160)
+    assert cfg.roi_pixels("cam_high", 240, 320) == (60, 160, 120, 80)
+    assert cfg.roi_pixels("cam_left_wrist", 480, 640) is None
+    frame = np.zeros((480, 640, 3), np.uint8)
+    frame[120:360, 320:480] = (200, 10, 10)  # exactly the ROI is red
+    half = np.ascontiguousarray(frame[::2, ::2])
+    for f in (frame, half):
+        high, wrist = img_mod.preprocess_images([f, f], cfg, cameras=["cam_high", "cam_left_wrist"])
+        assert np.all(high == np.array([200, 10, 10], np.uint8))  # only the box, scaled to the model size
+        assert 0 < wrist[..., 0].mean() < 200  # the wrist camera sees the whole frame
+    with pytest.raises(ValueError, match="top \\+ height <= 1"):
+        img_mod.ImageConfig(rois={"cam_high": (0.6, 0.0, 0.5, 1.0)})
+    with pytest.raises(ValueError, match="expected \\(top, left, height, width\\)"):
+        img_mod.ImageConfig(rois={"cam_high": (0.1, 0.1, 0.5)})
+
+
+def test_policy_applies_and_saves_its_camera_roi(tiny_policy, make_obs, tmp_path):
+    """The ROI travels with the checkpoint and the policy cuts it from the named camera's frame only."""
+    from cosmos_policy_ros.core.policy import load_policy, save_policy
+
+    p = tiny_policy
+    saved = p.image
+    try:
+        p.image = dataclasses.replace(saved, rois={"cam_high": (0.5, 0.5, 0.5, 0.5)})
+        obs = make_obs(p, size=(120, 160))
+        # changing pixels outside cam_high's ROI must not change the model input; inside it must
+        outside, inside = (make_obs(p, size=(120, 160)) for _ in range(2))
+        outside.images["cam_high"][:60] = 0
+        inside.images["cam_high"][60:, 80:] = 0
+        base = p.prepare(obs).clean
+        assert torch.equal(p.prepare(outside).clean, base)
+        assert not torch.equal(p.prepare(inside).clean, base)
+        d = save_policy(p, tmp_path / "roi")
+        loaded = load_policy(d)
+        assert loaded.image.rois == {"cam_high": (0.5, 0.5, 0.5, 0.5)}
+        assert torch.equal(loaded.prepare(outside).clean, base)
+    finally:
+        p.image = saved

@@ -174,3 +174,37 @@ def test_relative_action_samples_are_measured_from_the_proprio_at_t(tiny_episode
     np.testing.assert_allclose(s_rel.actions.reshape(50, 14)[:, [6, 13]], s_ab.actions.reshape(50, 14)[:, [6, 13]])
     back, _ = codec.unnormalize_actions(s_rel.actions.reshape(50, 14).double().numpy(), rel.stats, proprio=ep.qpos[20])
     np.testing.assert_allclose(back, action_chunk(ep.action, 20, 50), atol=1e-5)
+
+
+def test_roi_option_reaches_the_samples_and_the_checkpoint(tiny_episodes, tmp_path):
+    """`train --roi cam_high=...`: the dataset's cam_high images are the box's pixels only, and the exported
+    checkpoint carries the box, so inference cuts the same one."""
+    import argparse
+    import dataclasses
+    import json
+
+    import torch
+
+    from cosmos_policy_ros.core.images import preprocess_batch
+    from cosmos_policy_training import cli
+    from cosmos_policy_training.episodes import read_episode
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--demos", *map(str, tiny_episodes), "--network", "tiny", "--out", str(tmp_path / "run"), "--steps", "1",
+            "--batch", "2", "--warmup", "1", "--stride", "20", "--cache-latents", "--no-progress",
+            "--roi", "cam_high=0.25,0.5,0.5,0.5"]
+    trainer, dataset = cli.build_from_args(parser.parse_args(argv))
+    assert trainer.policy.image.rois == {"cam_high": (0.25, 0.5, 0.5, 0.5)}
+    ep = read_episode(tiny_episodes[0])
+    ci = list(ALOHA.cameras).index("cam_high")
+    raw = torch.from_numpy(np.ascontiguousarray(ep.images["cam_high"][:, 12:36, 32:64])).permute(0, 3, 1, 2)
+    whole = dataclasses.replace(trainer.policy.image, rois=None)
+    assert torch.equal(dataset.episodes[0].images[:, ci], preprocess_batch(raw, whole))
+    trainer.train()
+    cfg = json.loads((tmp_path / "run" / "final" / "config.json").read_text())
+    assert cfg["image"]["rois"] == {"cam_high": [0.25, 0.5, 0.5, 0.5]}
+    for bad, msg in (("cam_top=0,0,1,1", "expected cameras of the layout"), ("cam_high=0,0,1", "CAMERA=TOP"),
+                     ("cam_high=0.8,0,0.5,1", "top \\+ height")):
+        with pytest.raises(SystemExit, match=msg):
+            cli.build_from_args(parser.parse_args(argv[:-1] + [bad]))

@@ -47,10 +47,10 @@ def record_set(policy, out: Path, policy_seeds: Sequence[int], expert_seeds: Seq
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     from ..episodes import read_episode
-    from ..rollouts import run_episode, run_noisy_expert_episode
+    from ..rollouts import DEFAULT_IMAGE_SIZE, run_episode, run_noisy_expert_episode
 
     out.mkdir(parents=True, exist_ok=True)
-    sim = AlohaSim("transfer_cube", seed=0, image_size=(96, 128), cameras=policy.layout.cameras, max_steps=400,
+    sim = AlohaSim("transfer_cube", seed=0, image_size=DEFAULT_IMAGE_SIZE, cameras=policy.layout.cameras, max_steps=400,
                    render=False)
     rows = []
     try:

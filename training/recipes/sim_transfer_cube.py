@@ -3,9 +3,10 @@
     python -m cosmos_policy_training.recipes.sim_transfer_cube --out checkpoints/sim_transfer_cube
 
 1. generates scripted demos with the sim expert (``cosmos_policy_ros.sim.generate_demos``; 25 Hz policy
-   rate, each action held for 2 physics steps at 50 Hz; 96x128 renders of the three ALOHA cameras) unless
+   rate, each action held for 2 physics steps at 50 Hz; 240x320 renders of the three ALOHA cameras) unless
    ``--demos-dir`` already holds them;
-2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, randomly initialised frozen small Wan VAE)
+2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, randomly initialised frozen small Wan VAE; cam_high cut to
+   the table area, ``CAM_HIGH_ROI``)
    with the reference's objective split, noise distribution and loss, on cached latents (no augmentation:
    the VAE is frozen, so every sample is encoded once), on the CPU;
 3. writes the final weights in our checkpoint format to ``--out`` with ``recipe.json`` (the exact command,
@@ -23,6 +24,10 @@ from typing import Optional, Sequence
 
 DEFAULTS = dict(episodes=100, steps=8000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms")
+# cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
+# a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
+# At 64 px the cube then covers ~7x7 px instead of ~2x1.5 px of the whole squashed frame.
+CAM_HIGH_ROI = (200 / 480, 280 / 640, 160 / 480, 160 / 640)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (2 on a free 2-core machine; 1 is faster on a busy one)")
     parser.add_argument("--relative-actions", default=DEFAULTS["relative_actions"],
                         help="arm joints predicted relative to the current proprio (arms) or absolute (none)")
+    parser.add_argument("--whole-frames", action="store_true",
+                        help="no cam_high ROI: the whole squashed frame, as the session-4 checkpoint")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -54,6 +61,8 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
             "--relative-actions", args.relative_actions]
+    if not args.whole_frames:
+        argv += ["--roi", "cam_high=" + ",".join(f"{v:.6f}" for v in CAM_HIGH_ROI)]
     if args.resume:
         argv += ["--resume", str(args.run_dir)]
     if args.no_progress:
@@ -67,12 +76,13 @@ def run(args: argparse.Namespace) -> int:
     from cosmos_policy_ros.sim.generate_demos import generate
 
     from .. import cli as train_cli
+    from ..rollouts import DEFAULT_IMAGE_SIZE
 
     t0 = time.monotonic()
     files = sorted(args.demos_dir.glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[1]))
     if len(files) < args.episodes:
         print(f"generating {args.episodes} scripted demos into {args.demos_dir}", flush=True)
-        files = generate("transfer_cube", args.episodes, args.demos_dir, image_size=(96, 128), seed_start=0,
+        files = generate("transfer_cube", args.episodes, args.demos_dir, image_size=DEFAULT_IMAGE_SIZE, seed_start=0,
                          progress=not args.no_progress)
     files = files[: args.episodes]
     t_data = time.monotonic() - t0
@@ -94,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
             shlex.quote(a) for a in sys.argv[1:]),
         "train_args": train_argv(args, [Path(args.demos_dir) / "episode_<i>.hdf5"])[2:],
         "demos": {"count": len(files), "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
-                  "seeds": f"0..{len(files) - 1}", "image_size": [96, 128], "rate_hz": 25,
+                  "seeds": f"0..{len(files) - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25,
                   "successful": sum(1 for ep in dataset.episodes if ep.score > 0)},
         "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
         "seconds": {"data": round(t_data, 1), "train_incl_latent_cache": round(t_train, 1)},
