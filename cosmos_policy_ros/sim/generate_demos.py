@@ -121,18 +121,44 @@ def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str
 def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (480, 640),
              seed_start: int = 0, cameras: Sequence[str] = ALOHA_CAMERAS, max_steps: int = 400,
              time_scale: float = 1.0, meeting_jitter: float = 0.0, skip_failures: bool = False,
-             progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10) -> List[Path]:
+             progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10, workers: int = 1,
+             first_index: int = 0) -> List[Path]:
     """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
 
     With ``skip_failures`` failed rollouts are not written and further seeds are tried until
-    ``episodes`` files exist (at most 3x as many attempts).
+    ``episodes`` files exist (at most 3x as many attempts). ``workers`` > 1 splits the seeds into
+    contiguous blocks, one process each (same files as one process; not with ``skip_failures``, whose seeds
+    depend on earlier failures). Files are named ``episode_<first_index + i>.hdf5``.
     """
     from tqdm import tqdm
 
     if episodes <= 0:
         raise ValueError(f"expected episodes > 0, got {episodes}")
+    if workers < 1:
+        raise ValueError(f"expected workers >= 1, got {workers}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    kw = dict(image_size=tuple(image_size), cameras=tuple(cameras), max_steps=max_steps, time_scale=time_scale,
+              meeting_jitter=meeting_jitter, execution_noise=execution_noise, noise_hold=noise_hold)
+    if workers > 1 and episodes > 1:
+        if skip_failures:
+            raise ValueError("generate: workers > 1 cannot be combined with skip_failures")
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        n = min(workers, episodes)
+        bounds = [episodes * i // n for i in range(n + 1)]
+        ctx = mp.get_context("spawn")  # a fresh interpreter per worker: no forked GL / MuJoCo state
+        with ProcessPoolExecutor(n, mp_context=ctx) as pool:
+            futs = [pool.submit(generate, task, b1 - b0, out, seed_start=seed_start + b0, progress=False,
+                                first_index=first_index + b0, **kw) for b0, b1 in zip(bounds, bounds[1:])]
+            bar = tqdm(total=n, desc=f"{task} demos ({n} workers)", unit="block", disable=not progress)
+            paths = []
+            for f in futs:
+                paths += f.result()
+                bar.update(1)
+            bar.close()
+        return paths
     sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False)
     kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter, "execution_noise": execution_noise,
               "noise_hold": noise_hold}
@@ -148,7 +174,7 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
                 failures += 1
                 if skip_failures:
                     continue
-            paths.append(write_demo(out / f"episode_{len(paths)}.hdf5", ep, task, kwargs))
+            paths.append(write_demo(out / f"episode_{first_index + len(paths)}.hdf5", ep, task, kwargs))
             bar.update(1)
             bar.set_postfix(failures=failures)
     finally:
@@ -174,6 +200,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="std (rad) of an offset added to the executed arm targets (recorded actions stay clean)")
     parser.add_argument("--noise-hold", type=int, default=10, help="steps each execution-noise offset is held")
     parser.add_argument("--skip-failures", action="store_true", help="do not write failed rollouts")
+    parser.add_argument("--workers", type=int, default=1, help="processes, each rendering a block of seeds")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -184,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
                      cameras=tuple(args.cameras), max_steps=args.max_steps, time_scale=args.time_scale,
                      meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
                      progress=not args.no_progress, execution_noise=args.execution_noise,
-                     noise_hold=args.noise_hold)
+                     noise_hold=args.noise_hold, workers=args.workers)
     print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0 if len(paths) == args.episodes else 1
 

@@ -200,6 +200,24 @@ def test_generate_demos_cli(tmp_path):
         assert not f.attrs["success"] and f.attrs["sim"]
 
 
+def test_generate_demos_in_worker_processes_writes_the_same_files(tmp_path):
+    """--workers splits the seeds into blocks: the same names, seeds and trajectories as one process."""
+    from cosmos_policy_training.episodes import read_episode
+
+    kw = dict(image_size=(24, 32), seed_start=3, max_steps=40, progress=False)
+    one = generate("transfer_cube", 3, tmp_path / "one", **kw)
+    two = generate("transfer_cube", 3, tmp_path / "two", workers=2, **kw)
+    assert [p.name for p in two] == [p.name for p in one] == ["episode_0.hdf5", "episode_1.hdf5", "episode_2.hdf5"]
+    for a, b in zip(one, two):
+        ea, eb = read_episode(a), read_episode(b)
+        assert int(ea.attrs["seed"]) == int(eb.attrs["seed"])
+        np.testing.assert_array_equal(ea.action, eb.action)
+        np.testing.assert_array_equal(ea.images["cam_high"], eb.images["cam_high"])
+    assert [int(read_episode(p, load_images=False).attrs["seed"]) for p in two] == [3, 4, 5]
+    with pytest.raises(ValueError, match="skip_failures"):
+        generate("transfer_cube", 2, tmp_path / "x", workers=2, skip_failures=True, **kw)
+
+
 def test_policy_episode_with_chunks_at_25_hz():
     """The evaluation loop (50-action chunks at 25 Hz, re-query) succeeds with the expert as the policy."""
     from cosmos_policy_ros.sim import ScriptedExpertPolicy, run_policy_episode

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULTS = dict(episodes=100, steps=8000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
+DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms")
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     if len(files) < args.episodes:
         print(f"generating {args.episodes} scripted demos into {args.demos_dir}", flush=True)
         files = generate("transfer_cube", args.episodes, args.demos_dir, image_size=DEFAULT_IMAGE_SIZE, seed_start=0,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, workers=max(1, args.threads))
     files = files[: args.episodes]
     t_data = time.monotonic() - t0
     parser = argparse.ArgumentParser()
