@@ -52,6 +52,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--no-augment", action="store_true", help="no image augmentation (inference centre crop)")
     d.add_argument("--cache-latents", action="store_true", help="encode every sample once (implies --no-augment)")
     d.add_argument("--cache-dir", default=None, help="keep cached latents here across runs")
+    d.add_argument("--latent-norm", choices=("wan", "data"), default="wan",
+                   help="wan: Wan 2.1 latent statistics only (pretrained VAE); data: also standardise every image "
+                        "latent element with statistics of the training samples (a randomly initialised VAE "
+                        "needs it); the statistics travel with the checkpoint")
     m = parser.add_argument_group("model")
     m.add_argument("--init", default=None, help="start from a checkpoint (our folder, NVIDIA folder or HF id)")
     m.add_argument("--network", default="sim", help="preset when not --init: tiny, sim, 2b")
@@ -194,7 +198,8 @@ def build_from_args(args: argparse.Namespace):
                                   value_mode=args.value_mode),
         log_every=args.log_every, save_every=args.save_every, precision=args.precision,
         grad_checkpointing=args.grad_checkpointing, distributed=args.distributed, train_vae=args.train_vae,
-        cache_latents=args.cache_latents, cache_dir=args.cache_dir, progress=not args.no_progress)
+        cache_latents=args.cache_latents, cache_dir=args.cache_dir, latent_norm=args.latent_norm,
+        progress=not args.no_progress)
     trainer = Trainer(policy, dataset, tcfg, args.out, device=args.device)
     if args.resume:
         trainer.resume(args.resume)

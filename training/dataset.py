@@ -304,6 +304,27 @@ def latent_cache_key(vae: torch.nn.Module, layout: LatentLayout, image_cfg: Imag
     return h.hexdigest()[:16]
 
 
+LATENT_STD_FLOOR = 1e-4  # elements that never vary (e.g. image borders) keep a finite gain
+
+
+def latent_element_stats(latents: torch.Tensor, layout: LatentLayout) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-element mean and std over samples of Wan-normalised latents (N, 16, T, h, w) -> two (16, T, h, w)
+    tensors for :meth:`CosmosNetwork.set_latent_norm`. Only image frames are standardised (std floored at
+    ``LATENT_STD_FLOOR``); the blank and vector frames get mean 0 / std 1, as injection overwrites them."""
+    if latents.dim() != 5 or latents.shape[2] != layout.num_frames:
+        raise ValueError(f"latent stats: expected (N, 16, {layout.num_frames}, h, w) latents, got {tuple(latents.shape)}")
+    if latents.shape[0] < 2:
+        raise ValueError(f"latent stats: expected at least 2 samples, got {latents.shape[0]}")
+    x = latents.double()
+    mean = x.mean(0)
+    std = x.std(0).clamp_min(LATENT_STD_FLOOR)
+    image = torch.zeros(layout.num_frames, dtype=torch.bool)
+    image[[i for i, sl in enumerate(layout.slots) if sl.kind == "image"]] = True
+    mean[:, ~image] = 0.0
+    std[:, ~image] = 1.0
+    return mean.float(), std.float()
+
+
 class LatentCache:
     """VAE latents (un-injected) of every sample of an un-augmented dataset, computed once.
 
@@ -342,7 +363,7 @@ class LatentCache:
                 tb = ts[s:s + batch_size]
                 tn = [min(t + lay.horizon, ep.num_steps - 1) for t in tb]
                 video = build_video(ep.images[tb], ep.images[tn], lay)
-                out.append(network.encode(video.to(device)).to("cpu", torch.float32))
+                out.append(network.encode_wan(video.to(device)).to("cpu", torch.float32))  # before any latent norm
             lat = torch.cat(out)  # (n_t, 16, T, h, w)
             for j, t in enumerate(ts):
                 self.latents[(e, t)] = lat[j]

@@ -36,12 +36,13 @@ import torch.distributed as dist
 from cosmos_policy_ros.core.checkpoint import CheckpointData, load_checkpoint, save_checkpoint
 from cosmos_policy_ros.core.policy import CosmosPolicy
 
-from .dataset import EpisodeDataset, LatentCache, build_video, inject_vectors
+from .dataset import EpisodeDataset, LatentCache, build_video, inject_vectors, latent_element_stats
 from .objectives import (OBJECTIVES, ObjectiveConfig, condition_masks, denoising_loss, modality_frames,
                          modality_l1, objectives_for_batch, sample_sigma)
 
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 PRECISIONS = ("auto", "float32", "bfloat16")
+LATENT_NORMS = ("wan", "data")
 STATE_FILE = "training_state.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
 
@@ -99,6 +100,11 @@ class TrainConfig:
     train_vae: bool = False  # the reference fine-tunes only the DiT
     cache_latents: bool = False  # needs augmentation off and a frozen VAE
     cache_dir: Optional[str] = None
+    # "wan": latents normalised with the Wan 2.1 statistics only (right for the pretrained VAE); "data": then
+    # standardise every image latent element with statistics measured on the training samples (needed by a
+    # randomly initialised VAE, whose image signal is otherwise ~1% of the latent; see docs/training.md)
+    latent_norm: str = "wan"
+    latent_norm_samples: int = 2048  # samples the "data" statistics are measured on without a latent cache
     encode_batch: int = 8
     progress: bool = True
     plot: bool = True
@@ -118,6 +124,12 @@ class TrainConfig:
             raise ValueError(f"train distributed: expected one of {DISTRIBUTED}, got {self.distributed!r}")
         if self.train_vae and self.cache_latents:
             raise ValueError("train: cache_latents needs a frozen VAE (train_vae=False)")
+        if self.latent_norm not in LATENT_NORMS:
+            raise ValueError(f"train latent_norm: expected one of {LATENT_NORMS}, got {self.latent_norm!r}")
+        if self.latent_norm == "data" and self.train_vae:
+            raise ValueError("train: latent_norm 'data' needs a frozen VAE (statistics are measured once)")
+        if self.latent_norm_samples < 1:
+            raise ValueError(f"train latent_norm_samples: expected >= 1, got {self.latent_norm_samples}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -247,7 +259,7 @@ class Trainer:
             eps.append(torch.randn((fs[0], lay.num_frames, fs[1], fs[2]), generator=g))
         dev = self.info.device
         if self.cache is not None:
-            lat = self.cache.get([s.key for s in samples]).to(dev)
+            lat = self.net.normalize_latents(self.cache.get([s.key for s in samples]).to(dev))
         else:
             now = torch.stack([s.images_now for s in samples])
             nxt = torch.stack([s.images_next for s in samples])
@@ -270,7 +282,7 @@ class Trainer:
         if not self.cfg.train_vae:
             return self.net.encode(video)
         mu = self.net.vae.encode(video).latent_dist.mean  # differentiable path
-        return (mu.float() - self.net.latents_mean) / self.net.latents_std
+        return self.net.normalize_latents((mu.float() - self.net.latents_mean) / self.net.latents_std)
 
     # ---- one optimisation step ------------------------------------------------------------------
     def train_step(self) -> Dict[str, float]:
@@ -328,6 +340,7 @@ class Trainer:
                  max_samples: Optional[int] = None) -> Dict[str, float]:
         """Mean latent L1 per modality over the dataset's samples (no augmentation) for one objective at a
         fixed noise level and fixed noise draws (a deterministic yardstick; main-rank only, no gradients)."""
+        self.prepare_latent_norm()
         lay = self.layout
         fs = self.net.cfg.latent_frame_shape
         n = len(self.dataset) if max_samples is None else min(max_samples, len(self.dataset))
@@ -341,7 +354,7 @@ class Trainer:
             samples = [self.dataset.sample(i, None) for i in ids]
             dev = self.info.device
             if self.cache is not None:
-                lat = self.cache.get([x.key for x in samples]).to(dev)
+                lat = self.net.normalize_latents(self.cache.get([x.key for x in samples]).to(dev))
             else:
                 video = build_video(torch.stack([x.images_now for x in samples]),
                                     torch.stack([x.images_next for x in samples]), lay)
@@ -373,12 +386,35 @@ class Trainer:
                                  device=self.info.device)
         if self.info.world > 1 and self.info.is_main:
             dist.barrier()
+        self.prepare_latent_norm()
+
+    def prepare_latent_norm(self) -> None:
+        """With ``latent_norm="data"``, measure per-element latent statistics of the image frames on the
+        training samples (the cache when there is one) and install them in the network; kept if the network
+        already has some (a resumed run or an initial checkpoint: the statistics must not drift)."""
+        if self.cfg.latent_norm != "data" or self.net.latent_norm_mean is not None:
+            return
+        if self.cache is not None:
+            lat = torch.stack(list(self.cache.latents.values()))  # (N, 16, T, h, w) Wan-normalised
+        else:
+            n = len(self.dataset)
+            ids = sorted({int(i) for i in np.linspace(0, n - 1, min(n, self.cfg.latent_norm_samples))})
+            chunks = []
+            for s in range(0, len(ids), self.cfg.encode_batch):
+                samples = [self.dataset.sample(i, None) for i in ids[s:s + self.cfg.encode_batch]]
+                video = build_video(torch.stack([x.images_now for x in samples]),
+                                    torch.stack([x.images_next for x in samples]), self.layout)
+                chunks.append(self.net.encode_wan(video.to(self.info.device)).cpu())
+            lat = torch.cat(chunks)
+        mean, std = latent_element_stats(lat, self.layout)
+        self.net.set_latent_norm(mean, std)
 
     def train(self, steps: Optional[int] = None) -> List[Dict[str, float]]:
         """Train until ``steps`` (default ``cfg.steps``) total steps; checkpoints every ``save_every``
         and at the end; returns the statistics of every step run."""
         end = self.cfg.steps if steps is None else int(steps)
         self.prepare_cache()
+        self.prepare_latent_norm()
         history: List[Dict[str, float]] = []
         bar = None
         if self.cfg.progress and self.info.is_main:
@@ -428,7 +464,7 @@ class Trainer:
         return CheckpointData(network=self.net.cfg, layout=p.layout, sampler=p.sampler, image=p.image, stats=p.stats,
                               embeddings=dict(p.embeddings), transformer_state=transformer_state,
                               vae_state={k: v.detach().cpu() for k, v in self.net.vae.state_dict().items()},
-                              policy_id=p.policy_id, dtype="float32")
+                              policy_id=p.policy_id, dtype="float32", latent_norm=self.net.latent_norm_state())
 
     def export(self, directory: Union[str, Path]) -> Path:
         """Write the current weights as a policy checkpoint (no optimiser state); single process (or call
@@ -466,6 +502,8 @@ class Trainer:
         data = load_checkpoint(d)
         state = torch.load(d / STATE_FILE, map_location="cpu", weights_only=True)
         set_model_state_dict(self.model, data.transformer_state, options=_state_options())
+        if data.latent_norm is not None:  # the statistics the weights were trained with, not new ones
+            self.net.set_latent_norm(data.latent_norm["mean"], data.latent_norm["std"])
         if self.cfg.train_vae:
             self.net.vae.load_state_dict(data.vae_state)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=_state_options())

@@ -10,6 +10,8 @@ Two on-disk layouts are understood (docs/model_core.md has the full description)
     vae.safetensors             diffusers AutoencoderKLWan state dict
     dataset_statistics.json     NVIDIA key names (actions_/proprio_ min, max, mean, std, median)
     t5_embeddings.safetensors   {instruction: (1, text_len, text_dim)}
+    latent_norm.safetensors     optional {"mean", "std"}: (16, T, h, w) per-element latent statistics applied after
+                                the Wan ones (``train --latent-norm data``; the small sim network's random VAE)
 
 **NVIDIA's** (HF ``nvidia/Cosmos-Policy-ALOHA-Predict2-2B``): one ``*.pt`` (flat state dict, ``net.*``
 keys), ``*dataset_statistics.json``, ``*t5_embeddings.pkl``; the VAE comes from ``tokenizer.pth``
@@ -48,6 +50,7 @@ MODEL_FILE = "model.safetensors"
 VAE_FILE = "vae.safetensors"
 STATS_FILE = "dataset_statistics.json"
 EMBEDDINGS_FILE = "t5_embeddings.safetensors"
+LATENT_NORM_FILE = "latent_norm.safetensors"  # optional: {"mean", "std"} (16, T, h, w), see CosmosNetwork.set_latent_norm
 DEFAULT_VAE_REPO = "nvidia/Cosmos-Predict2-2B-Video2World"
 _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -492,6 +495,7 @@ class CheckpointData:
     dtype: str = "float32"
     source: str = ""
     reports: List[ConversionReport] = field(default_factory=list)
+    latent_norm: Optional[Dict[str, torch.Tensor]] = None  # {"mean", "std"}: (16, T, h, w) per-element latent statistics
 
 
 def is_our_format(path: Path) -> bool:
@@ -524,6 +528,10 @@ def save_checkpoint(data: CheckpointData, directory: Union[str, Path]) -> Path:
     write(VAE_FILE, lambda p: save_file(contiguous(data.vae_state), str(p)))
     write(EMBEDDINGS_FILE, lambda p: save_file(contiguous(data.embeddings), str(p)))
     write(STATS_FILE, lambda p: data.stats.save(p))
+    if data.latent_norm is not None:
+        write(LATENT_NORM_FILE, lambda p: save_file(contiguous(data.latent_norm), str(p)))
+    elif (d / LATENT_NORM_FILE).exists():  # overwriting a checkpoint that had one: it must not leak into this one
+        (d / LATENT_NORM_FILE).unlink()
     config = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "policy_id": data.policy_id,
         "dtype": data.dtype, "layout": data.layout.to_dict(), "network": data.network.to_dict(),
@@ -557,7 +565,12 @@ def load_our_checkpoint(path: Union[str, Path]) -> CheckpointData:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{d / CONFIG_FILE}: invalid config: {type(e).__name__}: {e}") from None
     emb = _check_embeddings(load_safetensors(d / EMBEDDINGS_FILE), d / EMBEDDINGS_FILE)
-    return CheckpointData(network=network, layout=layout, sampler=sampler, image=image,
+    latent_norm = None
+    if (d / LATENT_NORM_FILE).is_file():
+        latent_norm = load_safetensors(d / LATENT_NORM_FILE)
+        if sorted(latent_norm) != ["mean", "std"]:
+            raise CheckpointError(f"{d / LATENT_NORM_FILE}: expected tensors 'mean' and 'std', got {sorted(latent_norm)}")
+    return CheckpointData(network=network, layout=layout, sampler=sampler, image=image, latent_norm=latent_norm,
                           stats=DatasetStats.load(d / STATS_FILE), embeddings=emb,
                           transformer_state=load_safetensors(d / MODEL_FILE),
                           vae_state=load_safetensors(d / VAE_FILE), policy_id=str(config.get("policy_id", d.name)),

@@ -194,6 +194,61 @@ class CosmosNetwork(nn.Module):
         set_qk_norm_eps(self.transformer, cfg.qk_norm_eps)  # also for weights loaded into a given model
         self.register_buffer("latents_mean", torch.tensor(WAN_LATENTS_MEAN).view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("latents_std", torch.tensor(WAN_LATENTS_STD).view(1, -1, 1, 1, 1), persistent=False)
+        # optional per-element standardisation after the Wan statistics (see set_latent_norm)
+        self.latent_norm_mean: Optional[torch.Tensor] = None  # (1, 16, T, h, w)
+        self.latent_norm_std: Optional[torch.Tensor] = None
+
+    def set_latent_norm(self, mean: Optional[torch.Tensor], std: Optional[torch.Tensor]) -> None:
+        """Standardise every latent element (frame, channel, position) with measured statistics, applied after
+        the Wan statistics: ``z = (wan_z - mean) / std``; None, None turns it off.
+
+        Why: a randomly initialised VAE (the small sim network's) passes the image with a gain of about 0.007,
+        so its latents are a near-constant the DiT cannot read; the pretrained Wan VAE does not need this.
+        mean, std: (16, T, h, w) or (1, 16, T, h, w), finite, std > 0. They travel with the checkpoint.
+        """
+        if mean is None and std is None:
+            self.latent_norm_mean = self.latent_norm_std = None
+            return
+        if mean is None or std is None:
+            raise ValueError("latent norm: expected both mean and std, or neither")
+        mean, std = mean.detach().float(), std.detach().float()
+        mean = mean[None] if mean.dim() == 4 else mean
+        std = std[None] if std.dim() == 4 else std
+        fs = self.cfg.latent_frame_shape
+        if mean.shape != std.shape or mean.dim() != 5 or mean.shape[0] != 1 or \
+                (mean.shape[1], mean.shape[3], mean.shape[4]) != fs:
+            raise ValueError(f"latent norm: expected mean and std of shape (16, T, {fs[1]}, {fs[2]}), "
+                             f"got {tuple(mean.shape)} and {tuple(std.shape)}")
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("latent norm: expected finite mean and finite std > 0")
+        dev = self.latents_mean.device
+        self.latent_norm_mean, self.latent_norm_std = mean.to(dev), std.to(dev)
+
+    def latent_norm_state(self) -> Optional[Dict[str, torch.Tensor]]:
+        """{"mean", "std"}: (16, T, h, w) CPU tensors for the checkpoint, or None without a latent norm."""
+        if self.latent_norm_mean is None:
+            return None
+        return {"mean": self.latent_norm_mean[0].cpu(), "std": self.latent_norm_std[0].cpu()}
+
+    def _norm_slice(self, frames: int):
+        if frames > self.latent_norm_mean.shape[2]:
+            raise ValueError(f"latent norm: statistics cover {self.latent_norm_mean.shape[2]} latent frames, got {frames}")
+        return self.latent_norm_mean[:, :, :frames], self.latent_norm_std[:, :, :frames]
+
+    def normalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Wan-normalised latents (B, 16, F, h, w) -> model latents (identity without a latent norm; the
+        first F frames of the statistics, as encodes may stop at a prefix)."""
+        if self.latent_norm_mean is None:
+            return z
+        m, s = self._norm_slice(z.shape[2])
+        return (z - m.to(z.device)) / s.to(z.device)
+
+    def denormalize_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`normalize_latents`."""
+        if self.latent_norm_mean is None:
+            return z
+        m, s = self._norm_slice(z.shape[2])
+        return z * s.to(z.device) + m.to(z.device)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -227,6 +282,11 @@ class CosmosNetwork(nn.Module):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> (B, 16, 1 + (F-1)/4, H/8, W/8) normalised latents (encoder mean),
         the whole sequence in one VAE call (the VAE is causal)."""
+        return self.normalize_latents(self.encode_wan(video))
+
+    @torch.no_grad()
+    def encode_wan(self, video: torch.Tensor) -> torch.Tensor:
+        """Like :meth:`encode` but normalised with the Wan statistics only (what latent caches store)."""
         vdt = next(self.vae.parameters()).dtype
         mu = self.vae.encode(video.to(vdt)).latent_dist.mean
         return (mu.float() - self.latents_mean) / self.latents_std
@@ -235,7 +295,7 @@ class CosmosNetwork(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, 16, T, h, w) normalised latents -> (B, 3, 1 + 4(T-1), 8h, 8w) video in [-1, 1]."""
         vdt = next(self.vae.parameters()).dtype
-        z = latents.float() * self.latents_std + self.latents_mean
+        z = self.denormalize_latents(latents.float()) * self.latents_std + self.latents_mean
         return self.vae.decode(z.to(vdt)).sample.float()
 
 

@@ -343,7 +343,8 @@ class CosmosPolicy:
         return CheckpointData(network=self.network.cfg, layout=self.layout, sampler=self.sampler, image=self.image,
                               stats=self.stats, embeddings=dict(self.embeddings),
                               transformer_state=self.network.transformer.state_dict(),
-                              vae_state=self.network.vae.state_dict(), policy_id=self.policy_id, dtype=self.dtype)
+                              vae_state=self.network.vae.state_dict(), policy_id=self.policy_id, dtype=self.dtype,
+                              latent_norm=self.network.latent_norm_state())
 
 
 # ================================================================================================
@@ -371,6 +372,14 @@ def policy_from_data(data: CheckpointData, device: Union[str, torch.device] = "c
     net = CosmosNetwork(data.network, _to(transformer, device, dt), _to(vae, device, torch.float32))
     net.latents_mean = net.latents_mean.to(device)  # buffers were created on the default device
     net.latents_std = net.latents_std.to(device)
+    if data.latent_norm is not None:
+        try:
+            net.set_latent_norm(data.latent_norm["mean"], data.latent_norm["std"])
+        except ValueError as e:
+            raise CheckpointError(f"{data.source or 'checkpoint'}: {e}") from None
+        if net.latent_norm_mean.shape[2] != data.layout.num_frames:
+            raise CheckpointError(f"{data.source or 'checkpoint'}: latent norm covers {net.latent_norm_mean.shape[2]} "
+                                  f"frames, the layout has {data.layout.num_frames}")
     policy = CosmosPolicy(net, data.layout, data.stats, data.embeddings, data.sampler, data.image,
                           policy_id=data.policy_id, **kwargs)
     return policy

@@ -129,3 +129,37 @@ def test_config_validation_messages():
         network.NetworkConfig.from_dict({"bogus": 1})
     cfg = network.tiny_network_config()
     assert network.NetworkConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_latent_norm_standardises_encodes_and_inverts_on_decode(tiny):
+    """A data latent norm (the sim VAE's fix) applies after the Wan statistics to every frame an encode
+    returns (prefix encodes included), decode undoes it exactly, and bad statistics are refused."""
+    video = torch.rand(1, 3, 9, 64, 64) * 2 - 1
+    wan = tiny.encode(video)  # (1, 16, 3, 8, 8)
+    g = torch.Generator().manual_seed(0)
+    mean = torch.randn(16, 5, 8, 8, generator=g)
+    std = torch.rand(16, 5, 8, 8, generator=g) + 0.1
+    try:
+        tiny.set_latent_norm(mean, std)
+        lat = tiny.encode(video)
+        assert torch.allclose(lat, (wan - mean[None, :, :3]) / std[None, :, :3], atol=1e-5)
+        assert torch.allclose(tiny.encode_wan(video), wan)
+        assert torch.allclose(tiny.denormalize_latents(lat), wan, atol=1e-5)
+        state = tiny.latent_norm_state()
+        assert torch.equal(state["mean"], mean) and torch.equal(state["std"], std)
+        with pytest.raises(ValueError, match="statistics cover 5 latent frames, got 6"):
+            tiny.normalize_latents(torch.zeros(1, 16, 6, 8, 8))
+        for m, s, msg in ((mean, None, "both mean and std"), (mean[:, :, :4], std[:, :, :4], "expected mean and std of shape"),
+                          (mean, std * 0, "std > 0"), (mean * float("nan"), std, "finite")):
+            with pytest.raises(ValueError, match=msg):
+                tiny.set_latent_norm(m, s)
+    finally:
+        tiny.set_latent_norm(None, None)
+    assert torch.equal(tiny.encode(video), wan)
+    with torch.no_grad():  # decode without a norm is the plain Wan inverse
+        ref = tiny.vae.decode(wan[:, :, :2] * tiny.latents_std + tiny.latents_mean).sample
+    tiny.set_latent_norm(mean, std)
+    try:
+        assert torch.allclose(tiny.decode(tiny.normalize_latents(wan[:, :, :2])), ref, atol=1e-4)
+    finally:
+        tiny.set_latent_norm(None, None)

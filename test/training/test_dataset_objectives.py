@@ -208,3 +208,53 @@ def test_roi_option_reaches_the_samples_and_the_checkpoint(tiny_episodes, tmp_pa
                      ("cam_high=0.8,0,0.5,1", "top \\+ height")):
         with pytest.raises(SystemExit, match=msg):
             cli.build_from_args(parser.parse_args(argv[:-1] + [bad]))
+
+
+def test_data_latent_norm_gives_unit_spread_image_latents_and_travels_with_the_checkpoint(tiny_episodes, tmp_path):
+    """`train --latent-norm data`: the random frozen VAE's image latents (a near-constant otherwise) reach the
+    DiT standardised per element, vector frames untouched; the statistics are saved with the checkpoint, the
+    loaded policy encodes exactly what training saw, and a resumed run keeps them."""
+    import argparse
+
+    from cosmos_policy_ros.core.checkpoint import LATENT_NORM_FILE
+    from cosmos_policy_ros.core.policy import load_policy
+    from cosmos_policy_training import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--demos", *map(str, tiny_episodes), "--network", "tiny", "--out", str(tmp_path / "run"), "--steps", "1",
+            "--batch", "2", "--warmup", "1", "--stride", "5", "--cache-latents", "--no-progress", "--save-every", "1"]
+    trainer, dataset = cli.build_from_args(parser.parse_args(argv + ["--latent-norm", "data"]))
+    trainer.train()
+    net = trainer.net
+    raw = torch.stack(list(trainer.cache.latents.values()))  # (N, 16, T, h, w) Wan-normalised, as cached
+    lat = net.normalize_latents(raw)
+    img = [i for i, s in enumerate(ALOHA.slots) if s.kind == "image"]
+    vec = [i for i, s in enumerate(ALOHA.slots) if s.kind != "image"]
+    spread_before = raw[:, :, img].std(0).mean()
+    spread = lat[:, :, img].std(0)
+    varies = raw[:, :, img].std(0) > 1e-4
+    assert spread_before < 0.2  # the random VAE's image signal is small...
+    assert torch.allclose(spread[varies], torch.ones(()), atol=1e-3)  # ...and standardised to unit spread
+    assert lat[:, :, img].mean(0).abs().max() < 1e-3
+    assert torch.equal(lat[:, :, vec], raw[:, :, vec])
+    final = tmp_path / "run" / "final"
+    assert (final / LATENT_NORM_FILE).is_file()
+    policy = load_policy(final)
+    sample = dataset.sample(0, None)
+    video = build_video(sample.images_now[None], sample.images_next[None], ALOHA)
+    assert torch.equal(policy.network.latent_norm_mean, net.latent_norm_mean)
+    assert torch.equal(policy.network.latent_norm_std, net.latent_norm_std)
+    enc = policy.network.encode(video)  # what inference feeds the DiT; compared in Wan units, since 1/std
+    assert torch.allclose(policy.network.denormalize_latents(enc), raw[:1], atol=1e-5)  # amplifies float noise
+    assert torch.allclose(enc[:, :, img], lat[:1, :, img], atol=5e-3)
+    # resuming restores the saved statistics instead of measuring new ones
+    resumed, _ = cli.build_from_args(parser.parse_args(argv + ["--latent-norm", "data", "--steps", "2",
+                                                                "--resume", str(tmp_path / "run")]))
+    assert torch.equal(resumed.net.latent_norm_mean, net.latent_norm_mean)
+    # the default (Wan statistics only) writes no latent norm
+    plain, _ = cli.build_from_args(parser.parse_args([a if a != str(tmp_path / "run") else str(tmp_path / "plain")
+                                                      for a in argv]))
+    plain.train()
+    assert not (tmp_path / "plain" / "final" / LATENT_NORM_FILE).exists()
+    assert torch.equal(plain.net.normalize_latents(raw), raw)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
-                relative_actions="arms")
+                relative_actions="arms", latent_norm="data")
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
 # At 64 px the cube then covers ~7x7 px instead of ~2x1.5 px of the whole squashed frame.
@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (2 on a free 2-core machine; 1 is faster on a busy one)")
     parser.add_argument("--relative-actions", default=DEFAULTS["relative_actions"],
                         help="arm joints predicted relative to the current proprio (arms) or absolute (none)")
+    parser.add_argument("--latent-norm", choices=("wan", "data"), default=DEFAULTS["latent_norm"],
+                        help="data (default): standardise image latents with training statistics; the random "
+                             "frozen sim VAE passes the image with a gain of ~0.007 without it (wan: sessions 1-8)")
     parser.add_argument("--whole-frames", action="store_true",
                         help="no cam_high ROI: the whole squashed frame, as the session-4 checkpoint")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
@@ -60,7 +63,7 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
-            "--relative-actions", args.relative_actions]
+            "--relative-actions", args.relative_actions, "--latent-norm", args.latent_norm]
     if not args.whole_frames:
         argv += ["--roi", "cam_high=" + ",".join(f"{v:.6f}" for v in CAM_HIGH_ROI)]
     if args.resume:
