@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=5e-4, warmup=200, stride=4, seed=0, threads=2,
+DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=4e-3, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms", latent_norm="data")
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
