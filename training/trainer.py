@@ -278,6 +278,11 @@ class Trainer:
         text = torch.cat([self.text[s.task] for s in samples])
         return x0, cond, torch.tensor(sigmas, dtype=torch.float32, device=dev), torch.stack(eps).to(dev), text, objectives
 
+    def _video(self, samples) -> torch.Tensor:
+        """The raw (B, 3, F, S, S) video of un-injected samples (current and future images in their slots)."""
+        return build_video(torch.stack([x.images_now for x in samples]),
+                           torch.stack([x.images_next for x in samples]), self.layout)
+
     def _encode(self, video: torch.Tensor) -> torch.Tensor:
         if not self.cfg.train_vae:
             return self.net.encode(video)
@@ -356,9 +361,7 @@ class Trainer:
             if self.cache is not None:
                 lat = self.net.normalize_latents(self.cache.get([x.key for x in samples]).to(dev))
             else:
-                video = build_video(torch.stack([x.images_now for x in samples]),
-                                    torch.stack([x.images_next for x in samples]), lay)
-                lat = self.net.encode(video.to(dev))
+                lat = self.net.encode(self._video(samples).to(dev))
             stack = lambda name: torch.stack([getattr(x, name) for x in samples]).to(dev)  # noqa: E731
             x0 = inject_vectors(lat.float(), stack("proprio"), stack("actions"), stack("proprio_next"), stack("value"), lay)
             objs = [objective] * len(ids)
@@ -386,7 +389,6 @@ class Trainer:
                                  device=self.info.device)
         if self.info.world > 1 and self.info.is_main:
             dist.barrier()
-        self.prepare_latent_norm()
 
     def prepare_latent_norm(self) -> None:
         """With ``latent_norm="data"``, measure per-element latent statistics of the image frames on the
@@ -402,9 +404,7 @@ class Trainer:
             chunks = []
             for s in range(0, len(ids), self.cfg.encode_batch):
                 samples = [self.dataset.sample(i, None) for i in ids[s:s + self.cfg.encode_batch]]
-                video = build_video(torch.stack([x.images_now for x in samples]),
-                                    torch.stack([x.images_next for x in samples]), self.layout)
-                chunks.append(self.net.encode_wan(video.to(self.info.device)).cpu())
+                chunks.append(self.net.encode_wan(self._video(samples).to(self.info.device)).cpu())
             lat = torch.cat(chunks)
         mean, std = latent_element_stats(lat, self.layout)
         self.net.set_latent_norm(mean, std)
