@@ -85,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--decay-factor", type=float, default=0.3)
     t.add_argument("--final-factor", type=float, default=0.06)
     t.add_argument("--split", type=float, nargs=3, default=(0.5, 0.25, 0.25), metavar=("POLICY", "WORLD", "VALUE"))
+    t.add_argument("--action-weight", type=float, default=1.0,
+                   help="loss weight of the action latent frame relative to the other frames (reference: 1)")
     t.add_argument("--value-mode", choices=("value_q", "value_v"), default="value_q",
                    help="value_v: current state and action masked (planning model, V(s'))")
     t.add_argument("--save-every", type=int, default=1000)
@@ -195,7 +197,7 @@ def build_from_args(args: argparse.Namespace):
                           warmup_steps=args.warmup, decay_steps=max(args.decay_steps, args.warmup),
                           decay_factor=args.decay_factor, final_factor=args.final_factor),
         objective=ObjectiveConfig(policy=args.split[0], world_model=args.split[1], value=args.split[2],
-                                  value_mode=args.value_mode),
+                                  value_mode=args.value_mode, action_weight=args.action_weight),
         log_every=args.log_every, save_every=args.save_every, precision=args.precision,
         grad_checkpointing=args.grad_checkpointing, distributed=args.distributed, train_vae=args.train_vae,
         cache_latents=args.cache_latents, cache_dir=args.cache_dir, latent_norm=args.latent_norm,

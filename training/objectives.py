@@ -44,6 +44,10 @@ class ObjectiveConfig:
     sigma_scale: Optional[float] = None  # None: sqrt(number of latent frames)
     loss_scale: float = 10.0
     min_sigma: float = 1e-3
+    # weight of the action latent frame's squared error relative to the other frames (reference: 1). The
+    # action is one of 11 frames, so with unit-scale image latents (--latent-norm data) the future images
+    # dominate the gradient; a larger weight spends the small sim network's capacity on the chunk.
+    action_weight: float = 1.0
 
     def __post_init__(self):
         fr = (self.policy, self.world_model, self.value)
@@ -55,6 +59,8 @@ class ObjectiveConfig:
             raise ValueError(f"objective p_lognormal: expected in [0, 1], got {self.p_lognormal}")
         if not 0 < self.uniform_low <= self.uniform_high:
             raise ValueError(f"objective uniform range: expected 0 < low <= high, got ({self.uniform_low}, {self.uniform_high})")
+        if not self.action_weight > 0:
+            raise ValueError(f"objective action_weight: expected > 0, got {self.action_weight}")
         if self.lognormal_std < 0 or self.loss_scale <= 0:
             raise ValueError(f"objective: expected lognormal_std >= 0 and loss_scale > 0, got {self.lognormal_std}, {self.loss_scale}")
 
@@ -120,13 +126,14 @@ class LossOutput:
 
 
 def denoising_loss(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
-                   cfg: ObjectiveConfig) -> LossOutput:
+                   cfg: ObjectiveConfig, frame_weights: Optional[torch.Tensor] = None) -> LossOutput:
     """The rectified-flow loss of one batch.
 
     net_fn(x_in, c_noise, cond) -> F (the raw network, e.g. ``CosmosNetwork.net_fn(text)``);
     x0: (B, C, T, h, w) clean latents (vectors injected); cond: (B, T) bool; sigma: (B,); eps: like x0.
     Noised frames: ``x = x0 + sigma * eps``; conditioning frames are fed clean with c_noise 0 and their
-    prediction is replaced by x0 (zero loss), as in the sampler.
+    prediction is replaced by x0 (zero loss), as in the sampler. frame_weights: optional (T,) weight of
+    each latent frame's squared error (:func:`frame_weights`).
     """
     b, _, t = x0.shape[:3]
     cond = cond.to(x0.device)
@@ -138,8 +145,21 @@ def denoising_loss(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Te
     out = net_fn(c5(c_in) * x, c_noise, cond).to(x0.dtype)
     x0_hat = torch.where(cond5, x0, c5(c_skip) * x + c5(c_out) * out)
     w = ((1.0 + sigma.to(x0)) ** 2 / sigma.to(x0) ** 2)[:, None, None, None, None]
+    if frame_weights is not None:
+        if frame_weights.shape != (t,):
+            raise ValueError(f"frame_weights: expected shape ({t},), got {tuple(frame_weights.shape)}")
+        w = w * frame_weights.to(x0)[None, None, :, None, None]  # (B, 1, T, 1, 1)
     per_sample = cfg.loss_scale * ((x0 - x0_hat) ** 2 * w).flatten(1).mean(dim=1)  # (B,)
     return LossOutput(loss=per_sample.mean(), per_sample=per_sample.detach(), x0_hat=x0_hat.detach())
+
+
+def frame_weights(layout: LatentLayout, cfg: ObjectiveConfig) -> Optional[torch.Tensor]:
+    """(T,) per-frame loss weights (the action frame weighted ``cfg.action_weight``), or None when all are 1."""
+    if cfg.action_weight == 1.0:
+        return None
+    w = torch.ones(layout.num_frames)
+    w[layout.action_index] = cfg.action_weight
+    return w
 
 
 def modality_frames(layout: LatentLayout) -> Dict[str, Tuple[int, ...]]:

@@ -37,8 +37,8 @@ from cosmos_policy_ros.core.checkpoint import CheckpointData, load_checkpoint, s
 from cosmos_policy_ros.core.policy import CosmosPolicy
 
 from .dataset import EpisodeDataset, LatentCache, build_video, inject_vectors, latent_element_stats
-from .objectives import (OBJECTIVES, ObjectiveConfig, condition_masks, denoising_loss, modality_frames,
-                         modality_l1, objectives_for_batch, sample_sigma)
+from .objectives import (OBJECTIVES, ObjectiveConfig, condition_masks, denoising_loss, frame_weights,
+                         modality_frames, modality_l1, objectives_for_batch, sample_sigma)
 
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -314,7 +314,8 @@ class Trainer:
         autocast = (torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16)
                     if self.use_bf16 else contextlib.nullcontext())
         with autocast:
-            out = denoising_loss(net_fn, x0, cond, sigma, eps, self.cfg.objective)
+            out = denoising_loss(net_fn, x0, cond, sigma, eps, self.cfg.objective,
+                                 frame_weights(self.layout, self.cfg.objective))
         out.loss.backward()
         grad_norm = float("nan")
         if self.cfg.optim.grad_clip > 0:

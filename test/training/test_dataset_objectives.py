@@ -13,7 +13,7 @@ from cosmos_policy_ros.core.layout import ALOHA
 from cosmos_policy_training.augment import AugmentConfig, apply_augment, draw_params
 from cosmos_policy_training.dataset import (DatasetConfig, EpisodeDataset, action_chunk, build_video,
                                             inject_vectors, value_targets)
-from cosmos_policy_training.objectives import (ObjectiveConfig, condition_masks, denoising_loss,
+from cosmos_policy_training.objectives import (ObjectiveConfig, condition_masks, denoising_loss, frame_weights,
                                                objectives_for_batch, sample_sigma, split_counts)
 from cosmos_policy_training.trainer import OptimConfig, lr_factor
 
@@ -146,6 +146,36 @@ def test_loss_weighting_and_conditioning_frames():
         hat = torch.where(cond[b][None, :, None, None], x0[b], (1 - t[b]) * x)
         expected.append(10 * (((x0[b] - hat) ** 2) * (1 + sigma[b]) ** 2 / sigma[b] ** 2).mean())
     torch.testing.assert_close(out.per_sample, torch.stack(expected))
+
+
+def test_action_weight_scales_only_the_action_frames_error():
+    """--action-weight k: the action frame's squared error counts k times, every other frame as before;
+    k = 1 (the reference) changes nothing."""
+    assert frame_weights(ALOHA, ObjectiveConfig()) is None
+    w = frame_weights(ALOHA, ObjectiveConfig(action_weight=5.0))
+    assert w.shape == (11,) and w[ALOHA.action_index] == 5.0 and float(w.sum()) == 15.0
+    with pytest.raises(ValueError, match="action_weight"):
+        ObjectiveConfig(action_weight=0.0)
+    cfg = ObjectiveConfig()
+    x0 = torch.randn(3, 16, 11, 4, 4)
+    eps = torch.randn_like(x0)
+    sigma = torch.tensor([1.0, 4.0, 40.0])
+    cond = condition_masks(["policy"] * 3, ALOHA, cfg)
+
+    def zero_net_TestDouble(x_in, c_noise, c):
+        return torch.zeros_like(x_in)
+
+    base = denoising_loss(zero_net_TestDouble, x0, cond, sigma, eps, cfg)
+    only_action = x0.clone()
+    keep = torch.zeros(11, dtype=torch.bool)
+    keep[ALOHA.action_index] = True
+    only_action[:, :, ~keep] = 0  # x0 = 0 and eps = 0 elsewhere -> zero error off the action frame
+    eps_a = torch.where(keep[None, None, :, None, None], eps, torch.zeros_like(eps))
+    a1 = denoising_loss(zero_net_TestDouble, only_action, cond, sigma, eps_a, cfg).per_sample
+    a5 = denoising_loss(zero_net_TestDouble, x0, cond, sigma, eps, cfg, w).per_sample
+    torch.testing.assert_close(a5, base.per_sample + 4 * a1)
+    with pytest.raises(ValueError, match="frame_weights"):
+        denoising_loss(zero_net_TestDouble, x0, cond, sigma, eps, cfg, torch.ones(10))
 
 
 def test_lr_schedule():

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=4e-3, warmup=200, stride=4, seed=0, threads=2,
-                relative_actions="arms", latent_norm="data")
+                relative_actions="arms", latent_norm="data", weight_decay=0.1, action_weight=1.0)
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
 # At 64 px the cube then covers ~7x7 px instead of ~2x1.5 px of the whole squashed frame.
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
+    parser.add_argument("--action-weight", type=float, default=DEFAULTS["action_weight"],
+                        help="loss weight of the action latent frame (train --action-weight)")
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -63,7 +66,8 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
-            "--relative-actions", args.relative_actions, "--latent-norm", args.latent_norm]
+            "--relative-actions", args.relative_actions, "--latent-norm", args.latent_norm,
+            "--weight-decay", str(args.weight_decay), "--action-weight", str(args.action_weight)]
     if not args.whole_frames:
         argv += ["--roi", "cam_high=" + ",".join(f"{v:.6f}" for v in CAM_HIGH_ROI)]
     if args.resume:
