@@ -248,9 +248,9 @@ class CommanderNode(Node):
         response.success, response.message = was, msg
         return response
 
-    def _episode_event(self, event: int, reason: str = "") -> EpisodeEvent:
+    def _episode_event(self, event: int, reason: str = "", stamp: Optional[float] = None) -> EpisodeEvent:
         ev = EpisodeEvent()
-        ev.header.stamp = self.get_clock().now().to_msg()
+        ev.header.stamp = self.get_clock().now().to_msg() if stamp is None else sec_to_stamp(stamp)
         ev.event = event
         ev.episode_id = self.episode_id
         ev.task = self.p["task"]
@@ -264,13 +264,16 @@ class CommanderNode(Node):
     def _srv_start(self, request, response):
         if self.episode_id:
             self._episode_event(EpisodeEvent.STOP, reason="restarted")
+        # one instant for both: the START stamp is the time after which chunks are accepted (a chunk observed
+        # between two separate clock reads would count for the commander yet precede the episode in the bag)
+        t_start = self._now()
         if self.p["fresh_chunks_on_episode_start"]:
             with self._lock:
-                self.logic.begin_episode(self._now(), self.p["hold_at_measured_on_episode_start"])
+                self.logic.begin_episode(t_start, self.p["hold_at_measured_on_episode_start"])
                 replan = self.logic.take_replan_request()
             self._request_replan(replan, "episode start")
         self.episode_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self._episode_event(EpisodeEvent.START)
+        self._episode_event(EpisodeEvent.START, stamp=t_start)
         self.get_logger().info(f"episode {self.episode_id} started")
         response.success, response.message = True, self.episode_id
         return response
