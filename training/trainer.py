@@ -237,6 +237,8 @@ class Trainer:
         self.cache: Optional[LatentCache] = None
         self.text = {k: v.to(self.info.device) for k, v in policy.embeddings.items()}
         self._stat_keys = ["loss"] + [f"{o}/{m}" for o in OBJECTIVES for m in modality_frames(self.layout)]
+        fw = frame_weights(self.layout, cfg.objective)  # constant over the run: None unless --action-weight
+        self._frame_weights = None if fw is None else fw.to(self.info.device)
 
     # ---- data for one step ----------------------------------------------------------------------
     def batch_plan(self, step: int) -> Tuple[List[int], List[str]]:
@@ -261,14 +263,11 @@ class Trainer:
         if self.cache is not None:
             lat = self.net.normalize_latents(self.cache.get([s.key for s in samples]).to(dev))
         else:
-            now = torch.stack([s.images_now for s in samples])
-            nxt = torch.stack([s.images_next for s in samples])
             chunks = []
             ctx = contextlib.nullcontext() if self.cfg.train_vae else torch.no_grad()
             with ctx:
                 for s in range(0, len(samples), self.cfg.encode_batch):
-                    video = build_video(now[s:s + self.cfg.encode_batch], nxt[s:s + self.cfg.encode_batch], lay)
-                    chunks.append(self._encode(video.to(dev)))
+                    chunks.append(self._encode(self._video(samples[s:s + self.cfg.encode_batch]).to(dev)))
             lat = torch.cat(chunks)
         stack = lambda name: torch.stack([getattr(s, name) for s in samples]).to(dev)  # noqa: E731
         x0 = inject_vectors(lat.float(), stack("proprio"), stack("actions"), stack("proprio_next"),
@@ -314,8 +313,7 @@ class Trainer:
         autocast = (torch.autocast(device_type=self.info.device.type, dtype=torch.bfloat16)
                     if self.use_bf16 else contextlib.nullcontext())
         with autocast:
-            out = denoising_loss(net_fn, x0, cond, sigma, eps, self.cfg.objective,
-                                 frame_weights(self.layout, self.cfg.objective))
+            out = denoising_loss(net_fn, x0, cond, sigma, eps, self.cfg.objective, self._frame_weights)
         out.loss.backward()
         grad_norm = float("nan")
         if self.cfg.optim.grad_clip > 0:
