@@ -73,6 +73,32 @@ def open_loop(policy, episodes, times: Sequence[int], blind: Dict[int, np.ndarra
     return rows
 
 
+def t0_readout(policy, episodes, step: int = 49, seed: int = 195) -> Dict:
+    """Does the first chunk depend on where the cube is? Every demo starts from the same pose, so at t = 0
+    only the cameras tell the scenes apart. For each episode: the policy's chunk for its t = 0 observation,
+    action ``step`` of it against the demo's ``action[step]``, right-arm joints (rad). Returns per joint the
+    across-episode std of the prediction and of the demos, their correlation, and the mean absolute error of
+    the policy and of the demos' mean (a policy that ignores the images has std ~0 and the mean's error).
+    """
+    from cosmos_policy_ros.core.robot import RIGHT_GRIPPER
+    from cosmos_policy_ros.core.types import Observation
+
+    joints = np.arange(RIGHT_GRIPPER - 6, RIGHT_GRIPPER)  # right arm: the arm that reaches for the cube
+    pred, target = [], []
+    for ep in episodes:
+        obs = Observation(images={c: ep.images[c][0] for c in policy.layout.cameras}, proprio=ep.qpos[0],
+                          instruction=ep.task, stamp=0.0)
+        pred.append(np.asarray(policy.infer(obs, seed=seed).actions, np.float64)[step, joints])
+        target.append(np.asarray(ep.action, np.float64)[min(step, ep.num_steps - 1), joints])
+    pred, target = np.stack(pred), np.stack(target)  # (E, 6)
+    corr = [float(np.corrcoef(pred[:, j], target[:, j])[0, 1]) if pred[:, j].std() > 0 and target[:, j].std() > 0
+            else 0.0 for j in range(len(joints))]
+    return {"episodes": len(episodes), "step": step,
+            "pred_std": pred.std(0).round(4).tolist(), "demo_std": target.std(0).round(4).tolist(),
+            "corr": np.round(corr, 3).tolist(), "policy_mae": float(np.abs(pred - target).mean()),
+            "mean_mae": float(np.abs(target.mean(0) - target).mean())}
+
+
 def closed_loop(policy, seeds: Sequence[int], execute: Optional[int] = None) -> Dict:
     """Success and max-reward histogram of ``policy`` over scene ``seeds`` (ROS-free sim loop)."""
     from .rollouts import rollout_many
@@ -95,6 +121,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--times", default="0,25,50,75,100,125,150,175", help="observation steps t for the open-loop error")
     p.add_argument("--execute", type=int, default=None, help="actions executed per chunk in the closed loop")
     p.add_argument("--skip-closed-loop", action="store_true")
+    p.add_argument("--t0-only", action="store_true",
+                   help="only the t = 0 readout check (does the first chunk follow the cube?) on the training demos")
+    p.add_argument("--t0-episodes", type=int, default=20, help="training demos for the t = 0 readout check")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -117,6 +146,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not train_files:
         raise SystemExit(f"no episode_*.hdf5 in {args.train_demos}")
     train_eps = [read_episode(f, cameras=policy.layout.cameras) for f in train_files]
+    report: Dict[str, object] = {"policy": str(args.policy), "policy_id": policy.policy_id}
+    report["t0_readout_train"] = t0_readout(policy, train_eps[:args.t0_episodes])
+    if args.t0_only:
+        print(json.dumps(report["t0_readout_train"]))
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        return 0
     n_ol = args.open_loop_episodes
     held_files = sorted(args.heldout_demos.glob("episode_*.hdf5"), key=lambda q: int(q.stem.split("_")[1]))
     if len(held_files) < n_ol:
@@ -127,7 +164,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     held_eps = [read_episode(f, cameras=policy.layout.cameras) for f in held_files[:n_ol]]
     # the blind chunk: what the demos do at step t on average, whatever the scene
     blind = {t: np.mean([action_chunk(ep.action, t, policy.horizon) for ep in train_eps], axis=0) for t in times}
-    report: Dict[str, object] = {"policy": str(args.policy), "policy_id": policy.policy_id}
     print("open-loop chunk error (training demos) ...", file=sys.stderr, flush=True)
     report["open_loop_train"] = open_loop(policy, train_eps[:n_ol], times, blind)
     print("open-loop chunk error (held-out demos) ...", file=sys.stderr, flush=True)

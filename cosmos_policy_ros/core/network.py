@@ -78,6 +78,11 @@ class NetworkConfig:
     qk_norm_eps: float = 1e-6
     image_size: int = 224
     vae: VAEConfig = field(default_factory=VAEConfig)
+    #: diffusers' ``extra_pos_embed_type``: None (the released 2B network: 3D RoPE only) or "learnable" (an
+    #: absolute position embedding per latent frame / row / column, added before every block). Small networks
+    #: over a random frozen VAE need it: RoPE only shapes attention scores, so without it no token's value
+    #: says *where* in the image it is, and an action token cannot read the cube's position.
+    extra_pos_embed: Optional[str] = None
 
     def __post_init__(self):
         if isinstance(self.vae, dict):
@@ -85,6 +90,8 @@ class NetworkConfig:
         self.max_size = tuple(int(v) for v in self.max_size)
         self.patch_size = tuple(int(v) for v in self.patch_size)
         self.rope_scale = tuple(float(v) for v in self.rope_scale)
+        if self.extra_pos_embed not in (None, "learnable"):
+            raise ValueError(f"extra_pos_embed: expected None or 'learnable', got {self.extra_pos_embed!r}")
         if self.patch_size[0] != 1:
             raise ValueError(f"patch_size: expected temporal patch 1 (per-frame noise levels need it), got {self.patch_size}")
         if self.image_size % (SPATIAL_COMPRESSION * self.patch_size[1]) or self.image_size % (SPATIAL_COMPRESSION * self.patch_size[2]):
@@ -155,7 +162,8 @@ def set_qk_norm_eps(transformer: nn.Module, eps: float = 1e-6) -> int:
 
 
 def build_transformer(cfg: NetworkConfig):
-    """CosmosTransformer3DModel with 18 input channels, no padding-mask concat, no learnable pos-emb."""
+    """CosmosTransformer3DModel with 18 input channels, no padding-mask concat and the config's extra
+    position embedding (none for the released 2B network)."""
     from diffusers import CosmosTransformer3DModel
 
     model = CosmosTransformer3DModel(
@@ -163,7 +171,15 @@ def build_transformer(cfg: NetworkConfig):
         num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
         num_layers=cfg.num_layers, mlp_ratio=cfg.mlp_ratio, text_embed_dim=cfg.text_embed_dim,
         adaln_lora_dim=cfg.adaln_lora_dim, max_size=cfg.max_size, patch_size=cfg.patch_size,
-        rope_scale=cfg.rope_scale, concat_padding_mask=False, extra_pos_embed_type=None)
+        rope_scale=cfg.rope_scale, concat_padding_mask=False, extra_pos_embed_type=cfg.extra_pos_embed)
+    if model.learnable_pos_embed is not None:
+        # diffusers starts the tables at zero, where the embedding's own normalisation (emb / |emb|) has a
+        # gradient of 1/eps: one step would blow up the global gradient norm and clipping would then
+        # freeze every other weight. Random tables give unit-RMS embeddings and ordinary gradients.
+        with torch.no_grad():
+            for table in (model.learnable_pos_embed.pos_emb_t, model.learnable_pos_embed.pos_emb_h,
+                          model.learnable_pos_embed.pos_emb_w):
+                table.normal_()
     set_qk_norm_eps(model, cfg.qk_norm_eps)
     return model
 

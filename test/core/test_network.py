@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import types
 
+import numpy as np
 import pytest
 import torch
 
@@ -163,3 +164,37 @@ def test_latent_norm_standardises_encodes_and_inverts_on_decode(tiny):
         assert torch.allclose(tiny.decode(tiny.normalize_latents(wan[:, :, :2])), ref, atol=1e-4)
     finally:
         tiny.set_latent_norm(None, None)
+
+
+def test_learnable_position_embedding_is_built_trained_from_random_and_survives_a_checkpoint(tiny_policy, observation, tmp_path):
+    """The small sim networks add diffusers' learnable absolute position embedding (RoPE alone gives no token
+    its position): the tables start random (zero tables would give the embedding's normalisation a 1/eps
+    gradient), every token gets a unit-RMS, position-specific vector, and a checkpoint carries the setting
+    and the tables so inference sees what training learnt. The released 2B config has none."""
+    from cosmos_policy_ros.core.policy import load_policy, save_policy
+    from cosmos_policy_training.configs import build_policy, sim_network_config
+
+    assert network.NETWORK_2B.extra_pos_embed is None and sim_network_config().extra_pos_embed == "learnable"
+    with pytest.raises(ValueError, match="extra_pos_embed: expected None or 'learnable', got 'sinusoidal'"):
+        network.NetworkConfig(extra_pos_embed="sinusoidal")
+    cfg = network.tiny_network_config()
+    cfg.extra_pos_embed = "learnable"
+    torch.manual_seed(0)
+    t = network.build_transformer(cfg)
+    pe = t.learnable_pos_embed
+    assert all(float(tab.detach().abs().mean()) > 0.5 for tab in (pe.pos_emb_t, pe.pos_emb_h, pe.pos_emb_w))
+    emb = pe(torch.zeros(1, 18, 11, cfg.latent_size, cfg.latent_size))  # (1, 11 * 4 * 4, hidden)
+    assert emb.shape == (1, 11 * (cfg.latent_size // 2) ** 2, cfg.hidden_size)
+    assert torch.allclose(emb.pow(2).mean(-1), torch.ones(emb.shape[1]), atol=1e-4)
+    assert torch.unique(emb[0], dim=0).shape[0] == emb.shape[1]  # no two tokens share a position vector
+
+    policy = build_policy(tiny_policy.stats, [observation.instruction], network=cfg, seed=0)
+    with torch.no_grad():
+        policy.network.transformer.learnable_pos_embed.pos_emb_h.mul_(3.0)  # as if trained: not the init
+    d = save_policy(policy, tmp_path / "pe")
+    loaded = load_policy(d)
+    assert loaded.network.cfg.extra_pos_embed == "learnable"
+    assert torch.equal(loaded.network.transformer.learnable_pos_embed.pos_emb_h,
+                       policy.network.transformer.learnable_pos_embed.pos_emb_h)
+    a, b = (q.infer_batch(observation, [3], decode_images=False)[0] for q in (policy, loaded))
+    assert np.array_equal(a.actions, b.actions)
