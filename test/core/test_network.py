@@ -167,14 +167,14 @@ def test_latent_norm_standardises_encodes_and_inverts_on_decode(tiny):
 
 
 def test_learnable_position_embedding_is_built_trained_from_random_and_survives_a_checkpoint(tiny_policy, observation, tmp_path):
-    """The small sim networks add diffusers' learnable absolute position embedding (RoPE alone gives no token
-    its position): the tables start random (zero tables would give the embedding's normalisation a 1/eps
+    """The optional learnable absolute position embedding (diffusers' extra_pos_embed_type; RoPE alone gives
+    no token its position): the tables start random (zero tables would give the embedding's normalisation a 1/eps
     gradient), every token gets a unit-RMS, position-specific vector, and a checkpoint carries the setting
     and the tables so inference sees what training learnt. The released 2B config has none."""
     from cosmos_policy_ros.core.policy import load_policy, save_policy
-    from cosmos_policy_training.configs import build_policy, sim_network_config
+    from cosmos_policy_training.configs import build_policy
 
-    assert network.NETWORK_2B.extra_pos_embed is None and sim_network_config().extra_pos_embed == "learnable"
+    assert network.NETWORK_2B.extra_pos_embed is None and network.tiny_network_config().extra_pos_embed is None
     with pytest.raises(ValueError, match="extra_pos_embed: expected None or 'learnable', got 'sinusoidal'"):
         network.NetworkConfig(extra_pos_embed="sinusoidal")
     cfg = network.tiny_network_config()
