@@ -49,10 +49,16 @@ def chunk_errors(pred: np.ndarray, target: np.ndarray) -> Dict[str, float]:
             "arm_rad_first10": float(err[:10, ARM].mean())}
 
 
-def open_loop(policy, episodes, times: Sequence[int], blind: Dict[int, np.ndarray], seed: int = 195) -> Dict:
-    """Per observation step t: mean chunk error of the policy and of the blind chunk over ``episodes``."""
+def demo_observation(policy, ep, t: int):
+    """The policy's observation at step ``t`` of a recorded episode (its cameras, proprio and task; 25 Hz)."""
     from cosmos_policy_ros.core.types import Observation
 
+    return Observation(images={c: ep.images[c][t] for c in policy.layout.cameras}, proprio=ep.qpos[t],
+                       instruction=ep.task, stamp=t / 25.0)
+
+
+def open_loop(policy, episodes, times: Sequence[int], blind: Dict[int, np.ndarray], seed: int = 195) -> Dict:
+    """Per observation step t: mean chunk error of the policy and of the blind chunk over ``episodes``."""
     from .dataset import action_chunk
 
     rows = {}
@@ -62,8 +68,7 @@ def open_loop(policy, episodes, times: Sequence[int], blind: Dict[int, np.ndarra
         for ep in episodes:
             if t >= ep.num_steps:
                 continue
-            obs = Observation(images={c: ep.images[c][t] for c in policy.layout.cameras}, proprio=ep.qpos[t],
-                              instruction=ep.task, stamp=t / 25.0)
+            obs = demo_observation(policy, ep, t)
             target = action_chunk(ep.action, t, H)
             out = policy.infer(obs, seed=seed)
             pol.append(chunk_errors(out.actions, target))
@@ -81,14 +86,11 @@ def t0_readout(policy, episodes, step: int = 49, seed: int = 195) -> Dict:
     the policy and of the demos' mean (a policy that ignores the images has std ~0 and the mean's error).
     """
     from cosmos_policy_ros.core.robot import RIGHT_GRIPPER
-    from cosmos_policy_ros.core.types import Observation
 
     joints = np.arange(RIGHT_GRIPPER - 6, RIGHT_GRIPPER)  # right arm: the arm that reaches for the cube
     pred, target = [], []
     for ep in episodes:
-        obs = Observation(images={c: ep.images[c][0] for c in policy.layout.cameras}, proprio=ep.qpos[0],
-                          instruction=ep.task, stamp=0.0)
-        pred.append(np.asarray(policy.infer(obs, seed=seed).actions, np.float64)[step, joints])
+        pred.append(np.asarray(policy.infer(demo_observation(policy, ep, 0), seed=seed).actions, np.float64)[step, joints])
         target.append(np.asarray(ep.action, np.float64)[min(step, ep.num_steps - 1), joints])
     pred, target = np.stack(pred), np.stack(target)  # (E, 6)
     corr = [float(np.corrcoef(pred[:, j], target[:, j])[0, 1]) if pred[:, j].std() > 0 and target[:, j].std() > 0
@@ -145,14 +147,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_files = sorted(args.train_demos.glob("episode_*.hdf5"), key=lambda q: int(q.stem.split("_")[1]))
     if not train_files:
         raise SystemExit(f"no episode_*.hdf5 in {args.train_demos}")
+    if args.t0_only:  # the blind chunk and the open loop need every demo; this check only its episodes
+        train_files = train_files[:args.t0_episodes]
     train_eps = [read_episode(f, cameras=policy.layout.cameras) for f in train_files]
     report: Dict[str, object] = {"policy": str(args.policy), "policy_id": policy.policy_id}
     report["t0_readout_train"] = t0_readout(policy, train_eps[:args.t0_episodes])
     if args.t0_only:
         print(json.dumps(report["t0_readout_train"]))
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        _write_report(report, args.out)
         return 0
     n_ol = args.open_loop_episodes
     held_files = sorted(args.heldout_demos.glob("episode_*.hdf5"), key=lambda q: int(q.stem.split("_")[1]))
@@ -175,10 +177,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         report["closed_loop_heldout"] = closed_loop(policy, held_seeds, args.execute)
     report["seconds"] = round(time.monotonic() - t0, 1)
     print(format_report(report))
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1), encoding="utf-8")
+    _write_report(report, args.out)
     return 0
+
+
+def _write_report(report: Dict, out: Optional[Path]) -> None:
+    """The report as JSON at ``out`` (nothing without one)."""
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=1), encoding="utf-8")
 
 
 def format_report(report: Dict) -> str:

@@ -79,9 +79,9 @@ class NetworkConfig:
     image_size: int = 224
     vae: VAEConfig = field(default_factory=VAEConfig)
     #: diffusers' ``extra_pos_embed_type``: None (the released 2B network: 3D RoPE only) or "learnable" (an
-    #: absolute position embedding per latent frame / row / column, added before every block). Small networks
-    #: over a random frozen VAE need it: RoPE only shapes attention scores, so without it no token's value
-    #: says *where* in the image it is, and an action token cannot read the cube's position.
+    #: absolute position embedding per latent frame / row / column, added before every block). RoPE only
+    #: shapes attention scores, so without it no token's value says *where* in the image it is. Tried for the
+    #: small sim network in session 10; it did not make the first chunk follow the cube (docs/training.md).
     extra_pos_embed: Optional[str] = None
 
     def __post_init__(self):

@@ -7,7 +7,7 @@ import types
 import numpy as np
 
 from cosmos_policy_ros.core.policy import make_tiny_policy
-from cosmos_policy_training.diagnose import t0_readout
+from cosmos_policy_training.diagnose import demo_observation, t0_readout
 
 
 def _episode(policy, seed, target):
@@ -29,14 +29,8 @@ def test_t0_readout_reports_spreads_correlation_and_the_mean_baseline():
     assert r["episodes"] == 4 and r["step"] == 49
     np.testing.assert_allclose(r["demo_std"], targets.std(0).round(4), atol=1e-4)
     assert abs(r["mean_mae"] - np.abs(targets - targets.mean(0)).mean()) < 1e-9
-    preds = np.stack([policy.infer(_obs(policy, e), seed=195).actions[49, 7:13]
-                      for e in eps])
+    preds = np.stack([policy.infer(demo_observation(policy, e, 0), seed=195).actions[49, 7:13] for e in eps])
     np.testing.assert_allclose(r["pred_std"], preds.std(0).round(4), atol=1e-4)
     assert abs(r["policy_mae"] - np.abs(preds - targets).mean()) < 1e-6
     assert all(-1.0 <= c <= 1.0 for c in r["corr"])
 
-
-def _obs(policy, ep):
-    from cosmos_policy_ros.core.types import Observation
-    return Observation(images={c: ep.images[c][0] for c in policy.layout.cameras}, proprio=ep.qpos[0],
-                       instruction=ep.task, stamp=0.0)
