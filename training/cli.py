@@ -52,13 +52,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--no-augment", action="store_true", help="no image augmentation (inference centre crop)")
     d.add_argument("--cache-latents", action="store_true", help="encode every sample once (implies --no-augment)")
     d.add_argument("--cache-dir", default=None, help="keep cached latents here across runs")
-    d.add_argument("--latent-norm", choices=("wan", "data"), default="wan",
+    d.add_argument("--latent-norm", choices=("wan", "data", "scene"), default="wan",
                    help="wan: Wan 2.1 latent statistics only (pretrained VAE); data: also standardise every image "
                         "latent element with statistics of the training samples (a randomly initialised VAE "
-                        "needs it); the statistics travel with the checkpoint")
+                        "needs it); scene: as data, but the current images in units of what tells the episodes' "
+                        "starting scenes apart; the statistics travel with the checkpoint")
     m = parser.add_argument_group("model")
     m.add_argument("--init", default=None, help="start from a checkpoint (our folder, NVIDIA folder or HF id)")
     m.add_argument("--network", default="sim", help="preset when not --init: tiny, sim, 2b")
+    m.add_argument("--extra-pos-embed", choices=("none", "learnable"), default=None,
+                   help="override the preset's absolute position embedding (not with --init)")
     m.add_argument("--layout", default="aloha")
     m.add_argument("--embeddings", default=None, help="safetensors instruction -> (1, L, D) text embeddings")
     m.add_argument("--relative-actions", default=None,
@@ -85,6 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--decay-factor", type=float, default=0.3)
     t.add_argument("--final-factor", type=float, default=0.06)
     t.add_argument("--split", type=float, nargs=3, default=(0.5, 0.25, 0.25), metavar=("POLICY", "WORLD", "VALUE"))
+    t.add_argument("--proprio-dropout", type=float, default=0.0,
+                   help="probability that a policy sample's current proprio is generated instead of given "
+                        "(forces the policy to read the cameras; reference: 0)")
     t.add_argument("--action-weight", type=float, default=1.0,
                    help="loss weight of the action latent frame relative to the other frames (reference: 1)")
     t.add_argument("--value-mode", choices=("value_q", "value_v"), default="value_q",
@@ -150,6 +156,11 @@ def build_from_args(args: argparse.Namespace):
     if not demos and not rollouts:
         raise SystemExit("cosmos-policy train: expected --demos and/or --rollouts episode files")
     network = None if args.init else network_preset(args.network)
+    if getattr(args, "extra_pos_embed", None) is not None:
+        if network is None:
+            raise SystemExit("--extra-pos-embed: a network from --init keeps its own architecture")
+        import dataclasses
+        network = dataclasses.replace(network, extra_pos_embed=None if args.extra_pos_embed == "none" else "learnable")
     augment = not (args.no_augment or args.cache_latents)
     dcfg = DatasetConfig(gamma=args.gamma, stride=args.stride, augment=AugmentConfig(enabled=augment))
     fractions = None
@@ -197,7 +208,8 @@ def build_from_args(args: argparse.Namespace):
                           warmup_steps=args.warmup, decay_steps=max(args.decay_steps, args.warmup),
                           decay_factor=args.decay_factor, final_factor=args.final_factor),
         objective=ObjectiveConfig(policy=args.split[0], world_model=args.split[1], value=args.split[2],
-                                  value_mode=args.value_mode, action_weight=args.action_weight),
+                                  value_mode=args.value_mode, action_weight=args.action_weight,
+                                  proprio_dropout=args.proprio_dropout),
         log_every=args.log_every, save_every=args.save_every, precision=args.precision,
         grad_checkpointing=args.grad_checkpointing, distributed=args.distributed, train_vae=args.train_vae,
         cache_latents=args.cache_latents, cache_dir=args.cache_dir, latent_norm=args.latent_norm,

@@ -305,12 +305,21 @@ def latent_cache_key(vae: torch.nn.Module, layout: LatentLayout, image_cfg: Imag
 
 
 LATENT_STD_FLOOR = 1e-4  # elements that never vary (e.g. image borders) keep a finite gain
+#: ``latent_norm="scene"``: the current-image std is floored at this fraction of the all-sample std, so an element
+#: that never varies between starting scenes does not amplify later changes (an arm passing) without bound
+SCENE_STD_FLOOR = 0.1
 
 
-def latent_element_stats(latents: torch.Tensor, layout: LatentLayout) -> Tuple[torch.Tensor, torch.Tensor]:
+def latent_element_stats(latents: torch.Tensor, layout: LatentLayout,
+                         scene: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per-element mean and std over samples of Wan-normalised latents (N, 16, T, h, w) -> two (16, T, h, w)
     tensors for :meth:`CosmosNetwork.set_latent_norm`. Only image frames are standardised (std floored at
-    ``LATENT_STD_FLOOR``); the blank and vector frames get mean 0 / std 1, as injection overwrites them."""
+    ``LATENT_STD_FLOOR``); the blank and vector frames get mean 0 / std 1, as injection overwrites them.
+
+    ``scene`` (M, 16, T, h, w): latents of the episodes' first steps (``latent_norm="scene"``). The *current*
+    image frames then take their mean and std from these, std floored at ``SCENE_STD_FLOOR`` x the all-sample
+    std: the unit becomes what tells starting scenes apart (where the object is), not the arms' motion later in
+    the episode. Future image frames keep the all-sample statistics (they are prediction targets)."""
     if latents.dim() != 5 or latents.shape[2] != layout.num_frames:
         raise ValueError(f"latent stats: expected (N, 16, {layout.num_frames}, h, w) latents, got {tuple(latents.shape)}")
     if latents.shape[0] < 2:
@@ -320,6 +329,14 @@ def latent_element_stats(latents: torch.Tensor, layout: LatentLayout) -> Tuple[t
     std = x.std(0).clamp_min(LATENT_STD_FLOOR)
     image = torch.zeros(layout.num_frames, dtype=torch.bool)
     image[[i for i, sl in enumerate(layout.slots) if sl.kind == "image"]] = True
+    if scene is not None:
+        if scene.dim() != 5 or tuple(scene.shape[1:]) != tuple(latents.shape[1:]) or scene.shape[0] < 2:
+            raise ValueError(f"latent stats: expected at least 2 scene latents of shape {tuple(latents.shape[1:])}, "
+                             f"got {tuple(scene.shape)}")
+        cur = [i for i, sl in enumerate(layout.slots) if sl.kind == "image" and sl.role == "current"]
+        s = scene.double()[:, :, cur]
+        mean[:, cur] = s.mean(0)
+        std[:, cur] = torch.maximum(s.std(0), SCENE_STD_FLOOR * std[:, cur]).clamp_min(LATENT_STD_FLOOR)
     mean[:, ~image] = 0.0
     std[:, ~image] = 1.0
     return mean.float(), std.float()

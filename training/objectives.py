@@ -48,6 +48,11 @@ class ObjectiveConfig:
     # action is one of 11 frames, so with unit-scale image latents (--latent-norm data) the future images
     # dominate the gradient; a larger weight spends the small sim network's capacity on the chunk.
     action_weight: float = 1.0
+    # probability that a policy sample's current proprio frame is generated (noised, in the loss) instead of
+    # given. Ours (reference: 0). A demo's arm pose already says where the object is after the first steps,
+    # so a policy that always sees it can learn to ignore the cameras and then has nothing to go on at t = 0,
+    # where every episode starts from the same pose; without the proprio it must read the images.
+    proprio_dropout: float = 0.0
 
     def __post_init__(self):
         fr = (self.policy, self.world_model, self.value)
@@ -61,6 +66,8 @@ class ObjectiveConfig:
             raise ValueError(f"objective uniform range: expected 0 < low <= high, got ({self.uniform_low}, {self.uniform_high})")
         if not self.action_weight > 0:
             raise ValueError(f"objective action_weight: expected > 0, got {self.action_weight}")
+        if not 0.0 <= self.proprio_dropout < 1.0:
+            raise ValueError(f"objective proprio_dropout: expected in [0, 1), got {self.proprio_dropout}")
         if self.lognormal_std < 0 or self.loss_scale <= 0:
             raise ValueError(f"objective: expected lognormal_std >= 0 and loss_scale > 0, got {self.lognormal_std}, {self.loss_scale}")
 

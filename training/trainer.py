@@ -42,7 +42,7 @@ from .objectives import (OBJECTIVES, ObjectiveConfig, condition_masks, denoising
 
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 PRECISIONS = ("auto", "float32", "bfloat16")
-LATENT_NORMS = ("wan", "data")
+LATENT_NORMS = ("wan", "data", "scene")
 STATE_FILE = "training_state.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
 
@@ -103,6 +103,8 @@ class TrainConfig:
     # "wan": latents normalised with the Wan 2.1 statistics only (right for the pretrained VAE); "data": then
     # standardise every image latent element with statistics measured on the training samples (needed by a
     # randomly initialised VAE, whose image signal is otherwise ~1% of the latent; see docs/training.md)
+    # "scene": as "data", but the current image frames are standardised with the statistics of the episodes'
+    # first steps (what tells starting scenes apart; see dataset.latent_element_stats)
     latent_norm: str = "wan"
     latent_norm_samples: int = 2048  # samples the "data" statistics are measured on without a latent cache
     encode_batch: int = 8
@@ -126,8 +128,8 @@ class TrainConfig:
             raise ValueError("train: cache_latents needs a frozen VAE (train_vae=False)")
         if self.latent_norm not in LATENT_NORMS:
             raise ValueError(f"train latent_norm: expected one of {LATENT_NORMS}, got {self.latent_norm!r}")
-        if self.latent_norm == "data" and self.train_vae:
-            raise ValueError("train: latent_norm 'data' needs a frozen VAE (statistics are measured once)")
+        if self.latent_norm != "wan" and self.train_vae:
+            raise ValueError(f"train: latent_norm {self.latent_norm!r} needs a frozen VAE (statistics are measured once)")
         if self.latent_norm_samples < 1:
             raise ValueError(f"train latent_norm_samples: expected >= 1, got {self.latent_norm_samples}")
 
@@ -157,6 +159,8 @@ def init_distributed(mode: str = "auto", device: Optional[Union[str, torch.devic
     if device is None:
         device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(device)
+    if device.type == "cuda" and device.index is None:  # "--device cuda": this rank's GPU (set_device needs an index)
+        device = torch.device(f"cuda:{local}")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if mode == "auto":
@@ -273,7 +277,14 @@ class Trainer:
         x0 = inject_vectors(lat.float(), stack("proprio"), stack("actions"), stack("proprio_next"),
                             stack("value"), lay)
         objectives = [objs[p] for p in positions]
-        cond = condition_masks(objectives, lay, self.cfg.objective).to(dev)
+        cond = condition_masks(objectives, lay, self.cfg.objective)
+        drop = self.cfg.objective.proprio_dropout
+        if drop > 0:  # drawn per global-batch position, so the batch does not depend on the rank layout
+            for i, p in enumerate(positions):
+                g = torch.Generator().manual_seed(_mix(self.cfg.seed, step, p, 0xD40F))
+                if objectives[i] == "policy" and float(torch.rand((), generator=g)) < drop:
+                    cond[i, lay.current_proprio_index] = False
+        cond = cond.to(dev)
         text = torch.cat([self.text[s.task] for s in samples])
         return x0, cond, torch.tensor(sigmas, dtype=torch.float32, device=dev), torch.stack(eps).to(dev), text, objectives
 
@@ -390,23 +401,37 @@ class Trainer:
             dist.barrier()
 
     def prepare_latent_norm(self) -> None:
-        """With ``latent_norm="data"``, measure per-element latent statistics of the image frames on the
-        training samples (the cache when there is one) and install them in the network; kept if the network
+        """With ``latent_norm`` "data" or "scene", measure per-element latent statistics of the image frames on
+        the training samples (the cache when there is one) and install them in the network; kept if the network
         already has some (a resumed run or an initial checkpoint: the statistics must not drift)."""
-        if self.cfg.latent_norm != "data" or self.net.latent_norm_mean is not None:
+        if self.cfg.latent_norm == "wan" or self.net.latent_norm_mean is not None:
             return
+        first: Dict[int, int] = {}  # episode -> its first sample's index in the dataset
+        for i, (e, t) in enumerate(self.dataset.index):
+            if e not in first or t < self.dataset.index[first[e]][1]:
+                first[e] = i
+        want_scene = self.cfg.latent_norm == "scene"
+        scene = None
         if self.cache is not None:
             lat = torch.stack(list(self.cache.latents.values()))  # (N, 16, T, h, w) Wan-normalised
+            if want_scene:
+                scene = torch.stack([self.cache.latents[self.dataset.index[i]] for _, i in sorted(first.items())])
         else:
             n = len(self.dataset)
             ids = sorted({int(i) for i in np.linspace(0, n - 1, min(n, self.cfg.latent_norm_samples))})
-            chunks = []
-            for s in range(0, len(ids), self.cfg.encode_batch):
-                samples = [self.dataset.sample(i, None) for i in ids[s:s + self.cfg.encode_batch]]
-                chunks.append(self.net.encode_wan(self._video(samples).to(self.info.device)).cpu())
-            lat = torch.cat(chunks)
-        mean, std = latent_element_stats(lat, self.layout)
+            lat = self._encode_ids(ids)
+            if want_scene:
+                scene = self._encode_ids([i for _, i in sorted(first.items())])
+        mean, std = latent_element_stats(lat, self.layout, scene)
         self.net.set_latent_norm(mean, std)
+
+    def _encode_ids(self, ids: Sequence[int]) -> torch.Tensor:
+        """(len(ids), 16, T, h, w) Wan-normalised latents of dataset samples (no augmentation draw)."""
+        chunks = []
+        for s in range(0, len(ids), self.cfg.encode_batch):
+            samples = [self.dataset.sample(i, None) for i in ids[s:s + self.cfg.encode_batch]]
+            chunks.append(self.net.encode_wan(self._video(samples).to(self.info.device)).cpu())
+        return torch.cat(chunks)
 
     def train(self, steps: Optional[int] = None) -> List[Dict[str, float]]:
         """Train until ``steps`` (default ``cfg.steps``) total steps; checkpoints every ``save_every``

@@ -288,3 +288,85 @@ def test_data_latent_norm_gives_unit_spread_image_latents_and_travels_with_the_c
     plain.train()
     assert not (tmp_path / "plain" / "final" / LATENT_NORM_FILE).exists()
     assert torch.equal(plain.net.normalize_latents(raw), raw)
+
+
+def test_scene_latent_norm_measures_current_images_on_each_episodes_first_step(tiny_episodes, tmp_path):
+    """`train --latent-norm scene`: the current image frames are standardised with the statistics of the
+    episodes' first samples (what tells the starting scenes apart), floored at a fraction of the all-sample
+    std; future image frames keep the all-sample statistics; the statistics travel with the checkpoint."""
+    import argparse
+
+    from cosmos_policy_ros.core.policy import load_policy
+    from cosmos_policy_training import cli
+    from cosmos_policy_training.dataset import SCENE_STD_FLOOR
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--demos", *map(str, tiny_episodes), "--network", "tiny", "--out", str(tmp_path / "run"), "--steps", "1",
+            "--batch", "2", "--warmup", "1", "--stride", "5", "--cache-latents", "--no-progress", "--save-every", "1",
+            "--latent-norm", "scene"]
+    trainer, dataset = cli.build_from_args(parser.parse_args(argv))
+    trainer.train()
+    raw = torch.stack(list(trainer.cache.latents.values())).double()  # (N, 16, T, h, w)
+    first = torch.stack([trainer.cache.latents[(e, 0)] for e in range(len(dataset.episodes))]).double()
+    cur = [i for i, s in enumerate(ALOHA.slots) if s.kind == "image" and s.role == "current"]
+    fut = [i for i, s in enumerate(ALOHA.slots) if s.kind == "image" and s.role == "future"]
+    net = trainer.net
+    mean, std = net.latent_norm_mean[0].double(), net.latent_norm_std[0].double()
+    assert torch.allclose(mean[:, cur], first[:, :, cur].mean(0), atol=1e-6)
+    want = torch.maximum(first[:, :, cur].std(0), SCENE_STD_FLOOR * raw[:, :, cur].std(0)).clamp_min(1e-4)
+    assert torch.allclose(std[:, cur], want, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(std[:, fut], raw[:, :, fut].std(0).clamp_min(1e-4), rtol=1e-4, atol=1e-7)
+    # the unit of the current frames is the scenes' spread, not the whole episodes' (which is larger here)
+    assert (std[:, cur] < raw[:, :, cur].std(0).clamp_min(1e-4)).float().mean() > 0.5
+    policy = load_policy(tmp_path / "run" / "final")
+    assert torch.equal(policy.network.latent_norm_std, net.latent_norm_std)
+
+
+def test_proprio_dropout_generates_the_current_proprio_of_some_policy_samples_only(tiny_episodes, tmp_path):
+    """`train --proprio-dropout p`: about p of the policy samples get their current proprio frame noised and
+    predicted (not given); no other objective and no other frame changes; the draw is reproducible."""
+    import argparse
+
+    from cosmos_policy_training import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    argv = ["--demos", *map(str, tiny_episodes), "--network", "tiny", "--out", str(tmp_path / "run"), "--steps", "1",
+            "--batch", "64", "--warmup", "1", "--stride", "5", "--cache-latents", "--cache-dir", str(tmp_path / "cache"),
+            "--no-progress"]
+    base, _ = cli.build_from_args(parser.parse_args(argv))
+    drop, _ = cli.build_from_args(parser.parse_args(argv + ["--proprio-dropout", "0.5"]))
+    base.prepare_cache()
+    drop.prepare_cache()  # the same files: encoded once
+    k = ALOHA.current_proprio_index
+    n_policy = n_dropped = 0
+    for step in range(3):
+        _, c0, *_, objs = base.make_batch(step, range(64))
+        _, c1, *_, objs1 = drop.make_batch(step, range(64))
+        assert objs == objs1
+        assert c0[:, k].all()  # the reference: the current proprio is always given
+        changed = (c0 != c1)
+        assert not changed[:, [i for i in range(ALOHA.num_frames) if i != k]].any()
+        for i, o in enumerate(objs):
+            if o != "policy":
+                assert not changed[i].any()
+            else:
+                n_policy += 1
+                n_dropped += int(changed[i, k])
+        _, c2, *_ = drop.make_batch(step, range(64))
+        assert torch.equal(c1, c2)
+    assert 0.3 < n_dropped / n_policy < 0.7
+    with pytest.raises(ValueError, match="proprio_dropout"):
+        ObjectiveConfig(proprio_dropout=1.0)
+
+
+def test_device_cuda_without_an_index_means_this_ranks_gpu(monkeypatch):
+    """`--device cuda` names this rank's GPU (torch.cuda.set_device rejects a bare 'cuda')."""
+    from cosmos_policy_training import trainer as tr
+
+    seen = []
+    monkeypatch.setattr(tr.torch.cuda, "set_device", lambda d: seen.append(d))  # no GPU here: record the call
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    info = tr.init_distributed("none", "cuda")
+    assert info.device == torch.device("cuda:0") and seen == [torch.device("cuda:0")]

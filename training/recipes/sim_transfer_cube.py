@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=4e-3, warmup=200, stride=4, seed=0, threads=2,
-                relative_actions="arms", latent_norm="data", weight_decay=0.1, action_weight=1.0)
+                relative_actions="arms", latent_norm="data", weight_decay=0.1, action_weight=1.0,
+                proprio_dropout=0.0)
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
 # At 64 px the cube then covers ~7x7 px instead of ~2x1.5 px of the whole squashed frame.
@@ -42,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, default=DEFAULTS["weight_decay"])
     parser.add_argument("--action-weight", type=float, default=DEFAULTS["action_weight"],
                         help="loss weight of the action latent frame (train --action-weight)")
+    parser.add_argument("--proprio-dropout", type=float, default=DEFAULTS["proprio_dropout"],
+                        help="share of policy samples whose current proprio is generated, not given (train --proprio-dropout)")
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -49,9 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch CPU threads (2 on a free 2-core machine; 1 is faster on a busy one)")
     parser.add_argument("--relative-actions", default=DEFAULTS["relative_actions"],
                         help="arm joints predicted relative to the current proprio (arms) or absolute (none)")
-    parser.add_argument("--latent-norm", choices=("wan", "data"), default=DEFAULTS["latent_norm"],
+    parser.add_argument("--latent-norm", choices=("wan", "data", "scene"), default=DEFAULTS["latent_norm"],
                         help="data (default): standardise image latents with training statistics; the random "
                              "frozen sim VAE passes the image with a gain of ~0.007 without it (wan: sessions 1-8)")
+    parser.add_argument("--extra-pos-embed", choices=("none", "learnable"), default=None,
+                        help="absolute position embedding of the DiT (default: the sim preset's, none)")
+    parser.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
     parser.add_argument("--whole-frames", action="store_true",
                         help="no cam_high ROI: the whole squashed frame, as the session-4 checkpoint")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
@@ -67,7 +73,12 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
             "--relative-actions", args.relative_actions, "--latent-norm", args.latent_norm,
-            "--weight-decay", str(args.weight_decay), "--action-weight", str(args.action_weight)]
+            "--weight-decay", str(args.weight_decay), "--action-weight", str(args.action_weight),
+            "--proprio-dropout", str(args.proprio_dropout)]
+    if args.extra_pos_embed is not None:
+        argv += ["--extra-pos-embed", args.extra_pos_embed]
+    if args.device is not None:
+        argv += ["--device", args.device, "--precision", "float32"]
     if not args.whole_frames:
         argv += ["--roi", "cam_high=" + ",".join(f"{v:.6f}" for v in CAM_HIGH_ROI)]
     if args.resume:
