@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "proportional to the number of samples")
     d.add_argument("--stride", type=int, default=1, help="use every N-th step as a sample start")
     d.add_argument("--gamma", type=float, default=0.998)
+    d.add_argument("--first-step-fraction", type=float, default=0.0,
+                   help="share of draws from the episodes' first samples (t = 0), where only the cameras say where "
+                        "the object is (default 0: uniform over samples)")
     d.add_argument("--no-augment", action="store_true", help="no image augmentation (inference centre crop)")
     d.add_argument("--cache-latents", action="store_true", help="encode every sample once (implies --no-augment)")
     d.add_argument("--cache-dir", default=None, help="keep cached latents here across runs")
@@ -162,7 +165,8 @@ def build_from_args(args: argparse.Namespace):
         import dataclasses
         network = dataclasses.replace(network, extra_pos_embed=None if args.extra_pos_embed == "none" else "learnable")
     augment = not (args.no_augment or args.cache_latents)
-    dcfg = DatasetConfig(gamma=args.gamma, stride=args.stride, augment=AugmentConfig(enabled=augment))
+    dcfg = DatasetConfig(gamma=args.gamma, stride=args.stride, augment=AugmentConfig(enabled=augment),
+                         first_step_fraction=args.first_step_fraction)
     fractions = None
     if args.demo_fraction is not None and rollouts:
         fractions = {"demo": args.demo_fraction, "rollout": 1.0 - args.demo_fraction}

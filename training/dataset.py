@@ -49,8 +49,14 @@ class DatasetConfig:
     unlabelled_score: float = 1.0
     demo_score: Optional[float] = 1.0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    #: share of the draws that go to the episodes' first samples (t = 0), uniformly; 0: no special weight. Every
+    #: episode starts from the same pose, so only the cameras tell the first chunk where the object is; with
+    #: one such sample per episode among hundreds, that readout gets too little of the gradient to be learnt.
+    first_step_fraction: float = 0.0
 
     def __post_init__(self):
+        if not 0.0 <= self.first_step_fraction < 1.0:
+            raise ValueError(f"dataset first_step_fraction: expected in [0, 1), got {self.first_step_fraction}")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
         if not 0.0 < self.gamma <= 1.0:
@@ -208,6 +214,12 @@ class EpisodeDataset:
             for k in present:
                 sel = np.array([x == k for x in kinds])
                 w[sel] = kind_fractions.get(k, 0.0) / total / sel.sum()
+        w = w / w.sum()
+        f = self.cfg.first_step_fraction
+        first = np.array([t == 0 for _, t in self.index])
+        if f > 0 and first.any() and not first.all():
+            w[first] = f / first.sum()  # episodes weigh alike here: each starts one scene
+            w[~first] *= (1.0 - f) / w[~first].sum()
         self.weights = torch.from_numpy(w / w.sum())
 
     @classmethod

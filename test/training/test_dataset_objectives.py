@@ -370,3 +370,21 @@ def test_device_cuda_without_an_index_means_this_ranks_gpu(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "0")
     info = tr.init_distributed("none", "cuda")
     assert info.device == torch.device("cuda:0") and seen == [torch.device("cuda:0")]
+
+
+def test_first_step_fraction_gives_the_episodes_first_samples_that_share_of_the_draws(tiny_episodes):
+    """`train --first-step-fraction f`: the episodes' t = 0 samples (where only the cameras say where the
+    object is) get f of the sampling weight, shared equally; the rest keep their relative weights."""
+    cfg = lambda f: DatasetConfig(stride=5, augment=AugmentConfig(enabled=False), first_step_fraction=f)  # noqa: E731
+    plain = EpisodeDataset.from_paths(tiny_episodes, ALOHA, ImageConfig(squash_size=64, size=64), cfg(0.0))
+    ds = EpisodeDataset(plain.episodes, ALOHA, plain.stats, cfg(0.25))
+    first = torch.tensor([t == 0 for _, t in ds.index])
+    assert int(first.sum()) == len(ds.episodes) and len(ds) > 4 * len(ds.episodes)
+    assert float(ds.weights[first].sum()) == pytest.approx(0.25)
+    assert torch.allclose(ds.weights[first], ds.weights[first][0].expand(int(first.sum())))
+    assert torch.allclose(ds.weights[~first] / ds.weights[~first].sum(), plain.weights[~first] / plain.weights[~first].sum())
+    assert float(plain.weights[first].sum()) == pytest.approx(float(first.sum()) / len(plain))  # default: uniform
+    draws = torch.multinomial(ds.weights, 4000, replacement=True, generator=torch.Generator().manual_seed(0))
+    assert 0.2 < float(first[draws].float().mean()) < 0.3
+    with pytest.raises(ValueError, match="first_step_fraction"):
+        DatasetConfig(first_step_fraction=1.0)

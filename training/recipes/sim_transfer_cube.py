@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 DEFAULTS = dict(episodes=100, steps=9000, batch=16, lr=4e-3, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms", latent_norm="data", weight_decay=0.1, action_weight=1.0,
-                proprio_dropout=0.0)
+                proprio_dropout=0.0, first_step_fraction=0.0)
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
 # At 64 px the cube then covers ~7x7 px instead of ~2x1.5 px of the whole squashed frame.
@@ -45,6 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loss weight of the action latent frame (train --action-weight)")
     parser.add_argument("--proprio-dropout", type=float, default=DEFAULTS["proprio_dropout"],
                         help="share of policy samples whose current proprio is generated, not given (train --proprio-dropout)")
+    parser.add_argument("--first-step-fraction", type=float, default=DEFAULTS["first_step_fraction"],
+                        help="share of draws from the demos' first samples (train --first-step-fraction)")
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
@@ -74,7 +76,7 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
             "--relative-actions", args.relative_actions, "--latent-norm", args.latent_norm,
             "--weight-decay", str(args.weight_decay), "--action-weight", str(args.action_weight),
-            "--proprio-dropout", str(args.proprio_dropout)]
+            "--proprio-dropout", str(args.proprio_dropout), "--first-step-fraction", str(args.first_step_fraction)]
     if args.extra_pos_embed is not None:
         argv += ["--extra-pos-embed", args.extra_pos_embed]
     if args.device is not None:
