@@ -214,13 +214,18 @@ class EpisodeDataset:
             for k in present:
                 sel = np.array([x == k for x in kinds])
                 w[sel] = kind_fractions.get(k, 0.0) / total / sel.sum()
-        w = w / w.sum()
         f = self.cfg.first_step_fraction
-        first = np.array([t == 0 for _, t in self.index])
+        first = np.zeros(len(self.index), dtype=bool)
+        first[self.first_sample_indices()] = True
         if f > 0 and first.any() and not first.all():
             w[first] = f / first.sum()  # episodes weigh alike here: each starts one scene
             w[~first] *= (1.0 - f) / w[~first].sum()
         self.weights = torch.from_numpy(w / w.sum())
+
+    def first_sample_indices(self) -> List[int]:
+        """Dataset indices of each episode's first sample (t = 0: the index starts every episode there), in
+        episode order."""
+        return [i for i, (_, t) in enumerate(self.index) if t == 0]
 
     @classmethod
     def from_paths(cls, demos: Sequence[Union[str, Path]], layout: LatentLayout, image_cfg: ImageConfig,

@@ -406,22 +406,18 @@ class Trainer:
         already has some (a resumed run or an initial checkpoint: the statistics must not drift)."""
         if self.cfg.latent_norm == "wan" or self.net.latent_norm_mean is not None:
             return
-        first: Dict[int, int] = {}  # episode -> its first sample's index in the dataset
-        for i, (e, t) in enumerate(self.dataset.index):
-            if e not in first or t < self.dataset.index[first[e]][1]:
-                first[e] = i
-        want_scene = self.cfg.latent_norm == "scene"
+        first = self.dataset.first_sample_indices() if self.cfg.latent_norm == "scene" else None
         scene = None
         if self.cache is not None:
             lat = torch.stack(list(self.cache.latents.values()))  # (N, 16, T, h, w) Wan-normalised
-            if want_scene:
-                scene = torch.stack([self.cache.latents[self.dataset.index[i]] for _, i in sorted(first.items())])
+            if first is not None:
+                scene = self.cache.get([self.dataset.index[i] for i in first])
         else:
             n = len(self.dataset)
             ids = sorted({int(i) for i in np.linspace(0, n - 1, min(n, self.cfg.latent_norm_samples))})
             lat = self._encode_ids(ids)
-            if want_scene:
-                scene = self._encode_ids([i for _, i in sorted(first.items())])
+            if first is not None:
+                scene = self._encode_ids(first)
         mean, std = latent_element_stats(lat, self.layout, scene)
         self.net.set_latent_norm(mean, std)
 

@@ -20,7 +20,19 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-IMG = [2, 3, 4, 7, 8, 9]
+from cosmos_policy_ros.core.layout import ALOHA
+
+IMG = [i for i, slot in enumerate(ALOHA.slots) if slot.kind == "image"]  # the frames the bundle stores
+
+
+def build(recipe_argv, files):
+    """(trainer, dataset) of the recipe's `cosmos-policy train` arguments, as the recipe itself builds them."""
+    import argparse
+    from cosmos_policy_training import cli as train_cli
+    from cosmos_policy_training.recipes import sim_transfer_cube as R
+    p = argparse.ArgumentParser(); R.add_arguments(p)
+    tp = argparse.ArgumentParser(); train_cli.add_arguments(tp)
+    return train_cli.build_from_args(tp.parse_args(R.train_argv(p.parse_args(recipe_argv), files)))
 
 
 def patch_no_images():
@@ -32,17 +44,10 @@ def patch_no_images():
 
 
 def export(out, stride):
-    import argparse
-    from cosmos_policy_training import cli as train_cli
-    from cosmos_policy_training.recipes import sim_transfer_cube as R
     from cosmos_policy_training.dataset import latent_cache_key
     patch_no_images()
-    p = argparse.ArgumentParser(); R.add_arguments(p)
-    args = p.parse_args(["--out", "/tmp/x", "--stride", str(stride)])
     files = [Path(f"data/sim_demos/episode_{i}.hdf5") for i in range(100)]
-    tp = argparse.ArgumentParser(); train_cli.add_arguments(tp)
-    targs = tp.parse_args(R.train_argv(args, files))
-    trainer, ds = train_cli.build_from_args(targs)
+    trainer, ds = build(["--out", "/tmp/x", "--stride", str(stride)], files)
     # the stride-4 cache of the recipe (same VAE, layout, preprocessing): pick its t % stride == 0 rows
     c4 = {}
     for e, ep in enumerate(ds.episodes):
@@ -72,10 +77,8 @@ def export(out, stride):
 
 
 def train(exp, recipe_argv):
-    import argparse
     import cosmos_policy_training.dataset as D
     from cosmos_policy_training import cli as train_cli
-    from cosmos_policy_training.recipes import sim_transfer_cube as R
     from cosmos_policy_ros.core.codec import DatasetStats
     exp = Path(exp)
     t = load_file(str(exp / "data.safetensors"))
@@ -106,16 +109,12 @@ def train(exp, recipe_argv):
     import cosmos_policy_training.trainer as TR
     TR.LatentCache = D.LatentCache
     train_cli.episode_files = lambda items: [Path(i) for i in items]
-    p = argparse.ArgumentParser(); R.add_arguments(p)
-    args = p.parse_args(recipe_argv)
-    files = [Path(m["path"]) for m in meta["episodes"]]
-    tp = argparse.ArgumentParser(); train_cli.add_arguments(tp)
-    targs = tp.parse_args(R.train_argv(args, files))
-    trainer, ds = train_cli.build_from_args(targs)
-    print(f"{args.run_dir}: {len(ds)} samples, cache {len(trainer.cache.latents) if trainer.cache else 'later'}", flush=True)
+    trainer, ds = build(recipe_argv, [Path(m["path"]) for m in meta["episodes"]])
+    run_dir = trainer.out
+    print(f"{run_dir}: {len(ds)} samples", flush=True)
     t0 = time.time()
     hist = trainer.train()
-    print(f"{args.run_dir}: trained {trainer.step} steps in {time.time() - t0:.0f}s; last {hist[-1] if hist else None}", flush=True)
+    print(f"{run_dir}: trained {trainer.step} steps in {time.time() - t0:.0f}s; last {hist[-1] if hist else None}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 mkdir -p /tmp/pkgs && ln -sfn $PWD/training /tmp/pkgs/cosmos_policy_training
 export PYTHONPATH=/tmp/site:/tmp/pkgs:$PWD
 python3 - <<'PY' || exit 4
-import sys, importlib, torch, diffusers
+import torch, diffusers
 print("torch", torch.__version__, torch.cuda.is_available(), "diffusers", diffusers.__version__)
 import cosmos_policy_training.trainer
 PY
@@ -40,7 +40,7 @@ for f in glob.glob("/tmp/sw/run_*/history.jsonl"):
 print(max(r) if r else 1.0)
 PY
 PER=$(cat $W/rate.txt); NOW=$(date +%s); AVAIL=$((DEADLINE - NOW - 45))
-echo "per-step (7 side by side): $PER s; available $AVAIL s"; cat $W/log_scene.txt | tail -3
+echo "per-step (${#V[@]} side by side): $PER s; available $AVAIL s"; cat $W/log_scene.txt | tail -3
 rm -rf $W/run_* $W/out_*
 for n in "${!V[@]}"; do
   S=$(python3 -c "print(int(min(${WANT[$n]}, ${CAP:-99999}, $AVAIL / $PER * 0.92) // 8 * 8))")

@@ -57,8 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relative-actions", default=DEFAULTS["relative_actions"],
                         help="arm joints predicted relative to the current proprio (arms) or absolute (none)")
     parser.add_argument("--latent-norm", choices=("wan", "data", "scene"), default=DEFAULTS["latent_norm"],
-                        help="data (default): standardise image latents with training statistics; the random "
-                             "frozen sim VAE passes the image with a gain of ~0.007 without it (wan: sessions 1-8)")
+                        help="scene (default): as data, but the current images in units of the starting scenes' "
+                             "spread (session 11); data: standardise image latents with training statistics, as the "
+                             "random frozen sim VAE passes the image with a gain of ~0.007 without it (wan: sessions 1-8)")
     parser.add_argument("--extra-pos-embed", choices=("none", "learnable"), default=None,
                         help="absolute position embedding of the DiT (default: the sim preset's, none)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
