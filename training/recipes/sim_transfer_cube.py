@@ -66,14 +66,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--whole-frames", action="store_true",
                         help="no cam_high ROI: the whole squashed frame, as the session-4 checkpoint")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    parser.add_argument("--init", type=Path, default=None,
+                        help="continue training a checkpoint of this recipe (its weights and normalisation "
+                             "statistics; a new run, unlike --resume: fresh optimiser and schedule)")
+    parser.add_argument("--decay-factor", type=float, default=0.3,
+                        help="lr factor reached at 80%% of the steps (linear decay from 1; then 0.06x)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
     """The `cosmos-policy train` arguments of this recipe."""
-    argv = ["--demos", *[str(p) for p in demo_files], "--network", "sim", "--out", str(args.run_dir),
+    start = ["--init", str(args.init), "--keep-checkpoint-stats"] if args.init is not None else ["--network", "sim"]
+    argv = ["--demos", *[str(p) for p in demo_files], *start, "--out", str(args.run_dir),
             "--steps", str(args.steps), "--batch", str(args.batch), "--lr", str(args.lr),
             "--warmup", str(args.warmup), "--decay-steps", str(int(args.steps * 0.8)),
+            "--decay-factor", str(args.decay_factor),
             "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
             "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
