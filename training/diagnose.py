@@ -14,6 +14,10 @@ Three measurements, each separating one family of causes:
    *blind* baseline: the per-step mean of the training demos' chunks, which knows the time step but not
    the scene. A policy no better than the blind chunk does not use what its cameras see.
 3. **Error by phase** (the step ``t`` of the observation): where in the task the chunk goes wrong.
+4. ``--trace SEED``: one closed-loop episode against the scripted expert of the same scene, every 10 steps:
+   per arm the joint furthest from the expert's action (policy command, expert action, arm state) and the
+   joints whose command sits on the statistics' bound (clipped), the gripper commands, and the reward so far.
+   Where a rollout leaves the demonstrated path, and whether clipping holds it there.
 
 Nothing here changes the policy; the JSON written with ``--out`` holds every number.
 """
@@ -111,6 +115,74 @@ def closed_loop(policy, seeds: Sequence[int], execute: Optional[int] = None) -> 
             "touched": int(sum(1 for r in res if r.max_reward >= 1))}
 
 
+def trace_against_expert(policy, sim, seed: int, execute: Optional[int] = None, every: int = 10,
+                         image_size: Optional[Sequence[int]] = None) -> Dict:
+    """One closed-loop episode of ``policy`` in ``sim`` (scene ``seed``) beside the scripted expert's actions
+    for the same scene (the expert's own rollout). Rows every ``every`` 25 Hz steps; each arm: ``joint`` (index
+    in 0..13 of the arm joint furthest from the expert's action), ``policy`` / ``expert`` / ``state`` of that
+    joint (rad), ``err`` and ``at_bound`` (the arm joints whose command lies within 1e-6 rad, the float32
+    output's resolution, of the policy's actions_min or actions_max: clipped). Both loops step the sim as
+    ``rollouts.run_episode`` does."""
+    from cosmos_policy_ros.sim.expert import make_expert
+
+    from .rollouts import DEFAULT_IMAGE_SIZE
+
+    size = tuple(int(v) for v in (image_size or DEFAULT_IMAGE_SIZE))
+    steps = sim.config.max_steps // 2
+    sim.reset(seed, render=False)
+    expert = make_expert(sim)
+    ref = []
+    for _ in range(steps):  # the expert's own episode: its actions depend on the scene and the clock only
+        a = expert.action(sim.step_count + 2)
+        ref.append(a)
+        for _ in range(2):
+            sim.step(a, render=False)
+    expert_success = bool(sim.ever_success)
+    execute = int(execute or policy.horizon)
+    lo, hi = np.asarray(policy.stats.actions_min), np.asarray(policy.stats.actions_max)
+    sim.reset(seed, render=False)
+    rows: List[Dict] = []
+    chunk, k = None, 0
+    for t in range(steps):
+        obs = sim.policy_observation(size=size)
+        if chunk is None or k >= execute:
+            chunk, k = np.asarray(policy.infer(obs).actions, dtype=np.float64), 0
+        a, q = chunk[k], sim.qpos14()
+        k += 1
+        if t % every == 0:
+            row: Dict[str, object] = {"t": t, "reward": int(sim.max_reward),
+                                      "gripper": [float(a[6]), float(ref[t][6]), float(a[13]), float(ref[t][13])]}
+            for side, dims in (("left", ARM[ARM < 7]), ("right", ARM[ARM >= 7])):
+                err = np.abs(a[dims] - ref[t][dims])
+                j = int(dims[int(np.argmax(err))])
+                bound = [int(d) for d in dims if np.isclose(a[d], lo[d], rtol=0, atol=1e-6)
+                         or np.isclose(a[d], hi[d], rtol=0, atol=1e-6)]
+                row[side] = {"joint": j, "policy": float(a[j]), "expert": float(ref[t][j]), "state": float(q[j]),
+                             "err": float(err.max()), "at_bound": bound}
+            rows.append(row)
+        for _ in range(2):
+            sim.step(a, render=False)
+    return {"seed": int(seed), "success": bool(sim.ever_success), "max_reward": int(sim.max_reward),
+            "expert_success": expert_success, "execute": execute, "rows": rows}
+
+
+def format_trace(tr: Dict) -> str:
+    """A trace (:func:`trace_against_expert`) as a markdown table."""
+    lines = [f"Scene {tr['seed']}: policy success {tr['success']} (max reward {tr['max_reward']}), expert success "
+             f"{tr['expert_success']}; {tr['execute']}-action chunks.", "",
+             "| t | reward | left: joint policy/expert/state (err) | left clipped | right: joint policy/expert/state (err) "
+             "| right clipped | grippers L policy/expert, R policy/expert |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in tr["rows"]:
+        cells = []
+        for side in ("left", "right"):
+            s = r[side]
+            cells += [f"{s['joint']}: {s['policy']:.3f}/{s['expert']:.3f}/{s['state']:.3f} ({s['err']:.3f})",
+                      ",".join(map(str, s["at_bound"])) or "-"]
+        g = r["gripper"]
+        lines.append(f"| {r['t']} | {r['reward']} | " + " | ".join(cells) + f" | {g[0]:.2f}/{g[1]:.2f}, {g[2]:.2f}/{g[3]:.2f} |")
+    return "\n".join(lines)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cosmos_policy_training.diagnose", description=__doc__.splitlines()[0])
     p.add_argument("--policy", required=True)
@@ -126,6 +198,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--t0-only", action="store_true",
                    help="only the t = 0 readout check (does the first chunk follow the cube?) on the training demos")
     p.add_argument("--t0-episodes", type=int, default=20, help="training demos for the t = 0 readout check")
+    p.add_argument("--trace", default=None,
+                   help="only trace closed-loop episodes of these scene seeds against the expert, e.g. 1004,1007")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -144,6 +218,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_seeds, held_seeds = parse_seeds(args.train_seeds), parse_seeds(args.heldout_seeds)
     times = [int(t) for t in args.times.split(",")]
     t0 = time.monotonic()
+    if args.trace:
+        from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+        sim = AlohaSim("transfer_cube", seed=0, image_size=DEFAULT_IMAGE_SIZE, cameras=policy.layout.cameras,
+                       max_steps=400, render=False)
+        report = {"policy": str(args.policy), "policy_id": policy.policy_id,
+                  "traces": [trace_against_expert(policy, sim, s, args.execute) for s in parse_seeds(args.trace)]}
+        sim.close()
+        print("\n\n".join(format_trace(tr) for tr in report["traces"]))
+        _write_report(report, args.out)
+        return 0
     train_files = sorted(args.train_demos.glob("episode_*.hdf5"), key=lambda q: int(q.stem.split("_")[1]))
     if not train_files:
         raise SystemExit(f"no episode_*.hdf5 in {args.train_demos}")

@@ -34,3 +34,40 @@ def test_t0_readout_reports_spreads_correlation_and_the_mean_baseline():
     assert abs(r["policy_mae"] - np.abs(preds - targets).mean()) < 1e-6
     assert all(-1.0 <= c <= 1.0 for c in r["corr"])
 
+
+
+def test_trace_compares_the_commands_sent_with_the_experts_actions_and_flags_clipped_joints():
+    """`diagnose --trace`: the real sim, a tiny (untrained) policy whose left-arm joint 4 range is one value,
+    so every command of that joint is clipped onto it; the expert column is the expert's own episode."""
+    import dataclasses
+
+    from cosmos_policy_ros.sim.aloha_sim import TASK_DESCRIPTIONS, AlohaSim
+    from cosmos_policy_ros.sim.expert import make_expert
+    from cosmos_policy_training.diagnose import format_trace, trace_against_expert
+
+    policy = make_tiny_policy(seed=0, instructions=[TASK_DESCRIPTIONS["transfer_cube"]])
+    lo, hi = np.array(policy.stats.actions_min, float), np.array(policy.stats.actions_max, float)
+    lo[4] = hi[4] = -0.3
+    policy.stats = dataclasses.replace(policy.stats, actions_min=lo, actions_max=hi)
+    sim = AlohaSim("transfer_cube", seed=0, image_size=(48, 64), cameras=policy.layout.cameras, max_steps=120,
+                   render=False)
+    tr = trace_against_expert(policy, sim, seed=3, every=20, image_size=(48, 64))
+    assert [r["t"] for r in tr["rows"]] == [0, 20, 40]
+    sim.reset(3, render=False)
+    expert = make_expert(sim)
+    want = []
+    for _ in range(60):
+        a = expert.action(sim.step_count + 2)
+        want.append(a)
+        for _ in range(2):
+            sim.step(a, render=False)
+    sim.close()
+    assert tr["expert_success"] is False  # 60 steps are too short for the hand-over
+    for r in tr["rows"]:
+        assert 4 in r["left"]["at_bound"]
+        for side in ("left", "right"):
+            s = r[side]
+            assert s["expert"] == want[r["t"]][s["joint"]]
+            assert s["err"] == abs(s["policy"] - s["expert"]) and s["joint"] not in (6, 13)
+        assert r["gripper"][1] == want[r["t"]][6] and r["gripper"][3] == want[r["t"]][13]
+    assert "| 20 |" in format_trace(tr)
