@@ -123,20 +123,11 @@ def trace_against_expert(policy, sim, seed: int, execute: Optional[int] = None, 
     joint (rad), ``err`` and ``at_bound`` (the arm joints whose command lies within 1e-6 rad, the float32
     output's resolution, of the policy's actions_min or actions_max: clipped). Both loops step the sim as
     ``rollouts.run_episode`` does."""
-    from cosmos_policy_ros.sim.expert import make_expert
-
-    from .rollouts import DEFAULT_IMAGE_SIZE
+    from .rollouts import DEFAULT_IMAGE_SIZE, expert_actions
 
     size = tuple(int(v) for v in (image_size or DEFAULT_IMAGE_SIZE))
     steps = sim.config.max_steps // 2
-    sim.reset(seed, render=False)
-    expert = make_expert(sim)
-    ref = []
-    for _ in range(steps):  # the expert's own episode: its actions depend on the scene and the clock only
-        a = expert.action(sim.step_count + 2)
-        ref.append(a)
-        for _ in range(2):
-            sim.step(a, render=False)
+    ref = expert_actions(sim, seed)
     expert_success = bool(sim.ever_success)
     execute = int(execute or policy.horizon)
     lo, hi = np.asarray(policy.stats.actions_min), np.asarray(policy.stats.actions_max)

@@ -38,13 +38,32 @@ class RolloutResult:
     path: Optional[str] = None
 
 
+def expert_actions(sim, seed: int) -> np.ndarray:
+    """(T, 14) the scripted expert's actions for scene ``seed`` at 25 Hz (its own episode in ``sim``, each action
+    held for 2 physics steps). The transfer-cube schedule is clocked: its action at step t depends on the scene
+    and t only, so these are also its labels for any state a policy reaches at t near the demonstrated path."""
+    from cosmos_policy_ros.sim.expert import make_expert
+
+    sim.reset(seed, render=False)
+    expert = make_expert(sim)
+    out = []
+    for _ in range(sim.config.max_steps // 2):
+        a = expert.action(sim.step_count + 2)
+        out.append(a)
+        for _ in range(2):
+            sim.step(a, render=False)
+    return np.stack(out)
+
+
 def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                 record: Optional[Path] = None, policy_seed: Optional[int] = None,
-                action_noise: float = 0.0) -> RolloutResult:
+                action_noise: float = 0.0, labels: Optional[np.ndarray] = None) -> RolloutResult:
     """One episode of ``policy`` in ``sim`` (scene ``seed``); ``record`` -> write the episode file there.
 
     action_noise: std (rad) of Gaussian noise added to every executed arm-joint target (grippers untouched),
     drawn once per chunk from ``seed`` (a way to collect more varied rollouts for the value function).
+    labels: (T, 14) actions to record instead of the executed ones (DAgger: the expert's, :func:`expert_actions`);
+    the observations and the outcome stay the policy's. The file's ``action_labels`` attribute says which.
     """
     from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD
 
@@ -52,6 +71,8 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     size = tuple(int(v) for v in image_size)
     sim.reset(seed, render=False)
     T = sim.config.max_steps // 2
+    if labels is not None and np.shape(labels) != (T, 14):
+        raise ValueError(f"labels: expected ({T}, 14) actions, got shape {np.shape(labels)}")
     rng = np.random.default_rng(seed + 7919)
     qpos, actions, frames, values = [], [], {c: [] for c in policy.layout.cameras}, []
     chunk: Optional[np.ndarray] = None
@@ -76,7 +97,7 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
         k += 1
         if record is not None:
             qpos.append(obs.proprio.astype(np.float64))
-            actions.append(a)
+            actions.append(a if labels is None else np.asarray(labels[t], dtype=np.float64))
             for c in frames:
                 frames[c].append(obs.images[c])
         for _ in range(2):  # 25 Hz policy on 50 Hz physics
@@ -88,7 +109,8 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
         write_episode(record, np.stack(qpos), np.stack(actions), {c: np.stack(v) for c, v in frames.items()},
                       task=obs.instruction, success=res.success, success_score=res.max_reward / SUCCESS_REWARD,
                       fps=25.0, sim=True, extra_attrs={"policy_name": policy.policy_id, "seed": int(seed),
-                                                      "action_noise": float(action_noise), "execute": execute})
+                                                      "action_noise": float(action_noise), "execute": execute,
+                                                      "action_labels": "executed" if labels is None else "expert"})
         res.path = str(record)
     return res
 
@@ -135,8 +157,9 @@ def run_noisy_expert_episode(sim, seed: int, noise: float, cameras: Sequence[str
 
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
-                 progress: bool = True, max_steps: int = 400) -> List[RolloutResult]:
-    """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``)."""
+                 progress: bool = True, max_steps: int = 400, expert_labels: bool = False) -> List[RolloutResult]:
+    """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``);
+    ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data)."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
@@ -147,8 +170,9 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
             rec = None if out is None else Path(out) / f"episode_{int(s)}.hdf5"
             if rec is not None:
                 rec.parent.mkdir(parents=True, exist_ok=True)
+            labels = expert_actions(sim, int(s)) if expert_labels else None
             r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
-                            action_noise=action_noise)
+                            action_noise=action_noise, labels=labels)
             results.append(r)
             if progress:
                 print(f"  seed {s}: {'success' if r.success else 'failure'} (max reward {r.max_reward}), "
@@ -168,13 +192,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="record episodes here")
     p.add_argument("--execute", type=int, default=None, help="actions executed per chunk (default: all)")
     p.add_argument("--action-noise", type=float, default=0.0)
+    p.add_argument("--expert-labels", action="store_true",
+                   help="record the scripted expert's actions for the states the policy visits (DAgger data; "
+                        "train on the files as --demos)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    if args.expert_labels and args.out is None:
+        p.error("--expert-labels records episodes: give --out")
     import torch
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, decode_future_images=False)
     res = rollout_many(policy, list(range(args.seed_start, args.seed_start + args.episodes)), out=args.out,
-                       execute=args.execute, action_noise=args.action_noise)
+                       execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels)
     print(json.dumps({"episodes": len(res), "successes": sum(r.success for r in res)}))
     return 0
 

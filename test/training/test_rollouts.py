@@ -1,0 +1,42 @@
+"""ROS-free sim rollouts recorded as training episodes, including DAgger data: the policy's observations and
+outcome with the scripted expert's actions as labels (real MuJoCo sim, a tiny untrained policy)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cosmos_policy_ros.core.policy import make_tiny_policy
+from cosmos_policy_ros.sim.aloha_sim import TASK_DESCRIPTIONS, AlohaSim
+from cosmos_policy_training.episodes import read_episode
+from cosmos_policy_training.rollouts import expert_actions, run_episode
+
+SIZE = (48, 64)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    policy = make_tiny_policy(seed=0, instructions=[TASK_DESCRIPTIONS["transfer_cube"]])
+    sim = AlohaSim("transfer_cube", seed=0, image_size=SIZE, cameras=policy.layout.cameras, max_steps=80,
+                   render=False)
+    yield policy, sim
+    sim.close()
+
+
+def test_expert_labels_replace_the_recorded_actions_not_the_observations(setup, tmp_path):
+    policy, sim = setup
+    labels = expert_actions(sim, 4)
+    assert labels.shape == (40, 14)
+    np.testing.assert_array_equal(labels, expert_actions(sim, 4))  # deterministic per scene
+    assert np.abs(labels - expert_actions(sim, 5)).max() > 1e-3  # and the scene matters
+    plain = run_episode(policy, sim, 4, image_size=SIZE, record=tmp_path / "plain.hdf5")
+    dagger = run_episode(policy, sim, 4, image_size=SIZE, record=tmp_path / "dagger.hdf5", labels=labels)
+    a, b = read_episode(plain.path), read_episode(dagger.path)
+    np.testing.assert_array_equal(b.action, labels)
+    np.testing.assert_array_equal(b.qpos, a.qpos)  # the policy's own states (same policy, same scene)
+    for cam in policy.layout.cameras:
+        np.testing.assert_array_equal(b.images[cam], a.images[cam])
+    assert np.abs(a.action - labels).max() > 0.05  # the untrained policy is not the expert
+    assert b.success == dagger.success and b.attrs["action_labels"] == "expert"
+    assert a.attrs["action_labels"] == "executed"
+    with pytest.raises(ValueError, match="labels: expected"):
+        run_episode(policy, sim, 4, image_size=SIZE, labels=labels[:10])
