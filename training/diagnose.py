@@ -121,40 +121,33 @@ def trace_against_expert(policy, sim, seed: int, execute: Optional[int] = None, 
     for the same scene (the expert's own rollout). Rows every ``every`` 25 Hz steps; each arm: ``joint`` (index
     in 0..13 of the arm joint furthest from the expert's action), ``policy`` / ``expert`` / ``state`` of that
     joint (rad), ``err`` and ``at_bound`` (the arm joints whose command lies within 1e-6 rad, the float32
-    output's resolution, of the policy's actions_min or actions_max: clipped). Both loops step the sim as
-    ``rollouts.run_episode`` does."""
-    from .rollouts import DEFAULT_IMAGE_SIZE, expert_actions
+    output's resolution, of the policy's actions_min or actions_max: clipped). The policy's episode is
+    ``rollouts.run_episode``'s."""
+    from .rollouts import DEFAULT_IMAGE_SIZE, expert_actions, run_episode
 
-    size = tuple(int(v) for v in (image_size or DEFAULT_IMAGE_SIZE))
-    steps = sim.config.max_steps // 2
     ref = expert_actions(sim, seed)
     expert_success = bool(sim.ever_success)
-    execute = int(execute or policy.horizon)
     lo, hi = np.asarray(policy.stats.actions_min), np.asarray(policy.stats.actions_max)
-    sim.reset(seed, render=False)
     rows: List[Dict] = []
-    chunk, k = None, 0
-    for t in range(steps):
-        obs = sim.policy_observation(size=size)
-        if chunk is None or k >= execute:
-            chunk, k = np.asarray(policy.infer(obs).actions, dtype=np.float64), 0
-        a, q = chunk[k], sim.qpos14()
-        k += 1
-        if t % every == 0:
-            row: Dict[str, object] = {"t": t, "reward": int(sim.max_reward),
-                                      "gripper": [float(a[6]), float(ref[t][6]), float(a[13]), float(ref[t][13])]}
-            for side, dims in (("left", ARM[ARM < 7]), ("right", ARM[ARM >= 7])):
-                err = np.abs(a[dims] - ref[t][dims])
-                j = int(dims[int(np.argmax(err))])
-                bound = [int(d) for d in dims if np.isclose(a[d], lo[d], rtol=0, atol=1e-6)
-                         or np.isclose(a[d], hi[d], rtol=0, atol=1e-6)]
-                row[side] = {"joint": j, "policy": float(a[j]), "expert": float(ref[t][j]), "state": float(q[j]),
-                             "err": float(err.max()), "at_bound": bound}
-            rows.append(row)
-        for _ in range(2):
-            sim.step(a, render=False)
-    return {"seed": int(seed), "success": bool(sim.ever_success), "max_reward": int(sim.max_reward),
-            "expert_success": expert_success, "execute": execute, "rows": rows}
+
+    def on_step(t: int, a: np.ndarray) -> None:
+        if t % every:
+            return
+        q = sim.qpos14()
+        row: Dict[str, object] = {"t": t, "reward": int(sim.max_reward),
+                                  "gripper": [float(a[6]), float(ref[t][6]), float(a[13]), float(ref[t][13])]}
+        for side, dims in (("left", ARM[ARM < 7]), ("right", ARM[ARM >= 7])):
+            err = np.abs(a[dims] - ref[t][dims])
+            j = int(dims[int(np.argmax(err))])
+            bound = [int(d) for d in dims if np.isclose(a[d], lo[d], rtol=0, atol=1e-6)
+                     or np.isclose(a[d], hi[d], rtol=0, atol=1e-6)]
+            row[side] = {"joint": j, "policy": float(a[j]), "expert": float(ref[t][j]), "state": float(q[j]),
+                         "err": float(err.max()), "at_bound": bound}
+        rows.append(row)
+
+    res = run_episode(policy, sim, seed, execute=execute, image_size=image_size or DEFAULT_IMAGE_SIZE, on_step=on_step)
+    return {"seed": int(seed), "success": res.success, "max_reward": res.max_reward,
+            "expert_success": expert_success, "execute": int(execute or policy.horizon), "rows": rows}
 
 
 def format_trace(tr: Dict) -> str:

@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -57,13 +57,16 @@ def expert_actions(sim, seed: int) -> np.ndarray:
 
 def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                 record: Optional[Path] = None, policy_seed: Optional[int] = None,
-                action_noise: float = 0.0, labels: Optional[np.ndarray] = None) -> RolloutResult:
+                action_noise: float = 0.0, labels: Optional[np.ndarray] = None,
+                on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> RolloutResult:
     """One episode of ``policy`` in ``sim`` (scene ``seed``); ``record`` -> write the episode file there.
 
     action_noise: std (rad) of Gaussian noise added to every executed arm-joint target (grippers untouched),
     drawn once per chunk from ``seed`` (a way to collect more varied rollouts for the value function).
     labels: (T, 14) actions to record instead of the executed ones (DAgger: the expert's, :func:`expert_actions`);
     the observations and the outcome stay the policy's. The file's ``action_labels`` attribute says which.
+    on_step: called as ``on_step(t, action)`` with each executed action before the sim steps it (``sim`` still
+    holds the state the action was chosen in).
     """
     from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD
 
@@ -71,8 +74,8 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     size = tuple(int(v) for v in image_size)
     sim.reset(seed, render=False)
     T = sim.config.max_steps // 2
-    if labels is not None and np.shape(labels) != (T, 14):
-        raise ValueError(f"labels: expected ({T}, 14) actions, got shape {np.shape(labels)}")
+    if labels is not None and np.shape(labels) != (T, policy.layout.action_dim):
+        raise ValueError(f"labels: expected ({T}, {policy.layout.action_dim}) actions, got shape {np.shape(labels)}")
     rng = np.random.default_rng(seed + 7919)
     qpos, actions, frames, values = [], [], {c: [] for c in policy.layout.cameras}, []
     chunk: Optional[np.ndarray] = None
@@ -100,6 +103,8 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
             actions.append(a if labels is None else np.asarray(labels[t], dtype=np.float64))
             for c in frames:
                 frames[c].append(obs.images[c])
+        if on_step is not None:
+            on_step(t, a)
         for _ in range(2):  # 25 Hz policy on 50 Hz physics
             sim.step(a, render=False)
     res = RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
