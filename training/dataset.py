@@ -118,15 +118,25 @@ class EpisodeData:
     values: torch.Tensor  # (T,) in [-1, 1]
     images: torch.Tensor  # (T, ncam, 3, S, S) uint8
     action_ref: Optional[torch.Tensor] = None  # (T, A) codec.action_reference of qpos[t]; None: all absolute
+    #: the actions are labels (DAgger: the expert's), not what was executed; the recorded futures follow the
+    #: executed actions, so such an episode is a policy sample only (never world-model or value)
+    policy_only: bool = False
 
     @property
     def num_steps(self) -> int:
         return int(self.proprio.shape[0])
 
 
+def relabelled(ep: Episode) -> bool:
+    """Whether the episode's actions are labels recorded beside another policy's execution (``rollouts
+    --expert-labels``: attribute ``action_labels="expert"``)."""
+    return str(ep.attrs.get("action_labels", "executed")) == "expert"
+
+
 def episode_score(ep: Episode, kind: str, cfg: DatasetConfig) -> float:
-    """The terminal success score R of an episode (see :class:`DatasetConfig`)."""
-    if kind == "demo" and cfg.demo_score is not None:
+    """The terminal success score R of an episode (see :class:`DatasetConfig`). A relabelled episode keeps its
+    own outcome even as a demo: its futures are those of the executed actions, not of the labels."""
+    if kind == "demo" and cfg.demo_score is not None and not relabelled(ep):
         return float(cfg.demo_score)
     s = ep.success_score
     if s is None or not math.isfinite(s):
@@ -169,7 +179,8 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
         action_ref=(torch.from_numpy(codec.action_reference(ep.qpos, stats)).float()
                     if stats.relative_actions.any() else None),
         values=torch.from_numpy(value_targets(ep.num_steps, score, layout.horizon, cfg.gamma)).float(),
-        images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled))
+        images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled),
+        policy_only=relabelled(ep))
 
 
 @dataclass
@@ -184,6 +195,7 @@ class Sample:
     value: torch.Tensor  # () in [-1, 1]
     task: str
     key: Tuple[int, int]  # (episode index, t)
+    policy_only: bool = False  # see EpisodeData.policy_only
 
 
 class EpisodeDataset:
@@ -275,7 +287,7 @@ class EpisodeDataset:
             chunk = chunk - ep.action_ref[t]
         return Sample(images_now=now, images_next=nxt, proprio=ep.proprio[t],
                       actions=chunk.reshape(-1), proprio_next=ep.proprio[tn],
-                      value=ep.values[t], task=ep.task, key=(e, t))
+                      value=ep.values[t], task=ep.task, key=(e, t), policy_only=ep.policy_only)
 
 
 def build_video(images_now: torch.Tensor, images_next: torch.Tensor, layout: LatentLayout) -> torch.Tensor:

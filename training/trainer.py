@@ -276,7 +276,8 @@ class Trainer:
         stack = lambda name: torch.stack([getattr(s, name) for s in samples]).to(dev)  # noqa: E731
         x0 = inject_vectors(lat.float(), stack("proprio"), stack("actions"), stack("proprio_next"),
                             stack("value"), lay)
-        objectives = [objs[p] for p in positions]
+        # relabelled (DAgger) samples teach the policy only: their futures follow other actions than their labels
+        objectives = ["policy" if s.policy_only else objs[p] for s, p in zip(samples, positions)]
         cond = condition_masks(objectives, lay, self.cfg.objective)
         drop = self.cfg.objective.proprio_dropout
         if drop > 0:  # drawn per global-batch position, so the batch does not depend on the rank layout

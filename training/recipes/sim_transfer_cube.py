@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/sim_transfer_cube"))
     parser.add_argument("--cache-dir", type=Path, default=Path("data/latent_cache"))
     parser.add_argument("--episodes", type=int, default=DEFAULTS["episodes"])
+    parser.add_argument("--extra-demos", type=Path, nargs="*", default=[],
+                        help="folders of further episode files trained on as demos beside the first --episodes "
+                             "scripted ones (DAgger rounds: `rollouts --expert-labels` output)")
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch"])
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
@@ -109,12 +112,23 @@ def run(args: argparse.Namespace) -> int:
     from ..rollouts import DEFAULT_IMAGE_SIZE
 
     t0 = time.monotonic()
+    init_recipe = None
+    if args.init is not None and (args.init / "recipe.json").is_file():
+        init_recipe = json.loads((args.init / "recipe.json").read_text(encoding="utf-8"))
     files = sorted(args.demos_dir.glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[1]))
     if len(files) < args.episodes:
         print(f"generating {args.episodes} scripted demos into {args.demos_dir}", flush=True)
         files = generate("transfer_cube", args.episodes, args.demos_dir, image_size=DEFAULT_IMAGE_SIZE, seed_start=0,
                          progress=not args.no_progress, workers=max(1, args.threads))
     files = files[: args.episodes]
+    extra = []
+    for d in args.extra_demos:
+        found = sorted(Path(d).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[1]))
+        if not found:
+            raise SystemExit(f"--extra-demos {d}: expected episode_*.hdf5 files, found none")
+        extra += found
+    scripted = len(files)
+    files = files + extra
     t_data = time.monotonic() - t0
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
@@ -133,14 +147,16 @@ def run(args: argparse.Namespace) -> int:
         "command": "python -m cosmos_policy_training.recipes.sim_transfer_cube " + " ".join(
             shlex.quote(a) for a in sys.argv[1:]),
         "train_args": train_argv(args, [Path(args.demos_dir) / "episode_<i>.hdf5"])[2:],
-        "demos": {"count": len(files), "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
-                  "seeds": f"0..{len(files) - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25,
-                  "successful": sum(1 for ep in dataset.episodes if ep.score > 0)},
+        "demos": {"count": scripted, "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
+                  "seeds": f"0..{scripted - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25},
+        "extra_demos": {str(d): len(list(Path(d).glob("episode_*.hdf5"))) for d in args.extra_demos},
         "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
         "seconds": {"data": round(t_data, 1), "train_incl_latent_cache": round(t_train, 1)},
         "final": {k: last[k] for k in ("loss", "policy/action", "policy/future_proprio", "policy/future_image",
                                        "policy/value", "value/value") if k in last},
     }
+    if init_recipe is not None:  # the chain of runs that made this checkpoint, newest first
+        recipe["init_recipe"] = init_recipe
     (args.out / "recipe.json").write_text(json.dumps(recipe, indent=1), encoding="utf-8")
     print(json.dumps(recipe, indent=1), flush=True)
     return 0
