@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+import h5py
 import numpy as np
 import torch
 
@@ -121,10 +122,17 @@ class EpisodeData:
     #: the actions are labels (DAgger: the expert's), not what was executed; the recorded futures follow the
     #: executed actions, so such an episode is a policy sample only (never world-model or value)
     policy_only: bool = False
+    #: only steps t < sample_until start samples (scene-start files: 1); None: every step
+    sample_until: Optional[int] = None
 
     @property
     def num_steps(self) -> int:
         return int(self.proprio.shape[0])
+
+    def sample_steps(self, stride: int) -> List[int]:
+        """The steps that start samples at ``stride`` (the dataset index and the latent cache agree on them)."""
+        end = self.num_steps if self.sample_until is None else min(self.num_steps, self.sample_until)
+        return list(range(0, end, stride))
 
 
 def relabelled(ep: Episode) -> bool:
@@ -144,15 +152,41 @@ def episode_score(ep: Episode, kind: str, cfg: DatasetConfig) -> float:
     return float(min(max(s, 0.0), 1.0))
 
 
+def sample_until(attrs, path="episode") -> Optional[int]:
+    """An episode file's ``sample_until`` attribute (only steps before it start samples), None when absent."""
+    until = attrs.get("sample_until")
+    if until is None:
+        return None
+    if int(until) < 1:
+        raise ValueError(f"{path}: expected sample_until >= 1, got {until}")
+    return int(until)
+
+
+def sample_frames(until: Optional[int], num_steps: int, horizon: int) -> Optional[List[int]]:
+    """The frames the samples of a ``sample_until`` file read (each start and its future); None: all of them.
+    Scene-start files render only these."""
+    if until is None:
+        return None
+    return sorted({t for s in range(min(until, num_steps)) for t in (s, min(s + horizon, num_steps - 1))})
+
+
 def preprocess_episode_images(ep: Episode, cameras: Sequence[str], image_cfg: ImageConfig, augment: bool,
-                              chunk: int = 64) -> torch.Tensor:
+                              chunk: int = 64, steps: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Episode frames -> (T, ncam, 3, S, S) uint8 model-size images. With ``augment`` the centre crop is
-    left out (the random crop replaces it); without, the exact inference preprocessing is applied."""
+    left out (the random crop replaces it); without, the exact inference preprocessing is applied.
+    ``steps``: preprocess only these frames (the others stay zero; scene-start files)."""
     cfg = dataclasses.replace(image_cfg, crop_area=1.0) if augment else image_cfg
     missing = [c for c in cameras if c not in ep.images]
     if missing:
         raise ValueError(f"episode is missing cameras {missing}; it has {sorted(ep.images)}")
     T = ep.num_steps
+    if steps is not None:
+        out = torch.zeros((T, len(cameras), 3, cfg.size, cfg.size), dtype=torch.uint8)
+        idx = sorted(set(int(t) for t in steps))
+        for ci, cam in enumerate(cameras):
+            raw = torch.from_numpy(np.ascontiguousarray(ep.images[cam][idx])).permute(0, 3, 1, 2)  # (n, 3, H, W)
+            out[idx, ci] = preprocess_batch(raw, cfg, cam)
+        return out
     out = torch.empty((T, len(cameras), 3, cfg.size, cfg.size), dtype=torch.uint8)
     for ci, cam in enumerate(cameras):
         frames = ep.images[cam]
@@ -172,6 +206,8 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
         raise ValueError(f"{path}: expected proprio/action dims {layout.proprio_dim}/{layout.action_dim}, "
                          f"got {ep.qpos.shape[1]}/{ep.action.shape[1]}")
     score = episode_score(ep, kind, cfg)
+    until = sample_until(ep.attrs, path)
+    needed = sample_frames(until, ep.num_steps, layout.horizon)
     return EpisodeData(
         path=str(path), kind=kind, task=ep.task, score=score,
         proprio=torch.from_numpy(codec.normalize_proprio(ep.qpos, stats)).float(),
@@ -179,8 +215,8 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
         action_ref=(torch.from_numpy(codec.action_reference(ep.qpos, stats)).float()
                     if stats.relative_actions.any() else None),
         values=torch.from_numpy(value_targets(ep.num_steps, score, layout.horizon, cfg.gamma)).float(),
-        images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled),
-        policy_only=relabelled(ep))
+        images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled, steps=needed),
+        policy_only=relabelled(ep), sample_until=until)
 
 
 @dataclass
@@ -212,7 +248,7 @@ class EpisodeDataset:
         self.stats = stats
         self.cfg = cfg or DatasetConfig()
         self.index: List[Tuple[int, int]] = [(e, t) for e, ep in enumerate(self.episodes)
-                                             for t in range(0, ep.num_steps, self.cfg.stride)]
+                                             for t in ep.sample_steps(self.cfg.stride)]
         kinds = [self.episodes[e].kind for e, _ in self.index]
         w = np.ones(len(self.index), dtype=np.float64)
         if kind_fractions:
@@ -255,7 +291,9 @@ class EpisodeDataset:
             stats = compute_stats([read_episode(p, load_images=False) for p, _ in items], relative_actions)
         data = []
         for p, kind in items:
-            ep = read_episode(p, cameras=layout.cameras)
+            with h5py.File(p, "r") as f:  # scene-start files: read only the frames their samples use
+                frames = sample_frames(sample_until(f.attrs, p), int(f["action"].shape[0]), layout.horizon)
+            ep = read_episode(p, cameras=layout.cameras, steps=frames)
             data.append(load_episode_data(p, kind, layout, stats, image_cfg, cfg, episode=ep))
             del ep  # raw frames (138 MB for a 200-step 240x320 sim demo) are not kept, only model-size images
             if progress:
@@ -390,7 +428,7 @@ class LatentCache:
         self.latents: Dict[Tuple[int, int], torch.Tensor] = {}
         lay = dataset.layout
         for e, ep in enumerate(dataset.episodes):
-            ts = list(range(0, ep.num_steps, dataset.cfg.stride))
+            ts = ep.sample_steps(dataset.cfg.stride)
             file = None
             if cache_dir is not None:
                 key = latent_cache_key(network.vae, lay, image_cfg, ep.path, dataset.cfg.stride)

@@ -151,7 +151,10 @@ class EpisodeWriter:
     """
 
     def __init__(self, path: PathLike, cameras: Sequence[str], *, fps: Optional[float] = 25.0,
-                 jpeg_quality: Optional[int] = None, sim: bool = False):
+                 jpeg_quality: Optional[int] = None, sim: bool = False, image_compression: Optional[str] = None):
+        if image_compression not in (None, "lzf", "gzip"):
+            raise ValueError(f"image_compression: expected None, 'lzf' or 'gzip', got {image_compression!r}")
+        self.image_compression = image_compression
         self.path = Path(path)
         self.cameras = list(cameras)
         self.fps = fps
@@ -185,7 +188,7 @@ class EpisodeWriter:
                     # One chunk per frame: training reads random single steps.
                     ds = self._ds[cam] = self._img.create_dataset(
                         cam, shape=(0,) + frame.shape, maxshape=(None,) + frame.shape, dtype=np.uint8,
-                        chunks=(1,) + frame.shape)
+                        chunks=(1,) + frame.shape, compression=self.image_compression)
                 elif ds.shape[1:] != frame.shape:
                     raise ValueError(f"camera {cam!r}: frame shape changed from {ds.shape[1:]} to {frame.shape}")
                 ds.resize(self.num_steps + 1, axis=0)
@@ -266,11 +269,13 @@ def write_episode(path: PathLike, qpos: np.ndarray, action: np.ndarray, images: 
                   task: str, success: bool, success_score: float, *, fps: Optional[float] = 25.0,
                   jpeg_quality: Optional[int] = None, qvel: Optional[np.ndarray] = None,
                   effort: Optional[np.ndarray] = None, timestamps: Optional[np.ndarray] = None,
-                  sim: bool = False, extra_attrs: Optional[Mapping[str, Any]] = None) -> Path:
+                  sim: bool = False, extra_attrs: Optional[Mapping[str, Any]] = None,
+                  image_compression: Optional[str] = None) -> Path:
     """Write one episode as HDF5 in the layout described in the module docstring; returns the path.
 
     images: camera -> (T, H, W, 3) uint8 RGB. ``jpeg_quality`` set -> frames stored JPEG-compressed (ALOHA's
-    padded-bytes format) instead of raw arrays. Written to ``<path>.tmp`` and renamed (atomic).
+    padded-bytes format) instead of raw arrays; ``image_compression`` ("lzf" / "gzip") stores raw frames with a
+    lossless HDF5 filter (readers need nothing special). Written to ``<path>.tmp`` and renamed (atomic).
     """
     qpos = np.asarray(qpos, dtype=np.float64)
     action = np.asarray(action, dtype=np.float64)
@@ -280,7 +285,8 @@ def write_episode(path: PathLike, qpos: np.ndarray, action: np.ndarray, images: 
     for cam, frames in images.items():
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[0] != T or frames.shape[3] != 3:
             raise ValueError(f"camera {cam!r}: expected ({T}, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-    w = EpisodeWriter(path, list(images), fps=fps, jpeg_quality=jpeg_quality, sim=sim)
+    w = EpisodeWriter(path, list(images), fps=fps, jpeg_quality=jpeg_quality, sim=sim,
+                      image_compression=image_compression)
     try:
         for t in range(T):
             w.append(qpos[t], action[t], {cam: fr[t] for cam, fr in images.items()},
@@ -310,12 +316,13 @@ def _decode_compressed(ds: h5py.Dataset, lengths: Optional[np.ndarray]) -> np.nd
 
 
 def read_episode(path: PathLike, *, load_images: bool = True, cameras: Optional[Iterable[str]] = None,
-                 swap_jpeg_rb: bool = False) -> Episode:
+                 swap_jpeg_rb: bool = False, steps: Optional[Iterable[int]] = None) -> Episode:
     """Read an episode file (ours, an ALOHA demo, or a simulated demo) -> :class:`Episode`.
 
     ``swap_jpeg_rb``: ALOHA's recorder JPEG-encodes RGB frames with OpenCV (which assumes BGR), so a standard
     decoder returns them with red and blue swapped; set it for such files (our own JPEG files need no swap).
-    JPEG-compressed frames are decoded to (T, H, W, 3) uint8 RGB. ``cameras`` limits which cameras are read.
+    JPEG-compressed frames are decoded to (T, H, W, 3) uint8 RGB. ``cameras`` limits which cameras are read;
+    ``steps`` limits which raw frames are read (the others are left black; for files that render only a few).
     Missing task / success attrs read as "" / False / NaN; a missing fps attr reads as None.
     """
     path = Path(path)
@@ -339,7 +346,11 @@ def read_episode(path: PathLike, *, load_images: bool = True, cameras: Optional[
                 if cam not in grp:
                     raise KeyError(f"{path}: camera {cam!r} not in {sorted(grp.keys())}")
                 ds = grp[cam]
-                if ds.ndim == 4:
+                if ds.ndim == 4 and steps is not None:
+                    idx = sorted({int(t) for t in steps})
+                    images[cam] = np.zeros(ds.shape, dtype=np.uint8)  # calloc: untouched pages cost nothing
+                    images[cam][idx] = ds[idx]
+                elif ds.ndim == 4:
                     images[cam] = ds[()]
                 elif ds.ndim == 2 or compressed:
                     cam_lens = None

@@ -56,7 +56,8 @@ class ExpertEpisode:
 
 def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = True,
                    cameras: Optional[Sequence[str]] = None, image_size: Optional[Sequence[int]] = None,
-                   execution_noise: float = 0.0, noise_hold: int = 10, **expert_kwargs) -> ExpertEpisode:
+                   execution_noise: float = 0.0, noise_hold: int = 10, render_steps: Optional[Sequence[int]] = None,
+                   **expert_kwargs) -> ExpertEpisode:
     """Reset ``sim`` to ``seed``, run the scripted expert for ``sim.config.max_steps`` physics steps at ``hz``.
 
     The expert is queried once per ``50 // hz`` physics steps for the target at the end of that hold.
@@ -67,6 +68,8 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
     clean target. The episode then visits states beside the nominal trajectory, each labelled with the
     action that leads back to it: the corrections a learnt policy needs once its own errors move it off the
     demonstrations (noise injection during data collection, as in DART).
+
+    ``render_steps``: render only these steps (the other frames stay black); None: every step.
     """
     if CONTROL_HZ % hz:
         raise ValueError(f"expected a rate dividing {CONTROL_HZ} Hz, got {hz}")
@@ -79,14 +82,15 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
     qpos = np.empty((T, 14))
     qvel = np.empty((T, 14))
     action = np.empty((T, 14))
-    images = {c: np.empty((T,) + size + (3,), dtype=np.uint8) for c in cams} if render else {}
+    images = {c: (np.empty if render_steps is None else np.zeros)((T,) + size + (3,), dtype=np.uint8)
+              for c in cams} if render else {}
     first = None
     rng = np.random.default_rng(seed * 7 + 3)
     offset = np.zeros(14)
     for t in range(T):
         qpos[t] = sim.qpos14()
         qvel[t] = sim.qvel14()
-        if render:
+        if render and (render_steps is None or t in render_steps):
             for cam, img in sim.render(cams, size=size).items():
                 images[cam][t] = img
         a = expert.action(sim.step_count + stride)
@@ -103,11 +107,15 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
                          first_success_step=first, hz=hz)
 
 
-def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str, object]) -> Path:
-    """Write one expert episode in the reference layout (see the module docstring)."""
+def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str, object],
+               scene_start: bool = False) -> Path:
+    """Write one expert episode in the reference layout (see the module docstring). ``scene_start``: the
+    episode's only training sample is its first step (attribute ``sample_until=1``; frames stored with lossless
+    LZF compression, since all but the rendered ones are black)."""
     from cosmos_policy_training.episodes import write_episode  # one writer for every episode file
 
     T = ep.num_steps
+    extra = {"sample_until": 1} if scene_start else {}
     return write_episode(
         path, qpos=ep.qpos, action=ep.action, images=ep.images, task=TASK_DESCRIPTIONS[task],
         success=ep.success, success_score=ep.max_reward / SUCCESS_REWARD, fps=float(ep.hz), qvel=ep.qvel,
@@ -115,20 +123,26 @@ def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str
         extra_attrs={"task": task, "seed": ep.seed, "physics_hz": CONTROL_HZ, "policy_name": "scripted_expert",
                      "success_at_end": ep.success_at_end, "max_reward": ep.max_reward,
                      "first_success_step": -1 if ep.first_success_step is None else ep.first_success_step,
-                     "expert_kwargs": json.dumps(expert_kwargs)})
+                     "expert_kwargs": json.dumps(expert_kwargs), **extra},
+        image_compression="lzf" if scene_start else None)
 
 
 def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (480, 640),
              seed_start: int = 0, cameras: Sequence[str] = ALOHA_CAMERAS, max_steps: int = 400,
              time_scale: float = 1.0, meeting_jitter: float = 0.0, skip_failures: bool = False,
              progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10, workers: int = 1,
-             first_index: int = 0) -> List[Path]:
+             first_index: int = 0, scene_starts: bool = False, horizon: int = 50) -> List[Path]:
     """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
 
     With ``skip_failures`` failed rollouts are not written and further seeds are tried until
     ``episodes`` files exist (at most 3x as many attempts). ``workers`` > 1 splits the seeds into
     contiguous blocks, one process each (same files as one process; not with ``skip_failures``, whose seeds
     depend on earlier failures). Files are named ``episode_<first_index + i>.hdf5``.
+
+    ``scene_starts``: cheap extra scenes for the policy's first chunk, the only one that must find the object
+    from the cameras alone (every episode starts from the same pose). The whole expert episode is simulated and
+    its proprio and actions stored, but only steps 0 and ``horizon`` (the first sample's current and future
+    frames) are rendered, and step 0 is the file's only training sample: about 10x cheaper per scene than a demo.
     """
     from tqdm import tqdm
 
@@ -139,7 +153,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(image_size=tuple(image_size), cameras=tuple(cameras), max_steps=max_steps, time_scale=time_scale,
-              meeting_jitter=meeting_jitter, execution_noise=execution_noise, noise_hold=noise_hold)
+              meeting_jitter=meeting_jitter, execution_noise=execution_noise, noise_hold=noise_hold,
+              scene_starts=scene_starts, horizon=horizon)
     if workers > 1 and episodes > 1:
         if skip_failures:
             raise ValueError("generate: workers > 1 cannot be combined with skip_failures")
@@ -168,13 +183,14 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     bar = tqdm(total=episodes, desc=f"{task} demos", unit="ep", disable=not progress)
     try:
         while len(paths) < episodes and seed < seed_start + 3 * episodes:
-            ep = rollout_expert(sim, seed, **kwargs)
+            ep = rollout_expert(sim, seed, render_steps=(0, horizon) if scene_starts else None, **kwargs)
             seed += 1
             if not ep.success:
                 failures += 1
                 if skip_failures:
                     continue
-            paths.append(write_demo(out / f"episode_{first_index + len(paths)}.hdf5", ep, task, kwargs))
+            paths.append(write_demo(out / f"episode_{first_index + len(paths)}.hdf5", ep, task, kwargs,
+                                    scene_start=scene_starts))
             bar.update(1)
             bar.set_postfix(failures=failures)
     finally:
@@ -201,6 +217,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-hold", type=int, default=10, help="steps each execution-noise offset is held")
     parser.add_argument("--skip-failures", action="store_true", help="do not write failed rollouts")
     parser.add_argument("--workers", type=int, default=1, help="processes, each rendering a block of seeds")
+    parser.add_argument("--scene-starts", action="store_true",
+                        help="render only steps 0 and 50 and train on step 0 only (extra scenes for the first chunk)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -211,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
                      cameras=tuple(args.cameras), max_steps=args.max_steps, time_scale=args.time_scale,
                      meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
                      progress=not args.no_progress, execution_noise=args.execution_noise,
-                     noise_hold=args.noise_hold, workers=args.workers)
+                     noise_hold=args.noise_hold, workers=args.workers, scene_starts=args.scene_starts)
     print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0 if len(paths) == args.episodes else 1
 
