@@ -18,6 +18,9 @@ Three measurements, each separating one family of causes:
    per arm the joint furthest from the expert's action (policy command, expert action, arm state) and the
    joints whose command sits on the statistics' bound (clipped), the gripper commands, and the reward so far.
    Where a rollout leaves the demonstrated path, and whether clipping holds it there.
+5. ``--grasp SEEDS``: where the right gripper is relative to the cube (cm, policy minus expert) at the steps
+   of the descent onto it, and the first step a right finger touches the cube (the expert's first touch is the
+   grasp itself; a policy's much earlier touch is its descent landing on the cube and pushing it away).
 
 Nothing here changes the policy; the JSON written with ``--out`` holds every number.
 """
@@ -150,6 +153,82 @@ def trace_against_expert(policy, sim, seed: int, execute: Optional[int] = None, 
             "expert_success": expert_success, "execute": int(execute or policy.horizon), "rows": rows}
 
 
+GRASP_TIMES = (45, 55, 65)  # the expert hovers 7 cm above the cube at t = 45 and is down at t = 65
+
+
+def grasp_against_expert(policy, sim, seed: int, times: Sequence[int] = GRASP_TIMES, execute: Optional[int] = None,
+                         image_size: Optional[Sequence[int]] = None) -> Dict:
+    """The grasp of one closed-loop episode of ``policy`` against the scripted expert's (scene ``seed``).
+
+    ``offset_cm[t]``: (right gripper_link - cube) of the policy minus the same for the expert, xyz in cm, at each
+    of ``times`` (world frame; the cube's own displacement by an early touch counts in it). ``first_touch``:
+    the first 25 Hz step at which a right finger touches the cube (None: never), for both; ``cube_pushed_cm``:
+    how far the policy moved the cube in the table plane before the expert's first touch."""
+    import mujoco
+
+    from .rollouts import DEFAULT_IMAGE_SIZE, run_episode
+
+    body = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_BODY, "vx300s_right/gripper_link")
+    box = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_GEOM, "red_box")
+    fingers = {mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_GEOM, f"vx300s_right/10_{f}_gripper_finger")
+               for f in ("left", "right")}
+    if min(body, box, *fingers) < 0:
+        raise ValueError("grasp check: expected the transfer-cube scene (red_box, right gripper fingers)")
+    want = {int(t) for t in times}
+
+    def watcher(rel: Dict[int, np.ndarray], first: List[Optional[int]], cube: Dict[int, np.ndarray]):
+        def on_step(t: int, a: np.ndarray) -> None:
+            pos = sim.object_qpos()[:3]
+            cube[t] = pos.copy()
+            if t in want:
+                rel[t] = sim.data.xpos[body] - pos
+            if first[0] is None and any(box in pair and (pair[0] in fingers or pair[1] in fingers)
+                                        for pair in sim.contact_pairs()):
+                first[0] = t
+        return on_step
+
+    rel_e: Dict[int, np.ndarray] = {}
+    first_e: List[Optional[int]] = [None]
+    cube_e: Dict[int, np.ndarray] = {}
+    watch = watcher(rel_e, first_e, cube_e)
+    sim.reset(seed, render=False)
+    from cosmos_policy_ros.sim.expert import make_expert
+    expert = make_expert(sim)
+    for t in range(sim.config.max_steps // 2):
+        a = expert.action(sim.step_count + 2)
+        watch(t, a)
+        if first_e[0] is not None and t >= max(want):
+            break
+        for _ in range(2):
+            sim.step(a, render=False)
+    rel_p: Dict[int, np.ndarray] = {}
+    first_p: List[Optional[int]] = [None]
+    cube_p: Dict[int, np.ndarray] = {}
+    res = run_episode(policy, sim, seed, execute=execute, image_size=image_size or DEFAULT_IMAGE_SIZE,
+                      on_step=watcher(rel_p, first_p, cube_p))
+    t_ref = first_e[0] if first_e[0] is not None else max(want)
+    pushed = float(np.linalg.norm((cube_p[t_ref] - cube_p[0])[:2]) * 100)
+    return {"seed": int(seed), "success": res.success, "max_reward": res.max_reward,
+            "offset_cm": {int(t): [round(float(v) * 100, 2) for v in rel_p[t] - rel_e[t]] for t in sorted(want)},
+            "first_touch": {"policy": first_p[0], "expert": first_e[0]}, "cube_pushed_cm": round(pushed, 2)}
+
+
+def format_grasps(grasps: Sequence[Dict]) -> str:
+    """Grasp checks (:func:`grasp_against_expert`) as a markdown table plus the mean |offset| per axis."""
+    times = sorted(grasps[0]["offset_cm"]) if grasps else []
+    lines = ["| seed | max reward | " + " | ".join(f"t = {t}: dx, dy, dz (cm)" for t in times)
+             + " | first touch policy / expert | cube pushed (cm) |", "| --- " * (len(times) + 4) + "|"]
+    for g in grasps:
+        cells = [", ".join(f"{v:+.1f}" for v in g["offset_cm"][t]) for t in times]
+        ft = g["first_touch"]
+        lines.append(f"| {g['seed']} | {g['max_reward']} | " + " | ".join(cells)
+                     + f" | {ft['policy']} / {ft['expert']} | {g['cube_pushed_cm']:.1f} |")
+    if grasps:
+        mean = {t: np.mean([np.abs(g["offset_cm"][t]) for g in grasps], axis=0) for t in times}
+        lines.append("| mean abs | | " + " | ".join(", ".join(f"{v:.1f}" for v in mean[t]) for t in times) + " | | |")
+    return "\n".join(lines)
+
+
 def format_trace(tr: Dict) -> str:
     """A trace (:func:`trace_against_expert`) as a markdown table."""
     lines = [f"Scene {tr['seed']}: policy success {tr['success']} (max reward {tr['max_reward']}), expert success "
@@ -184,6 +263,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--t0-episodes", type=int, default=20, help="training demos for the t = 0 readout check")
     p.add_argument("--trace", default=None,
                    help="only trace closed-loop episodes of these scene seeds against the expert, e.g. 1004,1007")
+    p.add_argument("--grasp", default=None,
+                   help="only check the grasp of closed-loop episodes of these scene seeds against the expert, "
+                        "e.g. 1000..1009")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = p.parse_args(argv)
@@ -202,6 +284,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     train_seeds, held_seeds = parse_seeds(args.train_seeds), parse_seeds(args.heldout_seeds)
     times = [int(t) for t in args.times.split(",")]
     t0 = time.monotonic()
+    if args.grasp:
+        from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+        sim = AlohaSim("transfer_cube", seed=0, image_size=DEFAULT_IMAGE_SIZE, cameras=policy.layout.cameras,
+                       max_steps=400, render=False)
+        report = {"policy": str(args.policy), "policy_id": policy.policy_id,
+                  "grasps": [grasp_against_expert(policy, sim, s, execute=args.execute) for s in parse_seeds(args.grasp)]}
+        sim.close()
+        print(format_grasps(report["grasps"]))
+        _write_report(report, args.out)
+        return 0
     if args.trace:
         from cosmos_policy_ros.sim.aloha_sim import AlohaSim
         sim = AlohaSim("transfer_cube", seed=0, image_size=DEFAULT_IMAGE_SIZE, cameras=policy.layout.cameras,

@@ -71,3 +71,47 @@ def test_trace_compares_the_commands_sent_with_the_experts_actions_and_flags_cli
             assert s["err"] == abs(s["policy"] - s["expert"]) and s["joint"] not in (6, 13)
         assert r["gripper"][1] == want[r["t"]][6] and r["gripper"][3] == want[r["t"]][13]
     assert "| 20 |" in format_trace(tr)
+
+
+class ScriptedExpertPolicy:
+    """Test double of a trained policy (none can be trained here to expert precision): the scripted expert's own
+    actions as chunks, so a grasp check of it must find no offset and the expert's own first touch."""
+
+    def __init__(self, layout, sim, seed):
+        from cosmos_policy_training.rollouts import expert_actions
+
+        self.layout, self.horizon, self.policy_id = layout, 50, "scripted-expert-double"
+        self.sim, self.ref = sim, expert_actions(sim, seed)
+
+    def infer(self, obs, seed=None):
+        from types import SimpleNamespace
+
+        t = self.sim.step_count // 2
+        idx = np.minimum(np.arange(t, t + self.horizon), len(self.ref) - 1)
+        return SimpleNamespace(actions=self.ref[idx], value=0.0)
+
+
+def test_grasp_check_finds_no_offset_for_the_expert_and_an_early_touch_or_offset_for_an_untrained_policy():
+    """`diagnose --grasp`: right gripper minus cube, policy minus expert, and the first finger-on-cube step, in the
+    real sim. The expert replayed as a policy must match itself (0 cm, same first touch, success); the tiny
+    untrained policy must not."""
+    from cosmos_policy_ros.sim.aloha_sim import TASK_DESCRIPTIONS, AlohaSim
+    from cosmos_policy_training.diagnose import format_grasps, grasp_against_expert
+
+    policy = make_tiny_policy(seed=0, instructions=[TASK_DESCRIPTIONS["transfer_cube"]])
+    sim = AlohaSim("transfer_cube", seed=0, image_size=(48, 64), cameras=policy.layout.cameras, max_steps=400,
+                   render=False)
+    try:
+        same = grasp_against_expert(ScriptedExpertPolicy(policy.layout, sim, 4), sim, seed=4, image_size=(48, 64))
+        other = grasp_against_expert(policy, sim, seed=4, image_size=(48, 64))
+    finally:
+        sim.close()
+    assert same["success"] and same["max_reward"] == 4
+    assert same["first_touch"]["policy"] == same["first_touch"]["expert"]
+    assert 60 <= same["first_touch"]["expert"] <= 90  # the expert touches the cube when it closes on it
+    assert all(abs(v) < 1e-6 for t in same["offset_cm"] for v in same["offset_cm"][t])
+    assert same["cube_pushed_cm"] < 0.1  # the cube only settles on the table (0.02 cm)
+    assert not other["success"]
+    assert max(abs(v) for t in other["offset_cm"] for v in other["offset_cm"][t]) > 2.0  # > 2 cm off somewhere
+    table = format_grasps([same, other])
+    assert "| 4 | 4 |" in table and "mean abs" in table
