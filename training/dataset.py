@@ -117,13 +117,25 @@ class EpisodeData:
     proprio: torch.Tensor  # (T, P) normalised
     actions: torch.Tensor  # (T, A) normalised (absolute)
     values: torch.Tensor  # (T,) in [-1, 1]
-    images: torch.Tensor  # (T, ncam, 3, S, S) uint8
+    images: torch.Tensor  # (T, ncam, 3, S, S) uint8; (len(frame_steps), ...) when frame_steps is set
     action_ref: Optional[torch.Tensor] = None  # (T, A) codec.action_reference of qpos[t]; None: all absolute
     #: the actions are labels (DAgger: the expert's), not what was executed; the recorded futures follow the
     #: executed actions, so such an episode is a policy sample only (never world-model or value)
     policy_only: bool = False
     #: only steps t < sample_until start samples (scene-start files: 1); None: every step
     sample_until: Optional[int] = None
+    #: the steps ``images`` holds, in order, when it holds only the frames samples read; None: all T steps
+    frame_steps: Optional[List[int]] = None
+
+    def frames(self, steps: Sequence[int]) -> torch.Tensor:
+        """(len(steps), ncam, 3, S, S) model-size images of these steps."""
+        if self.frame_steps is None:
+            return self.images[list(steps)]
+        pos = {t: i for i, t in enumerate(self.frame_steps)}
+        missing = [t for t in steps if t not in pos]
+        if missing:
+            raise KeyError(f"{self.path}: steps {missing} were not loaded (only {self.frame_steps})")
+        return self.images[[pos[t] for t in steps]]
 
     @property
     def num_steps(self) -> int:
@@ -174,18 +186,19 @@ def preprocess_episode_images(ep: Episode, cameras: Sequence[str], image_cfg: Im
                               chunk: int = 64, steps: Optional[Sequence[int]] = None) -> torch.Tensor:
     """Episode frames -> (T, ncam, 3, S, S) uint8 model-size images. With ``augment`` the centre crop is
     left out (the random crop replaces it); without, the exact inference preprocessing is applied.
-    ``steps``: preprocess only these frames (the others stay zero; scene-start files)."""
+    ``steps``: preprocess only these frames -> (len(set(steps)), ncam, 3, S, S) in increasing step order
+    (scene-start files; :meth:`EpisodeData.frames` maps steps to them)."""
     cfg = dataclasses.replace(image_cfg, crop_area=1.0) if augment else image_cfg
     missing = [c for c in cameras if c not in ep.images]
     if missing:
         raise ValueError(f"episode is missing cameras {missing}; it has {sorted(ep.images)}")
     T = ep.num_steps
     if steps is not None:
-        out = torch.zeros((T, len(cameras), 3, cfg.size, cfg.size), dtype=torch.uint8)
         idx = sorted(set(int(t) for t in steps))
+        out = torch.empty((len(idx), len(cameras), 3, cfg.size, cfg.size), dtype=torch.uint8)
         for ci, cam in enumerate(cameras):
             raw = torch.from_numpy(np.ascontiguousarray(ep.images[cam][idx])).permute(0, 3, 1, 2)  # (n, 3, H, W)
-            out[idx, ci] = preprocess_batch(raw, cfg, cam)
+            out[:, ci] = preprocess_batch(raw, cfg, cam)
         return out
     out = torch.empty((T, len(cameras), 3, cfg.size, cfg.size), dtype=torch.uint8)
     for ci, cam in enumerate(cameras):
@@ -216,7 +229,7 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
                     if stats.relative_actions.any() else None),
         values=torch.from_numpy(value_targets(ep.num_steps, score, layout.horizon, cfg.gamma)).float(),
         images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled, steps=needed),
-        policy_only=relabelled(ep), sample_until=until)
+        policy_only=relabelled(ep), sample_until=until, frame_steps=needed)
 
 
 @dataclass
@@ -315,7 +328,7 @@ class EpisodeDataset:
         T = ep.num_steps
         tn = min(t + lay.horizon, T - 1)
         chunk_idx = torch.clamp(torch.arange(t, t + lay.horizon), max=T - 1)
-        now, nxt = ep.images[t], ep.images[tn]  # (ncam, 3, S, S) each
+        now, nxt = ep.frames([t, tn])  # (ncam, 3, S, S) each
         if gen is not None and self.cfg.augment.enabled:
             params = draw_params(self.cfg.augment, gen)
             both = apply_augment(torch.cat([now, nxt]), params, self.cfg.augment)  # same draw for all frames
@@ -446,7 +459,7 @@ class LatentCache:
             for s in range(0, len(ts), batch_size):
                 tb = ts[s:s + batch_size]
                 tn = [min(t + lay.horizon, ep.num_steps - 1) for t in tb]
-                video = build_video(ep.images[tb], ep.images[tn], lay)
+                video = build_video(ep.frames(tb), ep.frames(tn), lay)
                 out.append(network.encode_wan(video.to(device)).to("cpu", torch.float32))  # before any latent norm
             lat = torch.cat(out)  # (n_t, 16, T, h, w)
             for j, t in enumerate(ts):

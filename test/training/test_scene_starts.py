@@ -34,6 +34,7 @@ def test_scene_start_files_hold_the_whole_expert_episode_but_train_only_its_firs
     image_cfg = ImageConfig(squash_size=16, size=16, crop_area=1.0)
     ds = EpisodeDataset.from_paths([full, start], ALOHA, image_cfg, DatasetConfig(stride=4))
     assert [t for e, t in ds.index if e == 1] == [0]  # the scene-start file: its first step only
+    assert ds.episodes[1].images.shape[0] == 2  # and only the two frames it reads are kept in memory
     assert len([1 for e, _ in ds.index if e == 0]) == 50
     s0, s1 = ds.sample(0), ds.sample(ds.index.index((1, 0)))
     # same sample as the full demo's first one: chunk, current and future proprio and images, value target
