@@ -133,7 +133,9 @@ def run(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
     targs = parser.parse_args(train_argv(args, files))
+    t_load = time.monotonic()
     trainer, dataset = train_cli.build_from_args(targs)
+    t_load = time.monotonic() - t_load
     print(f"training on {len(dataset)} samples from {len(files)} demos", flush=True)
     t1 = time.monotonic()
     history = trainer.train()
@@ -151,7 +153,8 @@ def run(args: argparse.Namespace) -> int:
                   "seeds": f"0..{scripted - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25},
         "extra_demos": {str(d): len(list(Path(d).glob("episode_*.hdf5"))) for d in args.extra_demos},
         "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
-        "seconds": {"data": round(t_data, 1), "train_incl_latent_cache": round(t_train, 1)},
+        "seconds": {"data": round(t_data, 1), "load_episodes": round(t_load, 1),
+                    "train_incl_latent_cache": round(t_train, 1)},
         "final": {k: last[k] for k in ("loss", "policy/action", "policy/future_proprio", "policy/future_image",
                                        "policy/value", "value/value") if k in last},
     }
