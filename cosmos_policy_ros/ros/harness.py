@@ -188,8 +188,9 @@ class NodeProcess:
         return self.process.poll() is None
 
     def output(self) -> str:
-        """Everything the process printed so far."""
-        self._log.flush()
+        """Everything the process printed so far (also after :meth:`stop` closed the log)."""
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
