@@ -166,7 +166,7 @@ def grasp_against_expert(policy, sim, seed: int, times: Sequence[int] = GRASP_TI
     how far the policy moved the cube in the table plane before the expert's first touch."""
     import mujoco
 
-    from .rollouts import DEFAULT_IMAGE_SIZE, run_episode
+    from .rollouts import DEFAULT_IMAGE_SIZE, expert_actions, run_episode
 
     body = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_BODY, "vx300s_right/gripper_link")
     box = mujoco.mj_name2id(sim.model, mujoco.mjtObj.mjOBJ_GEOM, "red_box")
@@ -176,10 +176,11 @@ def grasp_against_expert(policy, sim, seed: int, times: Sequence[int] = GRASP_TI
         raise ValueError("grasp check: expected the transfer-cube scene (red_box, right gripper fingers)")
     want = {int(t) for t in times}
 
-    def watcher(rel: Dict[int, np.ndarray], first: List[Optional[int]], cube: Dict[int, np.ndarray]):
+    def watcher(rel: Dict[int, np.ndarray], first: List[Optional[int]], cube: Optional[Dict[int, np.ndarray]] = None):
         def on_step(t: int, a: np.ndarray) -> None:
             pos = sim.object_qpos()[:3]
-            cube[t] = pos.copy()
+            if cube is not None:
+                cube[t] = pos.copy()
             if t in want:
                 rel[t] = sim.data.xpos[body] - pos
             if first[0] is None and any(box in pair and (pair[0] in fingers or pair[1] in fingers)
@@ -189,18 +190,7 @@ def grasp_against_expert(policy, sim, seed: int, times: Sequence[int] = GRASP_TI
 
     rel_e: Dict[int, np.ndarray] = {}
     first_e: List[Optional[int]] = [None]
-    cube_e: Dict[int, np.ndarray] = {}
-    watch = watcher(rel_e, first_e, cube_e)
-    sim.reset(seed, render=False)
-    from cosmos_policy_ros.sim.expert import make_expert
-    expert = make_expert(sim)
-    for t in range(sim.config.max_steps // 2):
-        a = expert.action(sim.step_count + 2)
-        watch(t, a)
-        if first_e[0] is not None and t >= max(want):
-            break
-        for _ in range(2):
-            sim.step(a, render=False)
+    expert_actions(sim, seed, on_step=watcher(rel_e, first_e))
     rel_p: Dict[int, np.ndarray] = {}
     first_p: List[Optional[int]] = [None]
     cube_p: Dict[int, np.ndarray] = {}

@@ -38,18 +38,21 @@ class RolloutResult:
     path: Optional[str] = None
 
 
-def expert_actions(sim, seed: int) -> np.ndarray:
+def expert_actions(sim, seed: int, on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
     """(T, 14) the scripted expert's actions for scene ``seed`` at 25 Hz (its own episode in ``sim``, each action
     held for 2 physics steps). The transfer-cube schedule is clocked: its action at step t depends on the scene
-    and t only, so these are also its labels for any state a policy reaches at t near the demonstrated path."""
+    and t only, so these are also its labels for any state a policy reaches at t near the demonstrated path.
+    ``on_step(t, action)``: as in :func:`run_episode`, before the sim steps each action."""
     from cosmos_policy_ros.sim.expert import make_expert
 
     sim.reset(seed, render=False)
     expert = make_expert(sim)
     out = []
-    for _ in range(sim.config.max_steps // 2):
+    for t in range(sim.config.max_steps // 2):
         a = expert.action(sim.step_count + 2)
         out.append(a)
+        if on_step is not None:
+            on_step(t, a)
         for _ in range(2):
             sim.step(a, render=False)
     return np.stack(out)

@@ -121,14 +121,9 @@ def run(args: argparse.Namespace) -> int:
         files = generate("transfer_cube", args.episodes, args.demos_dir, image_size=DEFAULT_IMAGE_SIZE, seed_start=0,
                          progress=not args.no_progress, workers=max(1, args.threads))
     files = files[: args.episodes]
-    extra = []
-    for d in args.extra_demos:
-        found = sorted(Path(d).glob("episode_*.hdf5"), key=lambda p: int(p.stem.split("_")[1]))
-        if not found:
-            raise SystemExit(f"--extra-demos {d}: expected episode_*.hdf5 files, found none")
-        extra += found
+    extra = {str(d): train_cli.episode_files([d]) for d in args.extra_demos}  # raises on an empty folder
     scripted = len(files)
-    files = files + extra
+    files = files + [f for found in extra.values() for f in found]
     t_data = time.monotonic() - t0
     parser = argparse.ArgumentParser()
     train_cli.add_arguments(parser)
@@ -151,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         "train_args": train_argv(args, [Path(args.demos_dir) / "episode_<i>.hdf5"])[2:],
         "demos": {"count": scripted, "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
                   "seeds": f"0..{scripted - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25},
-        "extra_demos": {str(d): len(list(Path(d).glob("episode_*.hdf5"))) for d in args.extra_demos},
+        "extra_demos": {d: len(found) for d, found in extra.items()},
         "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
         "seconds": {"data": round(t_data, 1), "load_episodes": round(t_load, 1),
                     "train_incl_latent_cache": round(t_train, 1)},
