@@ -126,6 +126,8 @@ class EpisodeData:
     sample_until: Optional[int] = None
     #: the steps ``images`` holds, in order, when it holds only the frames samples read; None: all T steps
     frame_steps: Optional[List[int]] = None
+    #: the only steps that start samples, whatever the stride (grasp-phase files); None: every stride-th step
+    fixed_steps: Optional[List[int]] = None
 
     def frames(self, steps: Sequence[int]) -> torch.Tensor:
         """(len(steps), ncam, 3, S, S) model-size images of these steps."""
@@ -143,6 +145,8 @@ class EpisodeData:
 
     def sample_steps(self, stride: int) -> List[int]:
         """The steps that start samples at ``stride`` (the dataset index and the latent cache agree on them)."""
+        if self.fixed_steps is not None:
+            return [t for t in self.fixed_steps if t < self.num_steps]
         end = self.num_steps if self.sample_until is None else min(self.num_steps, self.sample_until)
         return list(range(0, end, stride))
 
@@ -174,12 +178,34 @@ def sample_until(attrs, path="episode") -> Optional[int]:
     return int(until)
 
 
-def sample_frames(until: Optional[int], num_steps: int, horizon: int) -> Optional[List[int]]:
-    """The frames the samples of a ``sample_until`` file read (each start and its future); None: all of them.
-    Scene-start files render only these."""
-    if until is None:
+def fixed_sample_steps(attrs, path="episode") -> Optional[List[int]]:
+    """An episode file's ``sample_steps`` attribute (the only steps that start samples, whatever the stride),
+    None when absent."""
+    steps = attrs.get("sample_steps")
+    if steps is None:
         return None
-    return sorted({t for s in range(min(until, num_steps)) for t in (s, min(s + horizon, num_steps - 1))})
+    out = sorted({int(t) for t in np.atleast_1d(np.asarray(steps))})
+    if not out or out[0] < 0:
+        raise ValueError(f"{path}: expected sample_steps >= 0, got {list(np.atleast_1d(steps))}")
+    return out
+
+
+def sample_frames(until: Optional[int], num_steps: int, horizon: int,
+                  steps: Optional[Sequence[int]] = None) -> Optional[List[int]]:
+    """The frames the samples of a ``sample_until`` / ``sample_steps`` file read (each start and its future);
+    None: all of them. Scene-start and grasp-phase files render only these."""
+    if steps is not None:
+        starts = [int(s) for s in steps if int(s) < num_steps]
+    elif until is not None:
+        starts = list(range(min(until, num_steps)))
+    else:
+        return None
+    return sorted({t for s in starts for t in (s, min(s + horizon, num_steps - 1))})
+
+
+def file_sample_frames(attrs, num_steps: int, horizon: int, path="episode") -> Optional[List[int]]:
+    """:func:`sample_frames` of an episode file's attributes."""
+    return sample_frames(sample_until(attrs, path), num_steps, horizon, fixed_sample_steps(attrs, path))
 
 
 def preprocess_episode_images(ep: Episode, cameras: Sequence[str], image_cfg: ImageConfig, augment: bool,
@@ -220,7 +246,8 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
                          f"got {ep.qpos.shape[1]}/{ep.action.shape[1]}")
     score = episode_score(ep, kind, cfg)
     until = sample_until(ep.attrs, path)
-    needed = sample_frames(until, ep.num_steps, layout.horizon)
+    fixed = fixed_sample_steps(ep.attrs, path)
+    needed = sample_frames(until, ep.num_steps, layout.horizon, fixed)
     return EpisodeData(
         path=str(path), kind=kind, task=ep.task, score=score,
         proprio=torch.from_numpy(codec.normalize_proprio(ep.qpos, stats)).float(),
@@ -229,7 +256,7 @@ def load_episode_data(path: Union[str, Path], kind: str, layout: LatentLayout, s
                     if stats.relative_actions.any() else None),
         values=torch.from_numpy(value_targets(ep.num_steps, score, layout.horizon, cfg.gamma)).float(),
         images=preprocess_episode_images(ep, layout.cameras, image_cfg, cfg.augment.enabled, steps=needed),
-        policy_only=relabelled(ep), sample_until=until, frame_steps=needed)
+        policy_only=relabelled(ep), sample_until=until, frame_steps=needed, fixed_steps=fixed)
 
 
 @dataclass
@@ -305,7 +332,7 @@ class EpisodeDataset:
         data = []
         for p, kind in items:
             with h5py.File(p, "r") as f:  # scene-start files: read only the frames their samples use
-                frames = sample_frames(sample_until(f.attrs, p), int(f["action"].shape[0]), layout.horizon)
+                frames = file_sample_frames(f.attrs, int(f["action"].shape[0]), layout.horizon, p)
             ep = read_episode(p, cameras=layout.cameras, steps=frames)
             data.append(load_episode_data(p, kind, layout, stats, image_cfg, cfg, episode=ep))
             del ep  # raw frames (138 MB for a 200-step 240x320 sim demo) are not kept, only model-size images

@@ -57,7 +57,7 @@ class ExpertEpisode:
 def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = True,
                    cameras: Optional[Sequence[str]] = None, image_size: Optional[Sequence[int]] = None,
                    execution_noise: float = 0.0, noise_hold: int = 10, render_steps: Optional[Sequence[int]] = None,
-                   **expert_kwargs) -> ExpertEpisode:
+                   noise_until: Optional[int] = None, **expert_kwargs) -> ExpertEpisode:
     """Reset ``sim`` to ``seed``, run the scripted expert for ``sim.config.max_steps`` physics steps at ``hz``.
 
     The expert is queried once per ``50 // hz`` physics steps for the target at the end of that hold.
@@ -69,6 +69,7 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
     action that leads back to it: the corrections a learnt policy needs once its own errors move it off the
     demonstrations (noise injection during data collection, as in DART).
 
+    ``noise_until``: the noise stops (the expert's own targets are executed) from this step on; None: never.
     ``render_steps``: render only these steps (the other frames stay black); None: every step.
     """
     if CONTROL_HZ % hz:
@@ -98,6 +99,8 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
         if execution_noise > 0 and t % max(1, int(noise_hold)) == 0:
             offset = rng.normal(0.0, execution_noise, 14)
             offset[list(GRIPPER_INDICES)] = 0.0
+        if noise_until is not None and t >= noise_until:
+            offset = np.zeros(14)
         for _ in range(stride):
             _, _, success, _ = sim.step(a + offset, render=False)
             if success and first is None:
@@ -108,14 +111,17 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
 
 
 def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str, object],
-               scene_start: bool = False) -> Path:
+               scene_start: bool = False, sample_steps: Optional[Sequence[int]] = None) -> Path:
     """Write one expert episode in the reference layout (see the module docstring). ``scene_start``: the
     episode's only training sample is its first step (attribute ``sample_until=1``; frames stored with lossless
-    LZF compression, since all but the rendered ones are black)."""
+    LZF compression, since all but the rendered ones are black). ``sample_steps``: these steps are the
+    episode's only training samples (attribute ``sample_steps``; LZF as well)."""
     from cosmos_policy_training.episodes import write_episode  # one writer for every episode file
 
     T = ep.num_steps
     extra = {"sample_until": 1} if scene_start else {}
+    if sample_steps is not None:
+        extra["sample_steps"] = np.asarray(sorted(int(t) for t in sample_steps), dtype=np.int64)
     return write_episode(
         path, qpos=ep.qpos, action=ep.action, images=ep.images, task=TASK_DESCRIPTIONS[task],
         success=ep.success, success_score=ep.max_reward / SUCCESS_REWARD, fps=float(ep.hz), qvel=ep.qvel,
@@ -124,14 +130,15 @@ def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str
                      "success_at_end": ep.success_at_end, "max_reward": ep.max_reward,
                      "first_success_step": -1 if ep.first_success_step is None else ep.first_success_step,
                      "expert_kwargs": json.dumps(expert_kwargs), **extra},
-        image_compression="lzf" if scene_start else None)
+        image_compression="lzf" if scene_start or sample_steps is not None else None)
 
 
 def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (480, 640),
              seed_start: int = 0, cameras: Sequence[str] = ALOHA_CAMERAS, max_steps: int = 400,
              time_scale: float = 1.0, meeting_jitter: float = 0.0, skip_failures: bool = False,
              progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10, workers: int = 1,
-             first_index: int = 0, scene_starts: bool = False, horizon: int = 50) -> List[Path]:
+             first_index: int = 0, scene_starts: bool = False, horizon: int = 50,
+             sample_steps: Optional[Sequence[int]] = None, noise_until: Optional[int] = None) -> List[Path]:
     """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
 
     With ``skip_failures`` failed rollouts are not written and further seeds are tried until
@@ -143,6 +150,10 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     from the cameras alone (every episode starts from the same pose). The whole expert episode is simulated and
     its proprio and actions stored, but only steps 0 and ``horizon`` (the first sample's current and future
     frames) are rendered, and step 0 is the file's only training sample: about 10x cheaper per scene than a demo.
+
+    ``sample_steps`` (e.g. 0 50 100, the policy's chunk boundaries): the same for these steps, e.g. the grasp.
+    With ``execution_noise`` and ``noise_until`` the arms reach those steps off the nominal path while the
+    recorded actions stay the expert's: samples of the correction back to it.
     """
     from tqdm import tqdm
 
@@ -150,11 +161,13 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
         raise ValueError(f"expected episodes > 0, got {episodes}")
     if workers < 1:
         raise ValueError(f"expected workers >= 1, got {workers}")
+    if scene_starts and sample_steps is not None:
+        raise ValueError("generate: give scene_starts or sample_steps, not both")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(image_size=tuple(image_size), cameras=tuple(cameras), max_steps=max_steps, time_scale=time_scale,
               meeting_jitter=meeting_jitter, execution_noise=execution_noise, noise_hold=noise_hold,
-              scene_starts=scene_starts, horizon=horizon)
+              scene_starts=scene_starts, horizon=horizon, sample_steps=sample_steps, noise_until=noise_until)
     if workers > 1 and episodes > 1:
         if skip_failures:
             raise ValueError("generate: workers > 1 cannot be combined with skip_failures")
@@ -176,21 +189,27 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
         return paths
     sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False)
     kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter, "execution_noise": execution_noise,
-              "noise_hold": noise_hold}
+              "noise_hold": noise_hold, "noise_until": noise_until}
+    if sample_steps is not None:
+        from cosmos_policy_training.dataset import sample_frames
+
+        render_steps = sample_frames(None, max_steps // (CONTROL_HZ // DEMO_HZ), horizon, sample_steps)
+    else:
+        render_steps = (0, horizon) if scene_starts else None
     paths: List[Path] = []
     seed = seed_start
     failures = 0
     bar = tqdm(total=episodes, desc=f"{task} demos", unit="ep", disable=not progress)
     try:
         while len(paths) < episodes and seed < seed_start + 3 * episodes:
-            ep = rollout_expert(sim, seed, render_steps=(0, horizon) if scene_starts else None, **kwargs)
+            ep = rollout_expert(sim, seed, render_steps=render_steps, **kwargs)
             seed += 1
             if not ep.success:
                 failures += 1
                 if skip_failures:
                     continue
             paths.append(write_demo(out / f"episode_{first_index + len(paths)}.hdf5", ep, task, kwargs,
-                                    scene_start=scene_starts))
+                                    scene_start=scene_starts, sample_steps=sample_steps))
             bar.update(1)
             bar.set_postfix(failures=failures)
     finally:
@@ -219,6 +238,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes, each rendering a block of seeds")
     parser.add_argument("--scene-starts", action="store_true",
                         help="render only steps 0 and 50 and train on step 0 only (extra scenes for the first chunk)")
+    parser.add_argument("--sample-steps", type=int, nargs="+", default=None, metavar="T",
+                        help="render only these steps and their futures and train on them only (e.g. 0 50 100: "
+                             "extra scenes for the grasp's chunks)")
+    parser.add_argument("--noise-until", type=int, default=None,
+                        help="execution noise only before this step (e.g. 50: reach the grasp chunk off the path)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -229,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
                      cameras=tuple(args.cameras), max_steps=args.max_steps, time_scale=args.time_scale,
                      meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
                      progress=not args.no_progress, execution_noise=args.execution_noise,
-                     noise_hold=args.noise_hold, workers=args.workers, scene_starts=args.scene_starts)
+                     noise_hold=args.noise_hold, workers=args.workers, scene_starts=args.scene_starts,
+                     sample_steps=args.sample_steps, noise_until=args.noise_until)
     print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0 if len(paths) == args.episodes else 1
 
