@@ -12,6 +12,10 @@
   the *current* proprio normalised with the same action statistics, ``n(a) - n(q)``. The network then
   predicts where the arm goes from where it is instead of copying the state into every action; the output
   transform adds ``n(q)`` back before un-normalising, so every consumer still gets absolute targets.
+- Snap to closed (optional; stats key ``actions_snap_to_min_below``, one threshold per action dimension in
+  robot units, ``actions_min`` = never): after clipping, a target below its threshold becomes ``actions_min``.
+  A regressed gripper command lands a little above the demos' fully-closed value (e.g. 0.1 of 0..1), which
+  in a position-controlled gripper means no squeeze at all; the snap makes "nearly closed" mean closed.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ import torch
 STAT_KEYS = tuple(f"{p}_{s}" for p in ("actions", "proprio") for s in ("min", "max", "mean", "std", "median"))
 #: stats key of the per-dimension relative-action flags (ours; NVIDIA's statistics never carry it)
 RELATIVE_KEY = "actions_relative_to_proprio"
+#: stats key of the per-dimension snap-to-min thresholds (ours; robot units; actions_min = no snap)
+SNAP_KEY = "actions_snap_to_min_below"
 
 
 @dataclass
@@ -60,6 +66,28 @@ class DatasetStats:
                 raise ValueError(f"stats {RELATIVE_KEY}: relative actions need proprio of the action's layout, got "
                                  f"action dim {self.actions_min.shape[0]} and proprio dim {self.proprio_min.shape[0]}")
             self.extra[RELATIVE_KEY] = flags
+        if SNAP_KEY in self.extra:
+            thr = np.asarray(self.extra[SNAP_KEY], dtype=np.float64)
+            if thr.shape != self.actions_min.shape or not np.all(np.isfinite(thr)):
+                raise ValueError(f"stats {SNAP_KEY}: expected {self.actions_min.shape[0]} finite thresholds, "
+                                 f"got {np.asarray(self.extra[SNAP_KEY]).tolist()}")
+            self.extra[SNAP_KEY] = thr
+
+    @property
+    def snap_thresholds(self) -> Optional[np.ndarray]:
+        """(action_dim,) targets below these become ``actions_min`` (None: no snap)."""
+        return self.extra.get(SNAP_KEY)
+
+    def with_snap(self, dims: Sequence[int], below: float) -> "DatasetStats":
+        """A copy whose action ``dims`` snap to their minimum when the target is below ``below`` (robot
+        units; no dims: no snap)."""
+        extra = {k: v for k, v in self.extra.items() if k != SNAP_KEY}
+        if len(dims):
+            thr = self.actions_min.copy()
+            thr[list(dims)] = float(below)
+            extra[SNAP_KEY] = thr
+        return DatasetStats(self.actions_min.copy(), self.actions_max.copy(), self.proprio_min.copy(),
+                            self.proprio_max.copy(), extra)
 
     @property
     def relative_actions(self) -> np.ndarray:
@@ -172,7 +200,8 @@ def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = T
                         proprio: Optional[np.ndarray] = None) -> Tuple[np.ndarray, bool]:
     """(..., action_dim) model units -> robot units (the mirror of :func:`normalize_actions`: relative
     dimensions get ``n(proprio)`` added back first); returns (actions, clipped?) where clipped tells whether
-    any value fell outside [actions_min, actions_max] and was clipped (only when ``clip``)."""
+    any value fell outside [actions_min, actions_max] and was clipped (only when ``clip``). Dimensions with a
+    snap threshold (stats ``actions_snap_to_min_below``) then snap to their minimum below it."""
     a = np.asarray(actions, dtype=np.float64)
     if a.shape[-1] != stats.action_dim:
         raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {a.shape}")
@@ -182,7 +211,11 @@ def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = T
     if not clip:
         return out, False
     clipped = np.clip(out, stats.actions_min, stats.actions_max)
-    return clipped, bool(np.any(clipped != out))
+    was_clipped = bool(np.any(clipped != out))
+    thr = stats.snap_thresholds
+    if thr is not None:
+        clipped = np.where(clipped < thr, stats.actions_min, clipped)
+    return clipped, was_clipped
 
 
 def unnormalize_proprio(proprio: np.ndarray, stats: DatasetStats) -> np.ndarray:

@@ -198,3 +198,32 @@ def test_relative_actions_round_trip_and_are_measured_from_the_current_proprio()
         codec.unnormalize_actions(m, rel)
     with pytest.raises(ValueError, match="flags of 0 or 1"):
         codec.DatasetStats.from_dict({**st.to_dict(), codec.RELATIVE_KEY: [2.0] * 14})
+
+
+def test_gripper_snap_makes_nearly_closed_fully_closed_and_travels_in_the_stats():
+    """A regressed 'closed' gripper target just above the demos' minimum snaps to it; other values and
+    dimensions pass unchanged; the thresholds survive the JSON form and are validated."""
+    d = _stats().to_dict()
+    grippers = (6, 13)
+    for k in ("actions_min", "actions_max"):
+        for g in grippers:
+            d[k][g] = {"actions_min": 0.0, "actions_max": 1.0}[k]  # the sim's gripper units: 0 closed .. 1 open
+    st = codec.DatasetStats.from_dict(d)
+    snap = codec.DatasetStats.from_dict(st.with_snap(grippers, 0.25).to_dict())
+    assert codec.DatasetStats.from_dict(st.to_dict()).snap_thresholds is None  # absent: no snap
+    target = (st.actions_min + st.actions_max) / 2
+    for g in grippers:
+        target[g] = st.actions_min[g] + 0.1  # "nearly closed"
+    m = codec.normalize_actions(target[None], snap)
+    out, clipped = codec.unnormalize_actions(m, snap)
+    assert not clipped
+    assert out[0, 6] == snap.actions_min[6] and out[0, 13] == snap.actions_min[13]
+    arms = [i for i in range(14) if i not in grippers]
+    np.testing.assert_allclose(out[0, arms], target[arms], atol=1e-12)
+    open_ = target.copy()
+    open_[6] = st.actions_min[6] + 0.3  # above the threshold: unchanged
+    np.testing.assert_allclose(codec.unnormalize_actions(codec.normalize_actions(open_[None], snap), snap)[0][0, 6],
+                               open_[6], atol=1e-12)
+    np.testing.assert_allclose(codec.unnormalize_actions(m, st)[0][0, 6], target[6], atol=1e-12)  # no snap key
+    with pytest.raises(ValueError, match="finite thresholds"):
+        codec.DatasetStats.from_dict({**st.to_dict(), codec.SNAP_KEY: [0.1] * 3})

@@ -74,7 +74,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "statistics; a new run, unlike --resume: fresh optimiser and schedule)")
     parser.add_argument("--decay-factor", type=float, default=0.3,
                         help="lr factor reached at 80%% of the steps (linear decay from 1; then 0.06x)")
+    parser.add_argument("--gripper-snap", type=float, default=None, metavar="BELOW",
+                        help="output transform saved in the checkpoint: gripper targets below BELOW (0..1) become "
+                             "fully closed (a regressed 'closed' lands near 0.1, which does not squeeze the cube)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def apply_gripper_snap(ckpt: Path, below: float) -> None:
+    """Set the snap-to-closed threshold of both grippers in a checkpoint's statistics file."""
+    from cosmos_policy_ros.core.checkpoint import STATS_FILE
+    from cosmos_policy_ros.core.codec import DatasetStats
+    from cosmos_policy_ros.core.robot import GRIPPER_INDICES
+
+    if not 0.0 <= below < 1.0:
+        raise ValueError(f"gripper snap: expected a threshold in [0, 1), got {below}")
+    path = Path(ckpt) / STATS_FILE
+    DatasetStats.load(path).with_snap(GRIPPER_INDICES, below).save(path)
 
 
 def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
@@ -139,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)
     shutil.copytree(args.run_dir / "final", args.out)
     shutil.copy(args.run_dir / "loss.png", args.out / "loss.png")
+    if args.gripper_snap is not None:
+        apply_gripper_snap(args.out, args.gripper_snap)
     last = history[-1] if history else {}
     recipe = {
         "command": "python -m cosmos_policy_training.recipes.sim_transfer_cube " + " ".join(
@@ -147,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         "demos": {"count": scripted, "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
                   "seeds": f"0..{scripted - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25},
         "extra_demos": {d: len(found) for d, found in extra.items()},
+        "gripper_snap_below": args.gripper_snap,
         "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
         "seconds": {"data": round(t_data, 1), "load_episodes": round(t_load, 1),
                     "train_incl_latent_cache": round(t_train, 1)},
