@@ -57,7 +57,7 @@ class ExpertEpisode:
 def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = True,
                    cameras: Optional[Sequence[str]] = None, image_size: Optional[Sequence[int]] = None,
                    execution_noise: float = 0.0, noise_hold: int = 10, render_steps: Optional[Sequence[int]] = None,
-                   noise_until: Optional[int] = None, **expert_kwargs) -> ExpertEpisode:
+                   noise_until: Optional[int] = None, noise_from: int = 0, **expert_kwargs) -> ExpertEpisode:
     """Reset ``sim`` to ``seed``, run the scripted expert for ``sim.config.max_steps`` physics steps at ``hz``.
 
     The expert is queried once per ``50 // hz`` physics steps for the target at the end of that hold.
@@ -69,7 +69,8 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
     action that leads back to it: the corrections a learnt policy needs once its own errors move it off the
     demonstrations (noise injection during data collection, as in DART).
 
-    ``noise_until``: the noise stops (the expert's own targets are executed) from this step on; None: never.
+    ``noise_from`` / ``noise_until``: the noise is applied only at steps ``noise_from <= t < noise_until``
+    (None: to the end); elsewhere the expert's own targets are executed.
     ``render_steps``: render only these steps (the other frames stay black); None: every step.
     """
     if CONTROL_HZ % hz:
@@ -96,10 +97,10 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
                 images[cam][t] = img
         a = expert.action(sim.step_count + stride)
         action[t] = a
-        if execution_noise > 0 and t % max(1, int(noise_hold)) == 0:
+        if execution_noise > 0 and (t - noise_from) % max(1, int(noise_hold)) == 0:
             offset = rng.normal(0.0, execution_noise, 14)
             offset[list(GRIPPER_INDICES)] = 0.0
-        if noise_until is not None and t >= noise_until:
+        if t < noise_from or (noise_until is not None and t >= noise_until):
             offset = np.zeros(14)
         for _ in range(stride):
             _, _, success, _ = sim.step(a + offset, render=False)
@@ -138,7 +139,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
              time_scale: float = 1.0, meeting_jitter: float = 0.0, skip_failures: bool = False,
              progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10, workers: int = 1,
              first_index: int = 0, scene_starts: bool = False, horizon: int = 50,
-             sample_steps: Optional[Sequence[int]] = None, noise_until: Optional[int] = None) -> List[Path]:
+             sample_steps: Optional[Sequence[int]] = None, noise_until: Optional[int] = None,
+             noise_from: int = 0) -> List[Path]:
     """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
 
     With ``skip_failures`` failed rollouts are not written and further seeds are tried until
@@ -152,8 +154,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     frames) are rendered, and step 0 is the file's only training sample: about 10x cheaper per scene than a demo.
 
     ``sample_steps`` (e.g. 0 50 100, the policy's chunk boundaries): the same for these steps, e.g. the grasp.
-    With ``execution_noise`` and ``noise_until`` the arms reach those steps off the nominal path while the
-    recorded actions stay the expert's: samples of the correction back to it.
+    With ``execution_noise`` and ``noise_until`` (and ``noise_from``) the arms reach those steps off the nominal
+    path while the recorded actions stay the expert's: samples of the correction back to it.
     """
     from tqdm import tqdm
 
@@ -167,7 +169,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     out.mkdir(parents=True, exist_ok=True)
     kw = dict(image_size=tuple(image_size), cameras=tuple(cameras), max_steps=max_steps, time_scale=time_scale,
               meeting_jitter=meeting_jitter, execution_noise=execution_noise, noise_hold=noise_hold,
-              scene_starts=scene_starts, horizon=horizon, sample_steps=sample_steps, noise_until=noise_until)
+              scene_starts=scene_starts, horizon=horizon, sample_steps=sample_steps, noise_until=noise_until,
+              noise_from=noise_from)
     if workers > 1 and episodes > 1:
         if skip_failures:
             raise ValueError("generate: workers > 1 cannot be combined with skip_failures")
@@ -189,7 +192,7 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
         return paths
     sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False)
     kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter, "execution_noise": execution_noise,
-              "noise_hold": noise_hold, "noise_until": noise_until}
+              "noise_hold": noise_hold, "noise_until": noise_until, "noise_from": noise_from}
     if sample_steps is not None:
         from cosmos_policy_training.dataset import sample_frames
 
@@ -243,6 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "extra scenes for the grasp's chunks)")
     parser.add_argument("--noise-until", type=int, default=None,
                         help="execution noise only before this step (e.g. 50: reach the grasp chunk off the path)")
+    parser.add_argument("--noise-from", type=int, default=0, help="execution noise only from this step on")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -254,7 +258,7 @@ def run(args: argparse.Namespace) -> int:
                      meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
                      progress=not args.no_progress, execution_noise=args.execution_noise,
                      noise_hold=args.noise_hold, workers=args.workers, scene_starts=args.scene_starts,
-                     sample_steps=args.sample_steps, noise_until=args.noise_until)
+                     sample_steps=args.sample_steps, noise_until=args.noise_until, noise_from=args.noise_from)
     print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0 if len(paths) == args.episodes else 1
 
