@@ -16,6 +16,11 @@
   robot units, ``actions_min`` = never): after clipping, a target below its threshold becomes ``actions_min``.
   A regressed gripper command lands a little above the demos' fully-closed value (e.g. 0.1 of 0..1), which
   in a position-controlled gripper means no squeeze at all; the snap makes "nearly closed" mean closed.
+- Chunk smoothing (optional; stats key ``actions_smoothing_window``, one odd window length per action
+  dimension, 1 = none): before clipping, each flagged dimension of a chunk (..., horizon, action_dim) is
+  replaced by its centred moving average over the horizon (edges padded with the first / last action). When
+  a latent frame holds only one copy of the chunk, every action value is read from a single latent element
+  and carries its own error; the demonstrations move smoothly, so averaging neighbours removes most of it.
 """
 from __future__ import annotations
 
@@ -33,6 +38,8 @@ STAT_KEYS = tuple(f"{p}_{s}" for p in ("actions", "proprio") for s in ("min", "m
 RELATIVE_KEY = "actions_relative_to_proprio"
 #: stats key of the per-dimension snap-to-min thresholds (ours; robot units; actions_min = no snap)
 SNAP_KEY = "actions_snap_to_min_below"
+#: stats key of the per-dimension chunk smoothing windows (ours; odd lengths, 1 = none)
+SMOOTH_KEY = "actions_smoothing_window"
 
 
 @dataclass
@@ -72,6 +79,30 @@ class DatasetStats:
                 raise ValueError(f"stats {SNAP_KEY}: expected {self.actions_min.shape[0]} finite thresholds, "
                                  f"got {np.asarray(self.extra[SNAP_KEY]).tolist()}")
             self.extra[SNAP_KEY] = thr
+        if SMOOTH_KEY in self.extra:
+            win = np.asarray(self.extra[SMOOTH_KEY], dtype=np.float64)
+            if (win.shape != self.actions_min.shape or not np.all(np.isfinite(win)) or np.any(win != np.round(win))
+                    or np.any(win < 1) or np.any(win % 2 != 1)):
+                raise ValueError(f"stats {SMOOTH_KEY}: expected {self.actions_min.shape[0]} odd window lengths >= 1, "
+                                 f"got {np.asarray(self.extra[SMOOTH_KEY]).tolist()}")
+            self.extra[SMOOTH_KEY] = win
+
+    @property
+    def smoothing_windows(self) -> Optional[np.ndarray]:
+        """(action_dim,) int moving-average window per action dimension over a chunk (None: no smoothing)."""
+        win = self.extra.get(SMOOTH_KEY)
+        return None if win is None else np.asarray(win).astype(np.int64)
+
+    def with_smoothing(self, window: int, dims: Optional[Sequence[int]] = None) -> "DatasetStats":
+        """A copy whose action ``dims`` (default: all) are smoothed over a chunk with a centred moving average of
+        ``window`` (odd) actions; window 1 removes the smoothing."""
+        extra = {k: v for k, v in self.extra.items() if k != SMOOTH_KEY}
+        if int(window) > 1:
+            win = np.ones(self.action_dim)
+            win[list(range(self.action_dim)) if dims is None else list(dims)] = int(window)
+            extra[SMOOTH_KEY] = win
+        return DatasetStats(self.actions_min.copy(), self.actions_max.copy(), self.proprio_min.copy(),
+                            self.proprio_max.copy(), extra)
 
     @property
     def snap_thresholds(self) -> Optional[np.ndarray]:
@@ -196,18 +227,41 @@ def _minmax_unnormalize(a: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.nda
     return 0.5 * (a + 1.0) * (hi - lo) + lo  # max == min gives lo: the guard is implicit
 
 
+def smooth_chunk(actions: np.ndarray, windows: Sequence[int]) -> np.ndarray:
+    """(..., horizon, action_dim) -> same shape: each dimension ``d`` replaced by its centred moving average
+    over ``windows[d]`` (odd) actions along the horizon, edges padded with the first / last action."""
+    a = np.asarray(actions, dtype=np.float64)
+    if a.ndim < 2:
+        raise ValueError(f"smooth_chunk: expected (..., horizon, action_dim), got shape {a.shape}")
+    out = a.copy()
+    for w in sorted({int(v) for v in windows if int(v) > 1}):
+        dims = [d for d, v in enumerate(windows) if int(v) == w]
+        half = w // 2
+        x = a[..., dims]  # (..., H, k)
+        padded = np.concatenate([np.repeat(x[..., :1, :], half, axis=-2), x,
+                                 np.repeat(x[..., -1:, :], half, axis=-2)], axis=-2)  # (..., H + w - 1, k)
+        c = np.cumsum(padded, axis=-2)
+        c = np.concatenate([np.zeros_like(c[..., :1, :]), c], axis=-2)
+        out[..., dims] = (c[..., w:, :] - c[..., :-w, :]) / w  # window sums, (..., H, k)
+    return out
+
+
 def unnormalize_actions(actions: np.ndarray, stats: DatasetStats, clip: bool = True,
                         proprio: Optional[np.ndarray] = None) -> Tuple[np.ndarray, bool]:
     """(..., action_dim) model units -> robot units (the mirror of :func:`normalize_actions`: relative
     dimensions get ``n(proprio)`` added back first); returns (actions, clipped?) where clipped tells whether
     any value fell outside [actions_min, actions_max] and was clipped (only when ``clip``). Dimensions with a
-    snap threshold (stats ``actions_snap_to_min_below``) then snap to their minimum below it."""
+    snap threshold (stats ``actions_snap_to_min_below``) then snap to their minimum below it. A chunk
+    (..., horizon, action_dim) is smoothed first where the stats give ``actions_smoothing_window``."""
     a = np.asarray(actions, dtype=np.float64)
     if a.shape[-1] != stats.action_dim:
         raise ValueError(f"actions: expected {stats.action_dim} values per action, got shape {a.shape}")
     if stats.relative_actions.any():
         a = a + _reference_like(a, proprio, stats)
     out = _minmax_unnormalize(a, stats.actions_min, stats.actions_max)
+    windows = stats.smoothing_windows
+    if windows is not None and out.ndim >= 2:
+        out = smooth_chunk(out, windows)
     if not clip:
         return out, False
     clipped = np.clip(out, stats.actions_min, stats.actions_max)

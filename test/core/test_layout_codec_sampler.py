@@ -227,3 +227,29 @@ def test_gripper_snap_makes_nearly_closed_fully_closed_and_travels_in_the_stats(
     np.testing.assert_allclose(codec.unnormalize_actions(m, st)[0][0, 6], target[6], atol=1e-12)  # no snap key
     with pytest.raises(ValueError, match="finite thresholds"):
         codec.DatasetStats.from_dict({**st.to_dict(), codec.SNAP_KEY: [0.1] * 3})
+
+
+def test_chunk_smoothing_removes_per_action_noise_keeps_smooth_motion_and_travels_in_the_stats():
+    """A centred moving average over each chunk: a straight-line motion passes unchanged away from the edges,
+    independent per-action errors shrink, unflagged dimensions and single actions pass untouched, and the
+    windows survive the JSON form and are validated."""
+    st = _stats()
+    sm = codec.DatasetStats.from_dict(st.with_smoothing(7, dims=range(13)).to_dict())
+    assert sm.smoothing_windows.tolist() == [7] * 13 + [1]
+    assert st.smoothing_windows is None
+    lo, hi = sm.actions_min, sm.actions_max
+    ramp = lo + np.linspace(0.2, 0.8, 50)[:, None] * (hi - lo)  # (50, 14) inside the range
+    out, _ = codec.unnormalize_actions(codec.normalize_actions(ramp, sm), sm)
+    np.testing.assert_allclose(out[3:-3], ramp[3:-3], atol=1e-9)  # linear motion: the interior is exact
+    rng = np.random.default_rng(0)
+    noisy = ramp + rng.normal(0.0, 0.02, ramp.shape) * (hi - lo)
+    out, _ = codec.unnormalize_actions(codec.normalize_actions(noisy, sm), sm)
+    err_before = np.abs(noisy - ramp)[:, :13].mean()
+    assert np.abs(out - ramp)[:, :13].mean() < 0.6 * err_before
+    np.testing.assert_allclose(out[:, 13], noisy[:, 13], atol=1e-9)  # window 1: untouched
+    one, _ = codec.unnormalize_actions(codec.normalize_actions(noisy[0], sm), sm)  # no horizon axis: as is
+    np.testing.assert_allclose(one, noisy[0], atol=1e-9)
+    batched, _ = codec.unnormalize_actions(codec.normalize_actions(np.stack([noisy, ramp]), sm), sm)
+    np.testing.assert_allclose(batched[0], out, atol=1e-12)  # per chunk, never across the batch
+    with pytest.raises(ValueError, match="odd window lengths"):
+        codec.DatasetStats.from_dict({**st.to_dict(), codec.SMOOTH_KEY: [4.0] * 14})

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 # (held-out t = 0 error 0.069 rad vs 0.187 for the mean reach; docs/training.md, "Session 11 outcome")
 DEFAULTS = dict(episodes=100, steps=6000, batch=16, lr=4e-3, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms", latent_norm="scene", weight_decay=0.1, action_weight=1.0,
-                proprio_dropout=0.0, first_step_fraction=0.5)
+                proprio_dropout=0.0, first_step_fraction=0.5, smoothing_window=7)
 # cam_high: the table area the cube is drawn from (x 0..0.2 m, y 0.4..0.6 m; rows 232-328, columns 312-408 of
 # a 480x640 frame) with ~30 px of margin, as (top, left, height, width) fractions: 160x160 px of 480x640.
 # At 64 px the cube then covers ~7x7 px instead of ~2x1.5 px of the whole squashed frame.
@@ -77,19 +77,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gripper-snap", type=float, default=None, metavar="BELOW",
                         help="output transform saved in the checkpoint: gripper targets below BELOW (0..1) become "
                              "fully closed (a regressed 'closed' lands near 0.1, which does not squeeze the cube)")
+    parser.add_argument("--smoothing-window", type=int, default=DEFAULTS["smoothing_window"],
+                        help="output transform saved in the checkpoint: each chunk's centred moving average over this "
+                             "many actions (odd; 1 = off; see docs/training.md, session 14)")
     parser.add_argument("--no-progress", action="store_true")
-
-
-def apply_gripper_snap(ckpt: Path, below: float) -> None:
-    """Set the snap-to-closed threshold of both grippers in a checkpoint's statistics file."""
-    from cosmos_policy_ros.core.checkpoint import STATS_FILE
-    from cosmos_policy_ros.core.codec import DatasetStats
-    from cosmos_policy_ros.core.robot import GRIPPER_INDICES
-
-    if not 0.0 <= below < 1.0:
-        raise ValueError(f"gripper snap: expected a threshold in [0, 1), got {below}")
-    path = Path(ckpt) / STATS_FILE
-    DatasetStats.load(path).with_snap(GRIPPER_INDICES, below).save(path)
 
 
 def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
@@ -154,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(args.out)
     shutil.copytree(args.run_dir / "final", args.out)
     shutil.copy(args.run_dir / "loss.png", args.out / "loss.png")
-    if args.gripper_snap is not None:
-        apply_gripper_snap(args.out, args.gripper_snap)
+    from ..output_transforms import set_output_transforms
+
+    set_output_transforms(args.out, smoothing_window=args.smoothing_window, gripper_snap=args.gripper_snap)
     last = history[-1] if history else {}
     recipe = {
         "command": "python -m cosmos_policy_training.recipes.sim_transfer_cube " + " ".join(
@@ -164,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         "demos": {"count": scripted, "generator": "cosmos_policy_ros.sim.generate_demos (scripted IK expert)",
                   "seeds": f"0..{scripted - 1}", "image_size": list(DEFAULT_IMAGE_SIZE), "rate_hz": 25},
         "extra_demos": {d: len(found) for d, found in extra.items()},
-        "gripper_snap_below": args.gripper_snap,
+        "output_transforms": {"smoothing_window": args.smoothing_window, "gripper_snap_below": args.gripper_snap},
         "samples": len(dataset), "steps": trainer.step, "global_batch": args.batch,
         "seconds": {"data": round(t_data, 1), "load_episodes": round(t_load, 1),
                     "train_incl_latent_cache": round(t_train, 1)},
