@@ -21,6 +21,31 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def training_summary(recipe: dict) -> str:
+    """'training data | training time' cells from a checkpoint's recipe.json, summed over its chain of runs
+    (``init_recipe``: each --init continuation nests the recipe of the checkpoint it started from)."""
+    chain = []
+    r = recipe
+    while r:
+        chain.append(r)
+        r = r.get("init_recipe")
+    if not chain:
+        return "? | ?"
+    demos = max(int(r.get("demos", {}).get("count", 0)) for r in chain)
+    extra = {}
+    for r in chain:
+        extra.update(r.get("extra_demos", {}))  # folders only grow along a chain: the newest count wins
+    steps = sum(int(r.get("steps", 0)) for r in chain)
+    batch = chain[0].get("global_batch", "?")
+    secs = sum(float(r.get("seconds", {}).get(k) or 0) for r in chain
+               for k in ("data", "load_episodes", "train_incl_latent_cache"))
+    data = f"{demos} scripted demos" + (f" + {sum(extra.values())} extra episodes" if extra else "")
+    earlier = "--init" in chain[-1].get("command", "")  # the oldest recorded run continued an unrecorded one
+    runs = f" ({len(chain)} runs{' + earlier, not recorded' if earlier else ''})" if len(chain) > 1 or earlier else ""
+    time_s = f"{secs / 60:.0f} min (CPU, 2 cores){runs}" if secs else "?"  # recorded runs only
+    return f"{data}, {steps} steps x batch {batch}{runs} | {time_s}"
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--policy", default=str(ROOT / "checkpoints" / "sim_transfer_cube"))
@@ -66,12 +91,8 @@ def main(argv=None) -> int:
           f"scene seeds {args.seed_start}..{args.seed_start + n - 1} (held out).\n")
     print("| policy | episodes | success | max reward 0/1/2/3/4 | training data | training time | inference per chunk |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    data = recipe.get("demos", {})
-    train_s = recipe.get("seconds", {}).get("train_incl_latent_cache")
     print(f"| {policy.policy_id} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | "
-          f"{'/'.join(str(hist[k]) for k in range(5))} | {data.get('count', '?')} scripted demos, "
-          f"{recipe.get('steps', '?')} steps x batch {recipe.get('global_batch', '?')} | "
-          f"{'%.0f min (CPU, shared 2 cores)' % (train_s / 60) if train_s else '?'} | "
+          f"{'/'.join(str(hist[k]) for k in range(5))} | {training_summary(recipe)} | "
           f"{1000 * infer / max(queries, 1):.0f} ms (CPU) |")
     print(f"| ACT (published, 50 scripted demos) | - | ~90% | - | 50 scripted demos | - | - |")
     print(f"\nWall time of this benchmark: {wall:.0f} s.")

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Rebuild the embedded simulated-ALOHA checkpoint (checkpoints/sim_transfer_cube) the way it was made: a chain of
+# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-14).
+# Each phase is skipped when its output exists, so an interrupted chain resumes. About 5 hours on 2 CPU cores
+# (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
+# across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
+# of the same recipe, not the same bytes.
+# Usage: scripts/reproduce_sim_checkpoint.sh [OUT]   (default OUT: checkpoints/sim_transfer_cube)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/dev-env.sh
+out=${1:-checkpoints/sim_transfer_cube}
+# intermediate phases without the chunk smoothing of session 14: the DAgger rollouts were recorded without it
+recipe() { python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 1 \
+  --no-progress "$@"; }
+ft=(--lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3)
+dagger() {  # POLICY SEED OUT: 40 rollouts of POLICY on new scenes, labelled with the scripted expert's actions
+  [ -f "$3/episode_$(($2 + 39)).hdf5" ] ||
+    python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$2" --episodes 40 --out "$3" \
+      --expert-labels --threads 2
+}
+starts() {  # N SEED OUT ARGS...: cheap expert scenes rendered only where their samples read
+  local n=$1 seed=$2 dir=$3
+  shift 3
+  [ -f "$dir/episode_$((n - 1)).hdf5" ] ||
+    python -m cosmos_policy_ros.sim.generate_demos --episodes "$n" --out "$dir" --image-size 240 320 \
+      --seed-start "$seed" --workers 2 --no-progress "$@"
+}
+
+# 1. absolute actions from scratch (100 scripted demos, seeds 0..99; 6,000 steps), then a low-lr phase
+[ -d runs/ckpt_abs ] || recipe --out runs/ckpt_abs --run-dir runs/abs
+[ -d runs/ckpt_ftabs ] || recipe --init runs/ckpt_abs --out runs/ckpt_ftabs --run-dir runs/ftabs --steps 3000 \
+  "${ft[@]}" --first-step-fraction 0.25 --seed 5
+# 2. three DAgger rounds (scenes 0..39, 100..139, 140..179)
+dagger runs/ckpt_ftabs 0 data/dagger
+if [ ! -d runs/ckpt_dag ]; then
+  mkdir -p data/mix
+  for i in $(seq 0 99); do ln -sf "../sim_demos/episode_$i.hdf5" "data/mix/episode_$i.hdf5"; done
+  for i in $(seq 0 39); do ln -sf "../dagger/episode_$i.hdf5" "data/mix/episode_$((100 + i)).hdf5"; done
+  recipe --init runs/ckpt_ftabs --demos-dir data/mix --episodes 140 --out runs/ckpt_dag --run-dir runs/dag \
+    --steps 1200 "${ft[@]}" --first-step-fraction 0.25 --seed 6
+fi
+dagger runs/ckpt_dag 100 data/dagger2
+[ -d runs/ckpt_dag2 ] || recipe --init runs/ckpt_dag --extra-demos data/dagger data/dagger2 --out runs/ckpt_dag2 \
+  --run-dir runs/dag2 --steps 1200 "${ft[@]}" --first-step-fraction 0.25 --seed 7
+dagger runs/ckpt_dag2 140 data/dagger3
+[ -d runs/ckpt_dag3 ] || recipe --init runs/ckpt_dag2 --extra-demos data/dagger data/dagger2 data/dagger3 \
+  --out runs/ckpt_dag3 --run-dir runs/ckpt_dag3_run --steps 1200 "${ft[@]}" --first-step-fraction 0.25 --seed 140
+# 3. scene starts: 1,341 more scenes for the first chunk
+d3=(data/dagger data/dagger2 data/dagger3)
+starts 641 10000 data/scene_starts --scene-starts
+[ -d runs/ckpt_s4 ] || recipe --init runs/ckpt_dag3 --extra-demos "${d3[@]}" data/scene_starts --out runs/ckpt_s4 \
+  --run-dir runs/s4 --steps 1500 "${ft[@]}" --first-step-fraction 0.35 --seed 11
+starts 700 11000 data/scene_starts2 --scene-starts
+[ -d runs/ckpt_s5 ] || recipe --init runs/ckpt_s4 --extra-demos "${d3[@]}" data/scene_starts data/scene_starts2 \
+  --out runs/ckpt_s5 --run-dir runs/s5 --steps 1500 "${ft[@]}" --first-step-fraction 0.35 --seed 12
+# 4. a fourth DAgger round and 1,000 grasp-phase scenes (samples at 0, 50, 100; arms pushed off the path before 50)
+dagger runs/ckpt_s5 180 data/dagger4
+starts 1000 12000 data/grasp_starts --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
+[ -d "$out" ] && [ -f "$out/recipe.json" ] && grep -q grasp_starts "$out/recipe.json" && exit 0
+recipe --init runs/ckpt_s5 --extra-demos "${d3[@]}" data/dagger4 data/scene_starts data/scene_starts2 \
+  data/grasp_starts --out "$out" --run-dir runs/g1 --steps 2000 "${ft[@]}" --first-step-fraction 0.35 --seed 14 \
+  --smoothing-window 7
