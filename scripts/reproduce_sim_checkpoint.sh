@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded simulated-ALOHA checkpoint (checkpoints/sim_transfer_cube) the way it was made: a chain of
 # recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-14).
-# Each phase is skipped when its output exists, so an interrupted chain resumes. About 5 hours on 2 CPU cores
+# Each phase is skipped when its output exists, so an interrupted chain resumes. About 6 hours on 2 CPU cores
 # (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
 # across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
 # of the same recipe, not the same bytes.
@@ -57,7 +57,21 @@ starts 700 11000 data/scene_starts2 --scene-starts
 # 4. a fourth DAgger round and 1,000 grasp-phase scenes (samples at 0, 50, 100; arms pushed off the path before 50)
 dagger runs/ckpt_s5 180 data/dagger4
 starts 1000 12000 data/grasp_starts --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
-[ -d "$out" ] && [ -f "$out/recipe.json" ] && grep -q grasp_starts "$out/recipe.json" && exit 0
-recipe --init runs/ckpt_s5 --extra-demos "${d3[@]}" data/dagger4 data/scene_starts data/scene_starts2 \
-  data/grasp_starts --out "$out" --run-dir runs/g1 --steps 2000 "${ft[@]}" --first-step-fraction 0.35 --seed 14 \
-  --smoothing-window 7
+[ -d runs/ckpt_g1 ] || recipe --init runs/ckpt_s5 --extra-demos "${d3[@]}" data/dagger4 data/scene_starts \
+  data/scene_starts2 data/grasp_starts --out runs/ckpt_g1 --run-dir runs/g1 --steps 2000 "${ft[@]}" \
+  --first-step-fraction 0.35 --seed 14
+# 5. a fifth DAgger round, 1,000 more grasp-phase scenes and 300 hand-over scenes (samples at 100 and 150; arms
+#    pushed off the path from step 88; their labels are not what was executed, so they are policy samples only)
+dagger runs/ckpt_g1 220 data/dagger5
+starts 1000 14000 data/grasp_starts2 --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
+if [ ! -f data/handover_starts/episode_299.hdf5 ]; then
+  starts 300 13000 data/handover_starts --sample-steps 100 150 --execution-noise 0.02 --noise-hold 31 \
+    --noise-from 88 --noise-until 150
+  python -c "import glob, h5py
+for p in glob.glob('data/handover_starts/*.hdf5'):
+    with h5py.File(p, 'r+') as f:
+        f.attrs['action_labels'] = 'expert'"
+fi
+recipe --init runs/ckpt_g1 --extra-demos "${d3[@]}" data/dagger4 data/dagger5 data/scene_starts data/scene_starts2 \
+  data/grasp_starts data/grasp_starts2 data/handover_starts --out "$out" --run-dir runs/g2 --steps 2000 "${ft[@]}" \
+  --first-step-fraction 0.35 --seed 15 --smoothing-window 7
