@@ -31,7 +31,7 @@ def training_summary(recipe: dict) -> str:
         r = r.get("init_recipe")
     if not chain:
         return "? | ?"
-    demos = max(int(r.get("demos", {}).get("count", 0)) for r in chain)
+    demos = int(chain[0].get("demos", {}).get("count", 0))  # the newest run's (older ones may count DAgger files)
     extra = {}
     for r in chain:
         extra.update(r.get("extra_demos", {}))  # folders only grow along a chain: the newest count wins
