@@ -143,6 +143,17 @@ def write_comparison_png(pairs, path: Path, t0: float) -> Optional[Path]:
     return path
 
 
+def _recent_errors(procs, lines: int = 3) -> str:
+    """The last ERROR / WARN lines of each node's output: why a graph did not come up (e.g. rejected images)."""
+    out = []
+    for p in procs:
+        bad = [ln for ln in p.output().splitlines() if "[ERROR]" in ln or "[WARN]" in ln]
+        if bad:
+            out.append(f"--- {p.spec.name or p.spec.module} (last {min(lines, len(bad))} of {len(bad)} errors/warnings) ---")
+            out.extend(bad[-lines:])
+    return "\n".join(out) if out else "(no node reported an error or warning; see the node logs)"
+
+
 def _stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
@@ -220,8 +231,11 @@ def run_demo(args) -> int:
 
         t_start = time.monotonic()
         print("[demo] waiting for the simulator, policy warm-up and the first action chunk ...", flush=True)
-        wait_for(lambda: (check_alive() or True) and len(chunks) > 0, args.startup_timeout, interval=0.2,
-                 what="the first action chunk from the policy node")
+        try:
+            wait_for(lambda: (check_alive() or True) and len(chunks) > 0, args.startup_timeout, interval=0.2,
+                     what="the first action chunk from the policy node")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{_recent_errors(procs)}") from None
         print(f"[demo] graph ready after {time.monotonic() - t_start:.1f} s")
 
         def run_episode(seed: int) -> Dict[str, object]:

@@ -85,13 +85,36 @@ def test_node_params_files_declare_only_known_parameters(repo_root):
     from cosmos_policy_ros.ros.commander_node import PARAMS as CP
     from cosmos_policy_ros.ros.policy_node import PARAMS as PP
 
-    known = {"policy": {p.name for p in PP}, "commander": {p.name for p in CP}}
+    from cosmos_policy_ros.ros.sim_bridge import _PARAMS as SP
+
+    known = {"policy": {p.name for p in PP}, "commander": {p.name for p in CP}, "sim_bridge": {p[0] for p in SP}}
     for f in ("policy_node.yaml", "commander_node.yaml", "aloha.yaml", "sim.yaml"):
         data = yaml.safe_load((repo_root / "config" / f).read_text())
         for node, body in data.items():
             unknown = set(body["ros__parameters"]) - known[node]
             assert not unknown, f"{f}: {node} has unknown parameters {unknown}"
     assert all(p.description for p in PP + CP)
+
+
+def test_sim_graph_policy_accepts_the_sim_cameras_and_robot_stays_full_size(repo_root):
+    """The policy node checks the camera size; in the sim graph it must expect what the sim bridge renders
+    (240x320, the embedded policy's demo size), or every frame is rejected and no chunk is ever produced."""
+    import yaml
+
+    def resolved(node, files):
+        out = {}
+        for f in files:
+            out.update(yaml.safe_load((repo_root / "config" / f).read_text()).get(node, {}).get("ros__parameters", {}))
+        return out
+
+    d = yaml.safe_load((repo_root / "config" / "graph.yaml").read_text())
+    files = {n["name"]: n["params_files"] for n in d["graphs"]["sim"]["nodes"] if "params_files" in n}
+    bridge, policy = resolved("sim_bridge", files["sim_bridge"]), resolved("policy", files["policy"])
+    assert (bridge["image_height"], bridge["image_width"]) == (240, 320)
+    assert (policy["image_height"], policy["image_width"]) == (bridge["image_height"], bridge["image_width"])
+    robot = {n["name"]: n["params_files"] for n in d["graphs"]["aloha"]["nodes"] if "params_files" in n}
+    real = resolved("policy", robot["policy"])
+    assert (real["image_height"], real["image_width"]) == (480, 640)
 
 
 @pytest.mark.parametrize("name", ["aloha", "sim"])
