@@ -38,7 +38,7 @@ def main(argv=None) -> int:
         rows.append(row)
     print(f"Embedded checkpoint through the real ROS 2 graph (config/graph.yaml `sim`: sim bridge in real time, "
           f"policy node, commander, recorder; one bag per episode), seeds {args.seed_start}..{args.seed_start + args.episodes - 1}, "
-          f"12 s per episode, cameras at 15 Hz (the demo's setting). `stream` (the launch files' default) re-plans while the robot "
+          f"12 s per episode, cameras 240x320 at 15 Hz (the demo's setting; config/sim.yaml). `stream` (the launch files' default) re-plans while the robot "
           f"moves; `pause` runs whole chunks and holds while the next is computed (the released deploy).\n")
     print("| execution | episodes | success | max reward 0/1/2/3/4 | chunks executed per episode | wall time |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -46,13 +46,12 @@ def main(argv=None) -> int:
     ckpt = Path(args.checkpoint) if args.checkpoint else Path(__file__).resolve().parents[1] / "checkpoints" / "sim_transfer_cube"
     recipe = json.loads((ckpt / "recipe.json").read_text()) if (ckpt / "recipe.json").is_file() else {}
     if recipe:
-        demos = recipe.get("demos", {})
-        train_s = recipe.get("seconds", {}).get("train_incl_latent_cache")
-        took = f", {train_s / 60:.0f} min on a shared 2-core CPU" if train_s else ""
-        print(f"\nPolicy: `{ckpt.name}`, trained on {demos.get('count', '?')} scripted demos "
-              f"({recipe.get('samples', '?')} samples), {recipe.get('steps', '?')} steps x batch "
-              f"{recipe.get('global_batch', '?')}{took}. For comparison: the same policy in the ROS-free loop "
-              f"(section above) and ACT's published ~90% with 50 scripted demos.")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from policy_success import training_summary  # the same summary of the whole chain of recorded runs
+
+        data, took = training_summary(recipe).split(" | ")
+        print(f"\nPolicy: `{ckpt.name}`, trained on {data}; {took}. For comparison: the same policy in the ROS-free "
+              f"loop (section above) and ACT's published ~90% with 50 scripted demos.")
     return 0
 
 
