@@ -165,13 +165,15 @@ def run_noisy_expert_episode(sim, seed: int, noise: float, cameras: Sequence[str
 
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
-                 progress: bool = True, max_steps: int = 400, expert_labels: bool = False) -> List[RolloutResult]:
+                 progress: bool = True, max_steps: int = 400, expert_labels: bool = False,
+                 settle_steps: Optional[int] = None) -> List[RolloutResult]:
     """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``);
-    ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data)."""
+    ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data).
+    ``settle_steps``: the sim's (None: objects at rest at step 0; 0: gym-aloha's mid-air first frame)."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
-                   max_steps=max_steps, render=False)
+                   max_steps=max_steps, render=False, settle_steps=settle_steps)
     results = []
     try:
         for i, s in enumerate(seeds):
@@ -204,6 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="record the scripted expert's actions for the states the policy visits (DAgger data; "
                         "train on the files as --demos)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--settle-steps", type=int, default=None,
+                   help="physics steps before step 0 (default: the sim's, objects at rest; 0 = gym-aloha's mid-air start)")
     args = p.parse_args(argv)
     if args.expert_labels and args.out is None:
         p.error("--expert-labels records episodes: give --out")
@@ -211,7 +215,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, decode_future_images=False)
     res = rollout_many(policy, list(range(args.seed_start, args.seed_start + args.episodes)), out=args.out,
-                       execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels)
+                       execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels,
+                       settle_steps=args.settle_steps)
     print(json.dumps({"episodes": len(res), "successes": sum(r.success for r in res)}))
     return 0
 

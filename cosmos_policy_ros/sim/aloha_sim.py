@@ -76,6 +76,10 @@ def sample_object_poses(task: str, seed: Optional[int]) -> np.ndarray:
     raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
 
 
+#: 50 Hz steps (0.5 s) of physics in reset(): gym-aloha's objects, placed 5 cm up, rest on the table after ~15.
+DEFAULT_SETTLE_STEPS = 25
+
+
 class FastRenderer:
     """Offscreen MuJoCo rendering with cheap settings: no multisampling, shadows, reflections, skybox, fog.
 
@@ -131,7 +135,10 @@ class SimConfig:
     task: "transfer_cube" or "insertion". image_size: (H, W) of rendered images. cameras: ALOHA camera
     names to render (keys of camera_map). max_steps: 50 Hz control steps per episode (done after that).
     terminate_on_success: done as soon as the task succeeds (gym-aloha's behaviour) instead of at
-    max_steps. render: include images in reset()/step() observations.
+    max_steps. render: include images in reset()/step() observations. settle_steps: 50 Hz steps of
+    physics run inside reset() with the arms held at the start pose, so that step 0 shows the objects
+    resting on the table as a real scene does (gym-aloha places them 5 cm up and its first observation shows
+    them in mid-air; 0 keeps that behaviour).
     """
 
     task: str = "transfer_cube"
@@ -141,10 +148,14 @@ class SimConfig:
     terminate_on_success: bool = False
     render: bool = True
     camera_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CAMERA_MAP))
+    settle_steps: int = DEFAULT_SETTLE_STEPS
 
     def __post_init__(self):
         if self.task not in TASKS:
             raise ValueError(f"expected task in {TASKS}, got {self.task!r}")
+        if int(self.settle_steps) != self.settle_steps or self.settle_steps < 0:
+            raise ValueError(f"expected settle_steps >= 0 (an integer), got {self.settle_steps!r}")
+        self.settle_steps = int(self.settle_steps)
         size = tuple(int(v) for v in self.image_size)
         if len(size) != 2 or min(size) <= 0:
             raise ValueError(f"expected image_size (H, W) with positive values, got {self.image_size!r}")
@@ -170,10 +181,11 @@ class AlohaSim:
     def __init__(self, task: str = "transfer_cube", seed: Optional[int] = 0,
                  image_size: Sequence[int] = (480, 640), cameras: Sequence[str] = ALOHA_CAMERAS,
                  max_steps: int = 400, terminate_on_success: bool = False, render: bool = True,
-                 camera_map: Optional[Mapping[str, str]] = None):
+                 camera_map: Optional[Mapping[str, str]] = None, settle_steps: Optional[int] = None):
         self.config = SimConfig(task=task, image_size=tuple(image_size), cameras=tuple(cameras),
                                 max_steps=max_steps, terminate_on_success=terminate_on_success, render=render,
-                                camera_map=dict(camera_map or DEFAULT_CAMERA_MAP))
+                                camera_map=dict(camera_map or DEFAULT_CAMERA_MAP),
+                                settle_steps=DEFAULT_SETTLE_STEPS if settle_steps is None else settle_steps)
         xml = assets_dir() / f"bimanual_viperx_{task}.xml"
         self.model = mujoco.MjModel.from_xml_path(str(xml))
         self.data = mujoco.MjData(self.model)
@@ -217,6 +229,9 @@ class AlohaSim:
         self.data.ctrl[:] = START_ARM_POSE
         self.data.qpos[-self.n_objects_qpos:] = sample_object_poses(self.task, self.seed)
         mujoco.mj_forward(self.model, self.data)
+        if self.config.settle_steps:  # let the objects drop onto the table (arms held); the episode starts after
+            mujoco.mj_step(self.model, self.data, nstep=self.config.settle_steps * self.n_substeps)
+            self.data.time = 0.0
         self.step_count = 0
         self.reward = self.max_reward = 0
         self.success = self.ever_success = False

@@ -112,7 +112,8 @@ def rollout_expert(sim: AlohaSim, seed: int, hz: int = DEMO_HZ, render: bool = T
 
 
 def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str, object],
-               scene_start: bool = False, sample_steps: Optional[Sequence[int]] = None) -> Path:
+               scene_start: bool = False, sample_steps: Optional[Sequence[int]] = None,
+               settle_steps: Optional[int] = None) -> Path:
     """Write one expert episode in the reference layout (see the module docstring). ``scene_start``: the
     episode's only training sample is its first step (attribute ``sample_until=1``; frames stored with lossless
     LZF compression, since all but the rendered ones are black). ``sample_steps``: these steps are the
@@ -121,6 +122,8 @@ def write_demo(path: Path, ep: ExpertEpisode, task: str, expert_kwargs: Dict[str
 
     T = ep.num_steps
     extra = {"sample_until": 1} if scene_start else {}
+    if settle_steps is not None:  # physics steps before step 0 (0: gym-aloha's mid-air first frame)
+        extra["settle_steps"] = int(settle_steps)
     if sample_steps is not None:
         extra["sample_steps"] = np.asarray(sorted(int(t) for t in sample_steps), dtype=np.int64)
     return write_episode(
@@ -140,7 +143,7 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
              progress: bool = True, execution_noise: float = 0.0, noise_hold: int = 10, workers: int = 1,
              first_index: int = 0, scene_starts: bool = False, horizon: int = 50,
              sample_steps: Optional[Sequence[int]] = None, noise_until: Optional[int] = None,
-             noise_from: int = 0) -> List[Path]:
+             noise_from: int = 0, settle_steps: Optional[int] = None) -> List[Path]:
     """Generate ``episodes`` demos (seeds ``seed_start``...) into ``out``; returns the written paths.
 
     With ``skip_failures`` failed rollouts are not written and further seeds are tried until
@@ -156,6 +159,9 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     ``sample_steps`` (e.g. 0 50 100, the policy's chunk boundaries): the same for these steps, e.g. the grasp.
     With ``execution_noise`` and ``noise_until`` (and ``noise_from``) the arms reach those steps off the nominal
     path while the recorded actions stay the expert's: samples of the correction back to it.
+
+    ``settle_steps``: :class:`AlohaSim`'s (None: its default, objects resting at step 0; 0: gym-aloha's
+    mid-air first frame, as the checkpoints before session 15 were trained on).
     """
     from tqdm import tqdm
 
@@ -170,7 +176,7 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     kw = dict(image_size=tuple(image_size), cameras=tuple(cameras), max_steps=max_steps, time_scale=time_scale,
               meeting_jitter=meeting_jitter, execution_noise=execution_noise, noise_hold=noise_hold,
               scene_starts=scene_starts, horizon=horizon, sample_steps=sample_steps, noise_until=noise_until,
-              noise_from=noise_from)
+              noise_from=noise_from, settle_steps=settle_steps)
     if workers > 1 and episodes > 1:
         if skip_failures:
             raise ValueError("generate: workers > 1 cannot be combined with skip_failures")
@@ -190,7 +196,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
                 bar.update(1)
             bar.close()
         return paths
-    sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False)
+    sim = AlohaSim(task, seed=seed_start, image_size=image_size, cameras=cameras, max_steps=max_steps, render=False,
+                   settle_steps=settle_steps)
     kwargs = {"time_scale": time_scale, "meeting_jitter": meeting_jitter, "execution_noise": execution_noise,
               "noise_hold": noise_hold, "noise_until": noise_until, "noise_from": noise_from}
     if sample_steps is not None:
@@ -212,7 +219,8 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
                 if skip_failures:
                     continue
             paths.append(write_demo(out / f"episode_{first_index + len(paths)}.hdf5", ep, task, kwargs,
-                                    scene_start=scene_starts, sample_steps=sample_steps))
+                                    scene_start=scene_starts, sample_steps=sample_steps,
+                                    settle_steps=sim.config.settle_steps))
             bar.update(1)
             bar.set_postfix(failures=failures)
     finally:
@@ -247,6 +255,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-until", type=int, default=None,
                         help="execution noise only before this step (e.g. 50: reach the grasp chunk off the path)")
     parser.add_argument("--noise-from", type=int, default=0, help="execution noise only from this step on")
+    parser.add_argument("--settle-steps", type=int, default=None,
+                        help="50 Hz physics steps before step 0 so the objects rest on the table (default: the "
+                             "sim's, 25; 0 = gym-aloha's mid-air first frame, the data of checkpoints before session 15)")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -258,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
                      meeting_jitter=args.meeting_jitter, skip_failures=args.skip_failures,
                      progress=not args.no_progress, execution_noise=args.execution_noise,
                      noise_hold=args.noise_hold, workers=args.workers, scene_starts=args.scene_starts,
-                     sample_steps=args.sample_steps, noise_until=args.noise_until, noise_from=args.noise_from)
+                     sample_steps=args.sample_steps, noise_until=args.noise_until, noise_from=args.noise_from,
+                     settle_steps=args.settle_steps)
     print(f"wrote {len(paths)} episodes to {args.out} in {time.monotonic() - t0:.1f} s")
     return 0 if len(paths) == args.episodes else 1
 

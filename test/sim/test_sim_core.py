@@ -28,7 +28,33 @@ def test_seed_names_the_same_scene_as_gym_aloha(sim):
         np.testing.assert_array_equal(sample_object_poses("insertion", seed),
                                       np.concatenate(sample_insertion_pose(seed)))
         sim.reset(seed)
-        np.testing.assert_allclose(sim.object_qpos(), sample_box_pose(seed))
+        placed = sample_box_pose(seed)
+        np.testing.assert_allclose(sim.object_qpos()[:2], placed[:2], atol=1e-4)  # same spot on the table
+
+
+def test_episodes_start_with_the_objects_resting_on_the_table():
+    """gym-aloha places the cube 5 cm up; a real scene never shows it in mid-air, so step 0 must not either
+    (a policy trained on mid-air first frames failed every scene whose cube had already landed)."""
+    s = AlohaSim("transfer_cube", seed=5, image_size=(48, 64), render=False)
+    try:
+        s.reset(5)
+        assert s.step_count == 0 and s.time == 0.0
+        assert s.object_qpos()[2] == pytest.approx(0.02, abs=1e-3), "cube centre should rest at its half size"
+        assert np.abs(s.data.qvel[-6:]).max() < 1e-3, "cube still moving at step 0"
+        np.testing.assert_allclose(s.initial_object_qpos, s.object_qpos())
+        np.testing.assert_allclose(s.qpos14()[:6], [0.0, -0.96, 1.16, 0.0, -0.3, 0.0], atol=0.02)  # arms held (steady-state sag)
+        first = s.object_qpos().copy()
+        s.reset(5)
+        np.testing.assert_array_equal(s.object_qpos(), first)  # settling is deterministic
+    finally:
+        s.close()
+    raw = AlohaSim("transfer_cube", seed=5, image_size=(48, 64), render=False, settle_steps=0)
+    try:
+        assert raw.object_qpos()[2] == pytest.approx(0.05)  # gym-aloha's first frame, on request
+    finally:
+        raw.close()
+    with pytest.raises(ValueError, match="settle_steps"):
+        AlohaSim("transfer_cube", seed=5, image_size=(48, 64), render=False, settle_steps=-1)
 
 
 def test_gripper_scale_matches_gym_aloha():
