@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded simulated-ALOHA checkpoint (checkpoints/sim_transfer_cube) the way it was made: a chain of
-# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-14).
-# Each phase is skipped when its output exists, so an interrupted chain resumes. About 6 hours on 2 CPU cores
+# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-15).
+# Each phase is skipped when its output exists, so an interrupted chain resumes. About 7 hours on 2 CPU cores
 # (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
 # across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
 # of the same recipe, not the same bytes.
@@ -11,21 +11,25 @@ cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
 out=${1:-checkpoints/sim_transfer_cube}
 # intermediate phases without the chunk smoothing of session 14: the DAgger rollouts were recorded without it
+# and on scenes that start with the cube in mid-air (gym-aloha's first frame, settle steps 0; session 15 moved to
+# scenes at rest): their own demo folder, data/sim_demos_s0 (a later --demos-dir wins)
 recipe() { python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 1 \
-  --no-progress "$@"; }
+  --demos-dir data/sim_demos_s0 --no-progress "$@"; }
 ft=(--lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3)
 dagger() {  # POLICY SEED OUT: 40 rollouts of POLICY on new scenes, labelled with the scripted expert's actions
   [ -f "$3/episode_$(($2 + 39)).hdf5" ] ||
     python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$2" --episodes 40 --out "$3" \
-      --expert-labels --threads 2
+      --expert-labels --threads 2 --settle-steps 0
 }
 starts() {  # N SEED OUT ARGS...: cheap expert scenes rendered only where their samples read
   local n=$1 seed=$2 dir=$3
   shift 3
   [ -f "$dir/episode_$((n - 1)).hdf5" ] ||
     python -m cosmos_policy_ros.sim.generate_demos --episodes "$n" --out "$dir" --image-size 240 320 \
-      --seed-start "$seed" --workers 2 --no-progress "$@"
+      --seed-start "$seed" --workers 2 --settle-steps "${SETTLE:-0}" --no-progress "$@"
 }
+[ -f data/sim_demos_s0/episode_99.hdf5 ] || python -m cosmos_policy_ros.sim.generate_demos --episodes 100 \
+  --out data/sim_demos_s0 --image-size 240 320 --seed-start 0 --workers 2 --settle-steps 0 --no-progress
 
 # 1. absolute actions from scratch (100 scripted demos, seeds 0..99; 6,000 steps), then a low-lr phase
 [ -d runs/ckpt_abs ] || recipe --out runs/ckpt_abs --run-dir runs/abs
@@ -35,7 +39,7 @@ starts() {  # N SEED OUT ARGS...: cheap expert scenes rendered only where their 
 dagger runs/ckpt_ftabs 0 data/dagger
 if [ ! -d runs/ckpt_dag ]; then
   mkdir -p data/mix
-  for i in $(seq 0 99); do ln -sf "../sim_demos/episode_$i.hdf5" "data/mix/episode_$i.hdf5"; done
+  for i in $(seq 0 99); do ln -sf "../sim_demos_s0/episode_$i.hdf5" "data/mix/episode_$i.hdf5"; done
   for i in $(seq 0 39); do ln -sf "../dagger/episode_$i.hdf5" "data/mix/episode_$((100 + i)).hdf5"; done
   recipe --init runs/ckpt_ftabs --demos-dir data/mix --episodes 140 --out runs/ckpt_dag --run-dir runs/dag \
     --steps 1200 "${ft[@]}" --first-step-fraction 0.25 --seed 6
@@ -72,6 +76,29 @@ for p in glob.glob('data/handover_starts/*.hdf5'):
     with h5py.File(p, 'r+') as f:
         f.attrs['action_labels'] = 'expert'"
 fi
-recipe --init runs/ckpt_g1 --extra-demos "${d3[@]}" data/dagger4 data/dagger5 data/scene_starts data/scene_starts2 \
-  data/grasp_starts data/grasp_starts2 data/handover_starts --out "$out" --run-dir runs/g2 --steps 2000 "${ft[@]}" \
+[ -d runs/ckpt_g2 ] || recipe --init runs/ckpt_g1 --extra-demos "${d3[@]}" data/dagger4 data/dagger5 data/scene_starts data/scene_starts2 \
+  data/grasp_starts data/grasp_starts2 data/handover_starts --out runs/ckpt_g2 --run-dir runs/g2 --steps 2000 "${ft[@]}" \
   --first-step-fraction 0.35 --seed 15 --smoothing-window 7
+# 6. scenes at rest (session 15): 40 demos, 600 scene starts, 1,000 grasp-phase and 400 gentler hand-over scenes,
+#    all with the cube resting on the table at step 0
+SETTLE=25
+starts 40 0 data/sim_demos
+starts 600 17000 data/scene_starts3 --scene-starts
+starts 1000 15000 data/grasp_starts3 --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
+if [ ! -f data/handover_starts2/episode_399.hdf5 ]; then
+  starts 400 16000 data/handover_starts2 --sample-steps 100 150 --execution-noise 0.012 --noise-hold 31 \
+    --noise-from 88 --noise-until 150
+  python -c "import glob, h5py
+for p in glob.glob('data/handover_starts2/*.hdf5'):
+    with h5py.File(p, 'r+') as f:
+        f.attrs['action_labels'] = 'expert'"
+fi
+[ -d runs/ckpt_g3 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+  --init runs/ckpt_g2 --demos-dir data/sim_demos --episodes 40 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out runs/ckpt_g3 --run-dir runs/g3 \
+  --steps 1800 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.35 --seed 16
+# 7. the same data again, half the samples at step 0 (the first chunk is what the scenes at rest changed)
+python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+  --init runs/ckpt_g3 --demos-dir data/sim_demos --episodes 40 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out "$out" --run-dir runs/g4 \
+  --steps 2000 --lr 4e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 17
