@@ -28,6 +28,15 @@ starts() {  # N SEED OUT ARGS...: cheap expert scenes rendered only where their 
     python -m cosmos_policy_ros.sim.generate_demos --episodes "$n" --out "$dir" --image-size 240 320 \
       --seed-start "$seed" --workers 2 --settle-steps "${SETTLE:-0}" --no-progress "$@"
 }
+handover() {  # N SEED OUT NOISE: hand-over scenes (samples at 100 and 150, arms pushed off the path from step 88);
+  # their labels are not what was executed, so they are marked as policy samples only
+  [ -f "$3/episode_$(($1 - 1)).hdf5" ] && return 0
+  starts "$1" "$2" "$3" --sample-steps 100 150 --execution-noise "$4" --noise-hold 31 --noise-from 88 --noise-until 150
+  python -c "import glob, h5py, sys
+for p in glob.glob(sys.argv[1] + '/*.hdf5'):
+    with h5py.File(p, 'r+') as f:
+        f.attrs['action_labels'] = 'expert'" "$3"
+}
 [ -f data/sim_demos_s0/episode_99.hdf5 ] || python -m cosmos_policy_ros.sim.generate_demos --episodes 100 \
   --out data/sim_demos_s0 --image-size 240 320 --seed-start 0 --workers 2 --settle-steps 0 --no-progress
 
@@ -68,14 +77,7 @@ starts 1000 12000 data/grasp_starts --sample-steps 0 50 100 --execution-noise 0.
 #    pushed off the path from step 88; their labels are not what was executed, so they are policy samples only)
 dagger runs/ckpt_g1 220 data/dagger5
 starts 1000 14000 data/grasp_starts2 --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
-if [ ! -f data/handover_starts/episode_299.hdf5 ]; then
-  starts 300 13000 data/handover_starts --sample-steps 100 150 --execution-noise 0.02 --noise-hold 31 \
-    --noise-from 88 --noise-until 150
-  python -c "import glob, h5py
-for p in glob.glob('data/handover_starts/*.hdf5'):
-    with h5py.File(p, 'r+') as f:
-        f.attrs['action_labels'] = 'expert'"
-fi
+handover 300 13000 data/handover_starts 0.02
 [ -d runs/ckpt_g2 ] || recipe --init runs/ckpt_g1 --extra-demos "${d3[@]}" data/dagger4 data/dagger5 data/scene_starts data/scene_starts2 \
   data/grasp_starts data/grasp_starts2 data/handover_starts --out runs/ckpt_g2 --run-dir runs/g2 --steps 2000 "${ft[@]}" \
   --first-step-fraction 0.35 --seed 15 --smoothing-window 7
@@ -85,14 +87,7 @@ SETTLE=25
 starts 40 0 data/sim_demos
 starts 600 17000 data/scene_starts3 --scene-starts
 starts 1000 15000 data/grasp_starts3 --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
-if [ ! -f data/handover_starts2/episode_399.hdf5 ]; then
-  starts 400 16000 data/handover_starts2 --sample-steps 100 150 --execution-noise 0.012 --noise-hold 31 \
-    --noise-from 88 --noise-until 150
-  python -c "import glob, h5py
-for p in glob.glob('data/handover_starts2/*.hdf5'):
-    with h5py.File(p, 'r+') as f:
-        f.attrs['action_labels'] = 'expert'"
-fi
+handover 400 16000 data/handover_starts2 0.012
 [ -d runs/ckpt_g3 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
   --init runs/ckpt_g2 --demos-dir data/sim_demos --episodes 40 \
   --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out runs/ckpt_g3 --run-dir runs/g3 \
