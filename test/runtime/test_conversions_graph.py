@@ -1,6 +1,7 @@
 """Message conversions (no rclpy.init), diagnostics statistics, the single graph definition and the launch files."""
 import ast
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -96,24 +97,24 @@ def test_node_params_files_declare_only_known_parameters(repo_root):
     assert all(p.description for p in PP + CP)
 
 
-def test_sim_graph_policy_accepts_the_sim_cameras_and_robot_stays_full_size(repo_root):
+def test_sim_graph_policy_accepts_the_sim_cameras_and_robot_stays_full_size():
     """The policy node checks the camera size; in the sim graph it must expect what the sim bridge renders
     (240x320, the embedded policy's demo size), or every frame is rejected and no chunk is ever produced."""
     import yaml
 
-    def resolved(node, files):
+    from cosmos_policy_ros.ros import graph
+
+    def resolved(graph_name, node):  # the node's parameters from its params files, in the launcher's order
+        spec = next(n.spec for n in graph.graph_nodes(graph_name, {}) if n.name == node)
         out = {}
-        for f in files:
-            out.update(yaml.safe_load((repo_root / "config" / f).read_text()).get(node, {}).get("ros__parameters", {}))
+        for f in spec.params_files:
+            out.update(yaml.safe_load(Path(f).read_text()).get(node, {}).get("ros__parameters", {}))
         return out
 
-    d = yaml.safe_load((repo_root / "config" / "graph.yaml").read_text())
-    files = {n["name"]: n["params_files"] for n in d["graphs"]["sim"]["nodes"] if "params_files" in n}
-    bridge, policy = resolved("sim_bridge", files["sim_bridge"]), resolved("policy", files["policy"])
+    bridge, policy = resolved("sim", "sim_bridge"), resolved("sim", "policy")
     assert (bridge["image_height"], bridge["image_width"]) == (240, 320)
     assert (policy["image_height"], policy["image_width"]) == (bridge["image_height"], bridge["image_width"])
-    robot = {n["name"]: n["params_files"] for n in d["graphs"]["aloha"]["nodes"] if "params_files" in n}
-    real = resolved("policy", robot["policy"])
+    real = resolved("aloha", "policy")
     assert (real["image_height"], real["image_width"]) == (480, 640)
 
 
