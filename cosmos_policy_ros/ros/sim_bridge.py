@@ -31,7 +31,8 @@ Modes (parameter ``mode``):
 
 Both modes: a reset (startup, ``~/reset`` std_srvs/Trigger with the ``seed`` parameter, or ``~/reset_seed``
 SimReset) places the objects from the seed, sets every target to the start pose and immediately publishes one
-observation (joint states, one frame per camera, status at step 0). After ``max_steps`` the episode ends:
+observation (joint states, one frame per camera, status at step 0). Until the first command that moves more
+than ``still_tolerance`` from the reported pose, the scene stays exactly as reset (see the parameter). After ``max_steps`` the episode ends:
 physics freezes (joint states and status keep coming in real-time mode) until a reset, or the next seed
 starts when ``auto_reset`` is true.
 """
@@ -75,11 +76,17 @@ class CommandTarget:
     apply_group / apply_single return None when applied, else the reason the command was rejected.
     """
 
-    def __init__(self, convention: robot.GripperConvention, initial: Sequence[float]):
+    def __init__(self, convention: robot.GripperConvention, initial: Sequence[float], still_tolerance: float = 0.0):
         self.convention = convention
         self.action = np.asarray(initial, dtype=np.float64).copy()
         if self.action.shape != (robot.ACTION_DIM,):
             raise ValueError(f"expected an initial action of shape ({robot.ACTION_DIM},), got {self.action.shape}")
+        if not (still_tolerance >= 0 and math.isfinite(still_tolerance)):
+            raise ValueError(f"expected still_tolerance >= 0, got {still_tolerance}")
+        self.still_tolerance = float(still_tolerance)
+        self._still: Optional[np.ndarray] = None  # the pose reported at reset, while the still rule holds
+        #: commands since the last reset that kept the reset's own targets (the still rule)
+        self.kept_still = 0
         self.received = {"left": 0, "right": 0}
         self.rejected = 0
         #: valid commands applied per kind ("left_joint_group", "right_joint_single", ...) since the last reset
@@ -97,11 +104,36 @@ class CommandTarget:
             return True
         return False
 
-    def reset(self, action: Sequence[float]) -> None:
-        """Hold ``action`` (e.g. the start pose after a reset); command batches start again from zero."""
+    def reset(self, action: Sequence[float], still_pose: Optional[Sequence[float]] = None) -> None:
+        """Hold ``action`` (e.g. the start pose after a reset); command batches start again from zero.
+
+        still_pose: the (14,) pose the joint states report after the reset. Until the first command farther
+        than ``still_tolerance`` from it, commands within it (a commander holding the measured pose) keep
+        ``action`` instead of replacing it, so a scene at rest stays exactly at rest (see
+        :meth:`AlohaSim.start_action`): the way a real servo told to stay where it is does not move.
+        """
         self.action[:] = action
         self.counts = {k: 0 for k in COMMAND_KINDS}
         self.batches = 0
+        self.kept_still = 0
+        self._still = None
+        if still_pose is not None and self.still_tolerance > 0:
+            self._still = np.asarray(still_pose, dtype=np.float64).copy()
+            if self._still.shape != (robot.ACTION_DIM,):
+                raise ValueError(f"expected a still pose of shape ({robot.ACTION_DIM},), got {self._still.shape}")
+
+    @property
+    def still(self) -> bool:
+        """True while the still rule holds (after a reset, before the first command that moves)."""
+        return self._still is not None
+
+    def _set(self, start: int, values: np.ndarray) -> None:
+        if self._still is not None:
+            if np.max(np.abs(values - self._still[start:start + len(values)])) <= self.still_tolerance:
+                self.kept_still += 1
+                return
+            self._still = None  # the first command that moves ends the rule for every joint
+        self.action[start:start + len(values)] = values
 
     @staticmethod
     def _offset(side: str) -> int:
@@ -119,8 +151,7 @@ class CommandTarget:
         elif not np.all(np.isfinite(values)):
             reason = f"JointGroupCommand 'arm': non-finite values {values.tolist()}"
         else:
-            o = self._offset(side)
-            self.action[o:o + 6] = values
+            self._set(self._offset(side), values)
             self.received[side] += 1
             self.counts[f"{side}_joint_group"] += 1
             return None
@@ -135,7 +166,7 @@ class CommandTarget:
         elif not math.isfinite(value):
             reason = f"JointSingleCommand 'gripper': non-finite value {value}"
         else:
-            self.action[self._offset(side) + 6] = float(self.convention.joint_to_command(value))
+            self._set(self._offset(side) + 6, np.array([float(self.convention.joint_to_command(value))]))
             self.received[side] += 1
             self.counts[f"{side}_joint_single"] += 1
             return None
@@ -255,6 +286,7 @@ class BridgeConfig:
     publish_clock: bool = False
     max_catchup_steps: int = 5
     reset_hold: float = 0.5
+    still_tolerance: float = 0.002
     joint_name_prefix: str = ""
     steps_per_command_batch: int = 0
     command_batch: Tuple[str, ...] = COMMAND_KINDS
@@ -285,6 +317,8 @@ class BridgeConfig:
             raise ValueError(f"expected max_catchup_steps >= 1, got {self.max_catchup_steps}")
         if not (self.reset_hold >= 0 and math.isfinite(self.reset_hold)):
             raise ValueError(f"expected reset_hold >= 0 seconds, got {self.reset_hold}")
+        if not (self.still_tolerance >= 0 and math.isfinite(self.still_tolerance)):
+            raise ValueError(f"expected still_tolerance >= 0 (rad), got {self.still_tolerance}")
 
 
 # ---------------------------------------------------------------------- the node
@@ -304,6 +338,10 @@ _PARAMS = (
     ("reset_hold", 0.5, "realtime: seconds after a reset during which joint commands are ignored, so the new "
                         "episode starts at the start pose whatever a commander was still holding (the commander "
                         "re-anchors its hold at the measured pose when the episode starts)"),
+    ("still_tolerance", 0.002, "after a reset, commands within this (rad; normalised for grippers) of the reported "
+                               "start pose keep the start pose's own targets until the first command beyond it, so a "
+                               "commander holding the measured pose leaves the scene exactly at rest (MuJoCo's arms "
+                               "would sag a further few mrad under gravity and shift the wrist cameras); 0 disables"),
     ("joint_name_prefix", "", "prefix for JointState names (the xs_sdk publishes bare names: waist, ...)"),
     ("steps_per_command_batch", 0, "lockstep: also advance this many physics steps whenever one complete command "
                                    "batch arrived (2 = a 25 Hz commander); 0 = only the ~/step service"),
@@ -335,7 +373,7 @@ class SimBridgeNode(Node):
             image_width=int(values["image_width"]), cameras=tuple(values["cameras"]),
             max_steps=int(values["max_steps"]), auto_reset=bool(values["auto_reset"]),
             publish_clock=bool(values["publish_clock"]), max_catchup_steps=int(values["max_catchup_steps"]),
-            reset_hold=float(values["reset_hold"]),
+            reset_hold=float(values["reset_hold"]), still_tolerance=float(values["still_tolerance"]),
             joint_name_prefix=values["joint_name_prefix"],
             steps_per_command_batch=int(values["steps_per_command_batch"]), command_batch=tuple(values["command_batch"]))
         self.topics = {k[len("topics."):]: v for k, v in values.items() if k.startswith("topics.")}
@@ -343,7 +381,7 @@ class SimBridgeNode(Node):
         self._lock = threading.RLock()
         self.sim = AlohaSim(self.cfg.task, seed=self.cfg.seed, image_size=(self.cfg.image_height, self.cfg.image_width),
                             cameras=self.cfg.cameras, max_steps=self.cfg.max_steps, render=False)
-        self.target = CommandTarget(self.convention, self.sim.qpos14())
+        self.target = CommandTarget(self.convention, self.sim.start_action(), self.cfg.still_tolerance)
         self.cameras = CameraSchedule(self.cfg.camera_rate_hz)
         self.episode = 0
         self._ignore_until = 0.0  # time.monotonic() until which commands are ignored (after a reset)
@@ -445,7 +483,7 @@ class SimBridgeNode(Node):
                 self._time_offset += self.sim.time
                 self.episode += 1
             self.sim.reset(seed, render=False)
-            self.target.reset(self.sim.qpos14())
+            self.target.reset(self.sim.start_action(), still_pose=self.sim.qpos14())
             if self.cfg.mode == "realtime" and self.cfg.reset_hold > 0:
                 self._ignore_until = time.monotonic() + self.cfg.reset_hold
             self.cameras.reset()

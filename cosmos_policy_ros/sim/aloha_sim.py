@@ -258,6 +258,18 @@ class AlohaSim:
         return self.observation(render), self.reward, self.success, self.done
 
     @staticmethod
+    def start_action() -> np.ndarray:
+        """(14,) action whose actuator targets are the start pose's (what :meth:`reset` holds while settling).
+
+        Holding it keeps a freshly reset scene exactly still. Holding :meth:`qpos14` instead does not: the
+        position-controlled arms rest a few mrad below their targets under gravity, so a target set to the
+        measured pose lets them sag further (the wrist angle by 9 mrad), which visibly shifts the wrist cameras.
+        """
+        s = np.asarray(START_ARM_POSE, dtype=np.float64)
+        return np.concatenate([s[0:6], [SIM_GRIPPER.normalize_finger(s[6])],
+                               s[8:14], [SIM_GRIPPER.normalize_finger(s[14])]])
+
+    @staticmethod
     def action_to_ctrl(action: Sequence[float]) -> np.ndarray:
         """14-d action -> 16 actuator targets (gripper 0..1 -> finger slides, right finger mirrored)."""
         a = np.asarray(action, dtype=np.float64)

@@ -50,6 +50,33 @@ def test_command_batches_complete_in_any_order():
     assert not t.take_batch(kinds)
 
 
+def test_command_target_still_rule_keeps_the_reset_targets_until_a_command_moves():
+    """After a reset, a commander holding the reported pose must not replace the start pose's own targets
+    (MuJoCo's arms would sag further); the first command that moves ends the rule for every joint."""
+    conv = robot.gripper_convention("aloha2")
+    start = np.linspace(0.0, 1.3, 14)  # the targets the reset holds
+    reported = start + 0.001  # where the arms rest, a little below their targets
+    t = CommandTarget(conv, np.zeros(14), still_tolerance=0.002)
+    t.reset(start, still_pose=reported)
+    assert t.still
+    assert t.apply_group("left", "arm", reported[0:6]) is None
+    assert t.apply_single("right", "gripper", float(conv.command_to_joint(reported[13]))) is None
+    np.testing.assert_array_equal(t.action, start)
+    assert t.kept_still == 2 and t.counts["left_joint_group"] == 1  # kept commands still count for batches
+    moved = reported[7:13] + np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.05])
+    assert t.apply_group("right", "arm", moved) is None
+    assert not t.still
+    np.testing.assert_allclose(t.action[7:13], moved)
+    assert t.apply_group("left", "arm", reported[0:6]) is None  # now applied as sent
+    np.testing.assert_allclose(t.action[0:6], reported[0:6])
+    t.reset(start)  # no still pose: plain hold
+    assert not t.still
+    t.apply_group("left", "arm", reported[0:6])
+    np.testing.assert_allclose(t.action[0:6], reported[0:6])
+    with pytest.raises(ValueError, match="still_tolerance"):
+        CommandTarget(conv, np.zeros(14), still_tolerance=-1.0)
+
+
 def test_camera_schedule_counts_frames_in_sim_time():
     sched = CameraSchedule(30.0)
     frames = sum(sched.due((k + 1) * 0.02) for k in range(50))  # 1 s of 50 Hz physics
@@ -68,6 +95,8 @@ def test_bridge_config_validation():
         BridgeConfig(cameras=("cam_top",))
     with pytest.raises(ValueError, match="reset_hold"):
         BridgeConfig(reset_hold=-1.0)
+    with pytest.raises(ValueError, match="still_tolerance"):
+        BridgeConfig(still_tolerance=math.nan)
     assert joint_names() == list(robot.JS_NAMES) and joint_names("x/")[0] == "x/waist"
 
 
@@ -209,6 +238,64 @@ def test_lockstep_steps_per_command_batch(ros_session):
     wait_for(lambda: bridge.target.counts["left_joint_single"] == 11, 10.0, what="partial batch received")
     assert bridge.sim.step_count == 20
     wait_for(lambda: len(status) > 0 and status.snapshot()[-1].step == 20, 10.0, what="status at step 20")
+
+
+@pytest.mark.ros
+def test_lockstep_scene_stays_at_rest_while_a_commander_holds_the_measured_pose(ros_session):
+    """What the policy's first observation shows: a commander holding where the joint states say the arms are
+    (as ours does at episode start) leaves the reset scene as reset, camera views included; the first command
+    that moves drives the arms."""
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+    from rclpy.parameter import Parameter
+    from rclpy.qos import QoSProfile
+    from sensor_msgs.msg import Image, JointState
+
+    from cosmos_policy_ros.ros.harness import Collector, wait_for, wait_for_subscribers
+    from cosmos_policy_ros.ros.sim_bridge import SimBridgeNode
+    from cosmos_policy_ros.srv import SimReset
+
+    bridge = SimBridgeNode(context=ros_session.context, parameter_overrides=[
+        Parameter("mode", value="lockstep"), Parameter("steps_per_command_batch", value=2), Parameter("seed", value=7),
+        Parameter("image_height", value=48), Parameter("image_width", value=64), Parameter("camera_rate_hz", value=25.0)])
+    ros_session.add_node(bridge)
+    node = ros_session.make_node("holding_commander")
+    deep = QoSProfile(depth=200)
+    js = {s: Collector(node, JointState, f"/follower_{s}/joint_states", deep) for s in ("left", "right")}
+    wrist = Collector(node, Image, CAM_TOPIC.format("cam_right_wrist"), deep)
+    pubs = {}
+    for s in ("left", "right"):
+        pubs[f"{s}_group"] = node.create_publisher(JointGroupCommand, f"/follower_{s}/commands/joint_group", 10)
+        pubs[f"{s}_single"] = node.create_publisher(JointSingleCommand, f"/follower_{s}/commands/joint_single", 10)
+        wait_for_subscribers(node, f"/follower_{s}/commands/joint_group")
+        wait_for_subscribers(node, f"/follower_{s}/commands/joint_single")
+    res = _call(node, node.create_client(SimReset, "/sim_bridge/reset_seed"), SimReset.Request(seed=7))
+    assert res.success, res.message  # publishes the reset's observation (the same as at start-up)
+    first = {s: js[s].wait(1)[-1] for s in ("left", "right")}
+    first_frame = np.frombuffer(bytes(wrist.wait(1)[0].data), np.uint8)
+    for k in range(25):  # 1 s of holding at the measured pose, batch by batch
+        for s in ("left", "right"):
+            pos = first[s].position
+            pubs[f"{s}_group"].publish(JointGroupCommand(name="arm", cmd=list(pos[0:6])))
+            pubs[f"{s}_single"].publish(JointSingleCommand(name="gripper", cmd=float(pos[robot.JS_GRIPPER])))
+        wait_for(lambda: bridge.sim.step_count == 2 * (k + 1), 20.0, what=f"physics steps of command batch {k + 1}")
+    wait_for(lambda: len(wrist) >= 26, 10.0, what="25 more wrist frames")
+    for s in ("left", "right"):
+        # micro-settling only (~3e-6 rad); holding the measured pose without the rule sags the wrist ~9e-3 rad
+        np.testing.assert_allclose(js[s].snapshot()[-1].position, first[s].position, atol=1e-4)
+    last_frame = np.frombuffer(bytes(wrist.snapshot()[-1].data), np.uint8)
+    assert np.abs(last_frame.astype(int) - first_frame).mean() < 0.1
+    assert bridge.target.kept_still == 100
+    # the first command that moves ends the rule: the right wrist turns
+    pos = list(first["right"].position[0:6])
+    pos[5] += 0.2
+    for k in range(10):
+        pubs["right_group"].publish(JointGroupCommand(name="arm", cmd=pos))
+        pubs["left_group"].publish(JointGroupCommand(name="arm", cmd=list(first["left"].position[0:6])))
+        for s in ("left", "right"):
+            pubs[f"{s}_single"].publish(JointSingleCommand(name="gripper", cmd=float(first[s].position[robot.JS_GRIPPER])))
+        wait_for(lambda: bridge.sim.step_count == 52 + 2 * k, 20.0, what=f"physics steps of moving batch {k + 1}")
+    assert not bridge.target.still
+    assert abs(js["right"].snapshot()[-1].position[5] - pos[5]) < 0.05
 
 
 @pytest.mark.ros

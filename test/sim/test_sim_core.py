@@ -57,6 +57,25 @@ def test_episodes_start_with_the_objects_resting_on_the_table():
         AlohaSim("transfer_cube", seed=5, image_size=(48, 64), render=False, settle_steps=-1)
 
 
+def test_holding_the_start_action_keeps_a_reset_scene_still():
+    """What a sim bridge holds after a reset: the start pose's own targets keep the arms (and so the wrist
+    cameras) where step 0 showed them; the measured pose as a target lets them sag further under gravity."""
+    s = AlohaSim("transfer_cube", seed=3, image_size=(48, 64), render=False)
+    try:
+        s.reset(3)
+        q0 = s.qpos14()
+        np.testing.assert_allclose(s.action_to_ctrl(s.start_action()), s.data.ctrl)
+        for _ in range(25):
+            s.step(s.start_action())
+        assert np.abs(s.qpos14() - q0).max() < 1e-4
+        s.reset(3)
+        for _ in range(25):
+            s.step(q0)
+        assert np.abs(s.qpos14() - q0).max() > 3e-3  # why the bridge must not hold the measured pose
+    finally:
+        s.close()
+
+
 def test_gripper_scale_matches_gym_aloha():
     from gym_aloha import constants as c
 
