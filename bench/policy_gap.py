@@ -8,7 +8,10 @@ the ROS graph's behaviours switched on one at a time, on the same held-out scene
 - ``latency``: the world keeps moving while the policy thinks; a chunk observed at tick t is used from tick
   t + L at index L (as the commander splices it), the next query starts when the previous one lands
   (re-planning back to back, as the policy node does);
-- ``clamp``: the commander's per-tick step limit (0.1 rad arm, 0.2 gripper) on every executed action.
+- ``clamp``: the commander's per-tick step limit (0.1 rad arm, 0.2 gripper) on every executed action;
+- ``measured_hold``: before the first observation, 0.3 s (15 physics steps) with the arms' targets set to
+  their measured pose, as the sim bridge did after a reset before ``still_tolerance`` (session 16): MuJoCo's
+  arms sag a few mrad further and the wrist cameras see it.
 
 Prints a markdown table on stdout, progress on stderr. Not part of ``make bench`` (it is a one-off
 investigation; the rerun command is in docs/training.md).
@@ -35,6 +38,7 @@ VARIANTS = {
     "latency": dict(render=False, latency=True, clamp=False),
     "clamp": dict(render=False, latency=False, clamp=True),
     "all": dict(render=True, latency=True, clamp=True),
+    "measured_hold": dict(render=False, latency=False, clamp=False, pre_hold=15),
     # remedies, with latency on: switch chunks only every `execute` ticks (the next query timed to land then),
     # or pause like the released deploy (hold the last command while the policy thinks, then run from index 0)
     "execute": dict(render=False, latency=True, clamp=False, execute=True),
@@ -47,10 +51,15 @@ VARIANTS = {
 def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, clamp: bool, latency_ticks: int,
                         wire_size: Sequence[int], demo_size: Sequence[int], max_step_arm: float = 0.1,
                         max_step_gripper: float = 0.2, execute: bool = False, pause: bool = False,
-                        execute_ticks: int = 50) -> tuple:
+                        execute_ticks: int = 50, pre_hold: int = 0) -> tuple:
     """One episode; returns (success, max_reward, queries)."""
     size = tuple(wire_size if render else demo_size)
     sim.reset(seed, render=False)
+    if pre_hold:
+        measured = sim.qpos14()
+        for _ in range(pre_hold):
+            sim.step(measured, render=False)
+        sim.step_count = 0  # the episode's clock starts at the first observation
     horizon = policy.horizon
     steps = sim.config.max_steps // 2
     limit = np.full(14, max_step_arm)

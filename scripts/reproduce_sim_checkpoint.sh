@@ -93,7 +93,24 @@ handover 400 16000 data/handover_starts2 0.012
   --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out runs/ckpt_g3 --run-dir runs/g3 \
   --steps 1800 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.35 --seed 16
 # 7. the same data again, half the samples at step 0 (the first chunk is what the scenes at rest changed)
-python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+[ -d runs/ckpt_g4 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
   --init runs/ckpt_g3 --demos-dir data/sim_demos --episodes 40 \
-  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out "$out" --run-dir runs/g4 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out runs/ckpt_g4 --run-dir runs/g4 \
   --steps 2000 --lr 4e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 17
+# 8. once more (the action loss was still falling)
+[ -d runs/ckpt_g5 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+  --init runs/ckpt_g4 --demos-dir data/sim_demos --episodes 40 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out runs/ckpt_g5 --run-dir runs/g5 \
+  --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 18
+# 9. DAgger on scenes at rest (session 16): 400 rollouts of g5, only the re-planning steps recorded (0 50 100 150;
+#    0 50 for failures, where the expert's plan no longer fits the scene later on), then one more phase
+for a in 3000 3200; do
+  [ -f "data/dagger_g5/episode_$((a + 199)).hdf5" ] ||
+    python -m cosmos_policy_training.rollouts --policy runs/ckpt_g5 --seed-start $a --episodes 200 --out data/dagger_g5 \
+      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
+done
+wait
+python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+  --init runs/ckpt_g5 --demos-dir data/sim_demos --episodes 40 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 --out "$out" --run-dir runs/g6 \
+  --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 19

@@ -61,7 +61,9 @@ def expert_actions(sim, seed: int, on_step: Optional[Callable[[int, np.ndarray],
 def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                 record: Optional[Path] = None, policy_seed: Optional[int] = None,
                 action_noise: float = 0.0, labels: Optional[np.ndarray] = None,
-                on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> RolloutResult:
+                on_step: Optional[Callable[[int, np.ndarray], None]] = None,
+                sample_steps: Optional[Sequence[int]] = None,
+                failure_sample_steps: Optional[Sequence[int]] = None) -> RolloutResult:
     """One episode of ``policy`` in ``sim`` (scene ``seed``); ``record`` -> write the episode file there.
 
     action_noise: std (rad) of Gaussian noise added to every executed arm-joint target (grippers untouched),
@@ -70,8 +72,17 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     the observations and the outcome stay the policy's. The file's ``action_labels`` attribute says which.
     on_step: called as ``on_step(t, action)`` with each executed action before the sim steps it (``sim`` still
     holds the state the action was chosen in).
+    sample_steps: with ``record``, make these steps the file's only training samples (attribute
+    ``sample_steps``, e.g. the chunk boundaries 0 50 100 150 where the policy re-plans): only they and their
+    futures are rendered and stored, the other frames black (LZF-compressed), as in the grasp-phase files.
+    Cameras are rendered only when the policy is queried or a stored frame needs them.
+    failure_sample_steps: the sample steps to record instead when the episode fails (a subset of
+    ``sample_steps``). DAgger labels are the expert's open-loop plan for the scene, so they stay right only
+    while the scene still matches it: e.g. the approach and grasp (0 50) of every episode, the later steps only
+    of successes.
     """
-    from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD
+    from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD, TASK_DESCRIPTIONS
+    from .dataset import sample_frames
 
     execute = int(execute or policy.horizon)
     size = tuple(int(v) for v in image_size)
@@ -79,15 +90,21 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     T = sim.config.max_steps // 2
     if labels is not None and np.shape(labels) != (T, policy.layout.action_dim):
         raise ValueError(f"labels: expected ({T}, {policy.layout.action_dim}) actions, got shape {np.shape(labels)}")
+    if failure_sample_steps is not None and (sample_steps is None or not set(failure_sample_steps) <= set(sample_steps)):
+        raise ValueError(f"failure_sample_steps: expected a subset of sample_steps {sample_steps}, got {failure_sample_steps}")
     rng = np.random.default_rng(seed + 7919)
+    stored = None if record is None else set(range(T) if sample_steps is None
+                                             else sample_frames(None, T, policy.horizon, sample_steps))
     qpos, actions, frames, values = [], [], {c: [] for c in policy.layout.cameras}, []
+    black = None
     chunk: Optional[np.ndarray] = None
     k = 0
     queries = 0
     t_inf = 0.0
     for t in range(T):
-        obs = sim.policy_observation(size=size)
-        if chunk is None or k >= execute:
+        query = chunk is None or k >= execute
+        obs = sim.policy_observation(size=size) if query or (stored is not None and t in stored) else None
+        if query:
             t0 = time.perf_counter()
             out = policy.infer(obs, seed=policy_seed)
             t_inf += time.perf_counter() - t0
@@ -102,10 +119,14 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
         a = chunk[k]
         k += 1
         if record is not None:
-            qpos.append(obs.proprio.astype(np.float64))
+            qpos.append(sim.qpos14())
             actions.append(a if labels is None else np.asarray(labels[t], dtype=np.float64))
             for c in frames:
-                frames[c].append(obs.images[c])
+                if obs is not None:
+                    frames[c].append(obs.images[c])
+                else:
+                    black = np.zeros((*size, 3), np.uint8) if black is None else black
+                    frames[c].append(black)
         if on_step is not None:
             on_step(t, a)
         for _ in range(2):  # 25 Hz policy on 50 Hz physics
@@ -114,11 +135,16 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
                         queries=queries, values=values, infer_seconds=t_inf)
     if record is not None:
         from .episodes import write_episode
+        kept = sample_steps if res.success or failure_sample_steps is None else failure_sample_steps
+        extra = {} if kept is None else {"sample_steps": np.asarray(sorted(int(v) for v in kept), dtype=np.int64)}
         write_episode(record, np.stack(qpos), np.stack(actions), {c: np.stack(v) for c, v in frames.items()},
-                      task=obs.instruction, success=res.success, success_score=res.max_reward / SUCCESS_REWARD,
+                      task=TASK_DESCRIPTIONS[sim.task], success=res.success,
+                      success_score=res.max_reward / SUCCESS_REWARD,
                       fps=25.0, sim=True, extra_attrs={"policy_name": policy.policy_id, "seed": int(seed),
                                                       "action_noise": float(action_noise), "execute": execute,
-                                                      "action_labels": "executed" if labels is None else "expert"})
+                                                      "action_labels": "executed" if labels is None else "expert",
+                                                      **extra},
+                      image_compression=None if sample_steps is None else "lzf")
         res.path = str(record)
     return res
 
@@ -166,10 +192,12 @@ def run_noisy_expert_episode(sim, seed: int, noise: float, cameras: Sequence[str
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
                  progress: bool = True, max_steps: int = 400, expert_labels: bool = False,
-                 settle_steps: Optional[int] = None) -> List[RolloutResult]:
+                 settle_steps: Optional[int] = None, sample_steps: Optional[Sequence[int]] = None,
+                 failure_sample_steps: Optional[Sequence[int]] = None) -> List[RolloutResult]:
     """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``);
     ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data).
-    ``settle_steps``: the sim's (None: objects at rest at step 0; 0: gym-aloha's mid-air first frame)."""
+    ``settle_steps``: the sim's (None: objects at rest at step 0; 0: gym-aloha's mid-air first frame).
+    ``sample_steps``, ``failure_sample_steps``: see :func:`run_episode`."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
@@ -182,7 +210,8 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
                 rec.parent.mkdir(parents=True, exist_ok=True)
             labels = expert_actions(sim, int(s)) if expert_labels else None
             r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
-                            action_noise=action_noise, labels=labels)
+                            action_noise=action_noise, labels=labels, sample_steps=sample_steps,
+                            failure_sample_steps=failure_sample_steps)
             results.append(r)
             if progress:
                 print(f"  seed {s}: {'success' if r.success else 'failure'} (max reward {r.max_reward}), "
@@ -208,7 +237,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--settle-steps", type=int, default=None,
                    help="physics steps before step 0 (default: the sim's, objects at rest; 0 = gym-aloha's mid-air start)")
+    p.add_argument("--sample-steps", type=int, nargs="+", default=None,
+                   help="record only these steps as training samples (e.g. 0 50 100 150, where the policy "
+                        "re-plans): only they and their futures are rendered and stored")
+    p.add_argument("--failure-sample-steps", type=int, nargs="+", default=None,
+                   help="with --sample-steps: the steps kept when an episode fails (e.g. 0 50: with --expert-labels "
+                        "the expert's plan no longer fits a scene the policy got wrong later on)")
     args = p.parse_args(argv)
+    if args.failure_sample_steps is not None and args.sample_steps is None:
+        p.error("--failure-sample-steps needs --sample-steps")
+    if args.sample_steps is not None and args.out is None:
+        p.error("--sample-steps chooses what is recorded: give --out")
     if args.expert_labels and args.out is None:
         p.error("--expert-labels records episodes: give --out")
     import torch
@@ -216,7 +255,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     policy = load_policy(args.policy, decode_future_images=False)
     res = rollout_many(policy, list(range(args.seed_start, args.seed_start + args.episodes)), out=args.out,
                        execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels,
-                       settle_steps=args.settle_steps)
+                       settle_steps=args.settle_steps, sample_steps=args.sample_steps,
+                       failure_sample_steps=args.failure_sample_steps)
     print(json.dumps({"episodes": len(res), "successes": sum(r.success for r in res)}))
     return 0
 

@@ -40,3 +40,34 @@ def test_expert_labels_replace_the_recorded_actions_not_the_observations(setup, 
     assert a.attrs["action_labels"] == "executed"
     with pytest.raises(ValueError, match="labels: expected"):
         run_episode(policy, sim, 4, image_size=SIZE, labels=labels[:10])
+
+
+def test_sample_steps_store_only_the_replanning_frames_and_change_nothing_else(setup, tmp_path):
+    """DAgger files for the states the policy re-plans from: only the chosen steps (and their futures) are
+    rendered and stored, the dataset samples only them, and the episode itself is the same as a full record."""
+    from cosmos_policy_training.dataset import file_sample_frames
+
+    policy, sim = setup
+    full = run_episode(policy, sim, 6, image_size=SIZE, record=tmp_path / "full.hdf5")
+    sparse = run_episode(policy, sim, 6, image_size=SIZE, record=tmp_path / "sparse.hdf5", sample_steps=[0, 5])
+    a, b = read_episode(full.path), read_episode(sparse.path)
+    assert (sparse.success, sparse.max_reward, sparse.queries) == (full.success, full.max_reward, full.queries)
+    np.testing.assert_array_equal(b.qpos, a.qpos)
+    np.testing.assert_array_equal(b.action, a.action)
+    assert list(b.attrs["sample_steps"]) == [0, 5]
+    kept = file_sample_frames(b.attrs, b.num_steps, policy.horizon)
+    assert kept == sorted({0, 5, min(policy.horizon, b.num_steps - 1), min(5 + policy.horizon, b.num_steps - 1)})
+    for cam in policy.layout.cameras:
+        for t in range(b.num_steps):
+            if t in kept:
+                np.testing.assert_array_equal(b.images[cam][t], a.images[cam][t])
+            else:
+                assert not b.images[cam][t].any(), f"{cam} frame {t} should be black"
+    assert (tmp_path / "sparse.hdf5").stat().st_size < (tmp_path / "full.hdf5").stat().st_size / 3
+    # an untrained policy fails: failure_sample_steps decide what its file trains on
+    assert not sparse.success
+    short = run_episode(policy, sim, 6, image_size=SIZE, record=tmp_path / "short.hdf5", sample_steps=[0, 5],
+                        failure_sample_steps=[0])
+    assert list(read_episode(short.path).attrs["sample_steps"]) == [0]
+    with pytest.raises(ValueError, match="subset"):
+        run_episode(policy, sim, 6, image_size=SIZE, sample_steps=[0, 5], failure_sample_steps=[7])
