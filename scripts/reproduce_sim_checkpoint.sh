@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded simulated-ALOHA checkpoint (checkpoints/sim_transfer_cube) the way it was made: a chain of
-# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-15).
-# Each phase is skipped when its output exists, so an interrupted chain resumes. About 7 hours on 2 CPU cores
+# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-16).
+# Each phase is skipped when its output exists, so an interrupted chain resumes. About 8.5 hours on 2 CPU cores
 # (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
 # across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
 # of the same recipe, not the same bytes.
@@ -110,7 +110,18 @@ for a in 3000 3200; do
       --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
 done
 wait
-python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+[ -d runs/ckpt_g6 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
   --init runs/ckpt_g5 --demos-dir data/sim_demos --episodes 40 \
-  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 --out "$out" --run-dir runs/g6 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 --out runs/ckpt_g6 --run-dir runs/g6 \
   --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 19
+# 10. a second DAgger round the same way: 400 rollouts of g6 (3400..3799), one more phase on everything
+for a in 3400 3600; do
+  [ -f "data/dagger_g6/episode_$((a + 199)).hdf5" ] ||
+    python -m cosmos_policy_training.rollouts --policy runs/ckpt_g6 --seed-start $a --episodes 200 --out data/dagger_g6 \
+      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
+done
+wait
+python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+  --init runs/ckpt_g6 --demos-dir data/sim_demos --episodes 40 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 data/dagger_g6 --out "$out" \
+  --run-dir runs/g7 --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 20
