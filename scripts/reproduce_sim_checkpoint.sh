@@ -21,6 +21,16 @@ dagger() {  # POLICY SEED OUT: 40 rollouts of POLICY on new scenes, labelled wit
     python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$2" --episodes 40 --out "$3" \
       --expert-labels --threads 2 --settle-steps 0
 }
+dagger_at_rest() {  # POLICY SEED OUT: 400 rollouts on 2 processes, recorded only where the policy re-plans
+  # (0 50 100 150; 0 50 for failures, where the expert's open-loop plan no longer fits the scene later on)
+  local a
+  for a in "$2" "$(($2 + 200))"; do
+    [ -f "$3/episode_$((a + 199)).hdf5" ] ||
+      python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$a" --episodes 200 --out "$3" \
+        --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
+  done
+  wait
+}
 starts() {  # N SEED OUT ARGS...: cheap expert scenes rendered only where their samples read
   local n=$1 seed=$2 dir=$3
   shift 3
@@ -104,23 +114,13 @@ handover 400 16000 data/handover_starts2 0.012
   --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 18
 # 9. DAgger on scenes at rest (session 16): 400 rollouts of g5, only the re-planning steps recorded (0 50 100 150;
 #    0 50 for failures, where the expert's plan no longer fits the scene later on), then one more phase
-for a in 3000 3200; do
-  [ -f "data/dagger_g5/episode_$((a + 199)).hdf5" ] ||
-    python -m cosmos_policy_training.rollouts --policy runs/ckpt_g5 --seed-start $a --episodes 200 --out data/dagger_g5 \
-      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
-done
-wait
+dagger_at_rest runs/ckpt_g5 3000 data/dagger_g5
 [ -d runs/ckpt_g6 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
   --init runs/ckpt_g5 --demos-dir data/sim_demos --episodes 40 \
   --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 --out runs/ckpt_g6 --run-dir runs/g6 \
   --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 19
 # 10. a second DAgger round the same way: 400 rollouts of g6 (3400..3799), one more phase on everything
-for a in 3400 3600; do
-  [ -f "data/dagger_g6/episode_$((a + 199)).hdf5" ] ||
-    python -m cosmos_policy_training.rollouts --policy runs/ckpt_g6 --seed-start $a --episodes 200 --out data/dagger_g6 \
-      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
-done
-wait
+dagger_at_rest runs/ckpt_g6 3400 data/dagger_g6
 python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
   --init runs/ckpt_g6 --demos-dir data/sim_demos --episodes 40 \
   --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 data/dagger_g6 --out "$out" \

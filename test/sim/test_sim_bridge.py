@@ -13,6 +13,22 @@ CAMS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 CAM_TOPIC = "/{}/camera/color/image_rect_raw"
 
 
+def _command_publishers(node) -> dict:
+    """{"left_group", "left_single", "right_group", "right_single"}: a commander's four Interbotix publishers,
+    returned once the bridge subscribes to each."""
+    from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
+
+    from cosmos_policy_ros.ros.harness import wait_for_subscribers
+
+    pubs = {}
+    for s in ("left", "right"):
+        pubs[f"{s}_group"] = node.create_publisher(JointGroupCommand, f"/follower_{s}/commands/joint_group", 10)
+        pubs[f"{s}_single"] = node.create_publisher(JointSingleCommand, f"/follower_{s}/commands/joint_single", 10)
+        wait_for_subscribers(node, f"/follower_{s}/commands/joint_group")
+        wait_for_subscribers(node, f"/follower_{s}/commands/joint_single")
+    return pubs
+
+
 # ---------------------------------------------------------------------- plain logic, no rclpy.init
 def test_command_target_applies_valid_and_rejects_bad_commands():
     conv = robot.gripper_convention("aloha2")
@@ -204,7 +220,7 @@ def test_lockstep_steps_per_command_batch(ros_session):
     from rclpy.qos import QoSProfile
 
     from cosmos_policy_ros.msg import SimStatus
-    from cosmos_policy_ros.ros.harness import Collector, wait_for, wait_for_subscribers
+    from cosmos_policy_ros.ros.harness import Collector, wait_for
     from cosmos_policy_ros.ros.sim_bridge import SimBridgeNode
 
     bridge = SimBridgeNode(context=ros_session.context, parameter_overrides=[
@@ -216,12 +232,7 @@ def test_lockstep_steps_per_command_batch(ros_session):
 
     status = Collector(node, SimStatus, "/sim_bridge/status", QoSProfile(depth=200))
     clock = Collector(node, Clock, "/clock", QoSProfile(depth=200))
-    pubs = {}
-    for s in ("left", "right"):
-        pubs[f"{s}_group"] = node.create_publisher(JointGroupCommand, f"/follower_{s}/commands/joint_group", 10)
-        pubs[f"{s}_single"] = node.create_publisher(JointSingleCommand, f"/follower_{s}/commands/joint_single", 10)
-        wait_for_subscribers(node, f"/follower_{s}/commands/joint_group")
-        wait_for_subscribers(node, f"/follower_{s}/commands/joint_single")
+    pubs = _command_publishers(node)
     start = bridge.sim.qpos14()
     conv = robot.gripper_convention("aloha2")
     for _ in range(10):
@@ -250,7 +261,7 @@ def test_lockstep_scene_stays_at_rest_while_a_commander_holds_the_measured_pose(
     from rclpy.qos import QoSProfile
     from sensor_msgs.msg import Image, JointState
 
-    from cosmos_policy_ros.ros.harness import Collector, wait_for, wait_for_subscribers
+    from cosmos_policy_ros.ros.harness import Collector, wait_for
     from cosmos_policy_ros.ros.sim_bridge import SimBridgeNode
     from cosmos_policy_ros.srv import SimReset
 
@@ -262,12 +273,7 @@ def test_lockstep_scene_stays_at_rest_while_a_commander_holds_the_measured_pose(
     deep = QoSProfile(depth=200)
     js = {s: Collector(node, JointState, f"/follower_{s}/joint_states", deep) for s in ("left", "right")}
     wrist = Collector(node, Image, CAM_TOPIC.format("cam_right_wrist"), deep)
-    pubs = {}
-    for s in ("left", "right"):
-        pubs[f"{s}_group"] = node.create_publisher(JointGroupCommand, f"/follower_{s}/commands/joint_group", 10)
-        pubs[f"{s}_single"] = node.create_publisher(JointSingleCommand, f"/follower_{s}/commands/joint_single", 10)
-        wait_for_subscribers(node, f"/follower_{s}/commands/joint_group")
-        wait_for_subscribers(node, f"/follower_{s}/commands/joint_single")
+    pubs = _command_publishers(node)
     res = _call(node, node.create_client(SimReset, "/sim_bridge/reset_seed"), SimReset.Request(seed=7))
     assert res.success, res.message  # publishes the reset's observation (the same as at start-up)
     first = {s: js[s].wait(1)[-1] for s in ("left", "right")}
