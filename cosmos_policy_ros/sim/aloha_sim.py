@@ -37,6 +37,13 @@ START_ARM_POSE = (0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.02239, -0.02239,
                   0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.02239, -0.02239)
 #: The simulator's own gripper scale: gym-aloha uses the ALOHA 1 puppet finger constants.
 SIM_GRIPPER = robot.GRIPPER_CONVENTIONS["aloha1"]
+
+
+def _joints16_to_14(q: np.ndarray) -> np.ndarray:
+    """The robot's first 16 joint values (per arm 6 joints + 2 finger slides) -> (14,) per arm 6 joints + the
+    gripper normalised from its left finger: the layout of proprio and actions."""
+    return np.concatenate([q[0:6], [SIM_GRIPPER.normalize_finger(q[6])],
+                           q[8:14], [SIM_GRIPPER.normalize_finger(q[14])]])
 #: ALOHA camera name -> MuJoCo camera in gym-aloha's scene ("cam_high" is the top camera).
 DEFAULT_CAMERA_MAP: Dict[str, str] = {"cam_high": "top", "cam_left_wrist": "left_wrist",
                                       "cam_right_wrist": "right_wrist", "cam_low": "angle"}
@@ -265,9 +272,7 @@ class AlohaSim:
         position-controlled arms rest a few mrad below their targets under gravity, so a target set to the
         measured pose lets them sag further (the wrist angle by 9 mrad), which visibly shifts the wrist cameras.
         """
-        s = np.asarray(START_ARM_POSE, dtype=np.float64)
-        return np.concatenate([s[0:6], [SIM_GRIPPER.normalize_finger(s[6])],
-                               s[8:14], [SIM_GRIPPER.normalize_finger(s[14])]])
+        return _joints16_to_14(np.asarray(START_ARM_POSE, dtype=np.float64))
 
     @staticmethod
     def action_to_ctrl(action: Sequence[float]) -> np.ndarray:
@@ -284,9 +289,7 @@ class AlohaSim:
     # ------------------------------------------------------------------ state
     def qpos14(self) -> np.ndarray:
         """(14,) proprio: per arm 6 joints (rad) + gripper normalised from the left finger (0..1)."""
-        q = self.data.qpos
-        return np.concatenate([q[0:6], [SIM_GRIPPER.normalize_finger(q[6])],
-                               q[8:14], [SIM_GRIPPER.normalize_finger(q[14])]])
+        return _joints16_to_14(self.data.qpos)
 
     def qvel14(self) -> np.ndarray:
         """(14,) velocities: joints rad/s, grippers in normalised units per second."""
