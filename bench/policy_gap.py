@@ -51,8 +51,8 @@ VARIANTS = {
 def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, clamp: bool, latency_ticks: int,
                         wire_size: Sequence[int], demo_size: Sequence[int], max_step_arm: float = 0.1,
                         max_step_gripper: float = 0.2, execute: bool = False, pause: bool = False,
-                        execute_ticks: int = 50, pre_hold: int = 0) -> tuple:
-    """One episode; returns (success, max_reward, queries)."""
+                        execute_ticks: int = 50, pre_hold: int = 0, ticks: int = 0) -> tuple:
+    """One episode of ``ticks`` 25 Hz ticks (0: the sim's max_steps / 2); returns (success, max_reward, queries)."""
     size = tuple(wire_size if render else demo_size)
     sim.reset(seed, render=False)
     if pre_hold:
@@ -61,7 +61,7 @@ def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, cla
             sim.step(measured, render=False)
         sim.step_count = 0  # the episode's clock starts at the first observation
     horizon = policy.horizon
-    steps = sim.config.max_steps // 2
+    steps = ticks or sim.config.max_steps // 2
     limit = np.full(14, max_step_arm)
     limit[[6, 13]] = max_step_gripper
     command: Optional[np.ndarray] = None
@@ -87,7 +87,8 @@ def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, cla
             else:  # latency: back to back; open-loop: after the whole chunk
                 chunk_t, next_query = obs_t, (t if latency else t + horizon)
         idx = min(t - chunk_t, horizon - 1)
-        target = chunk[idx] if chunk is not None else sim.qpos14()
+        # before the first chunk the sim bridge holds the start pose (its still rule, docs/sim.md)
+        target = chunk[idx] if chunk is not None else sim.start_action()
         if clamp and command is not None:
             target = command + np.clip(target - command, -limit, limit)
         command = target
@@ -106,6 +107,9 @@ def main(argv=None) -> int:
     p.add_argument("--wire-size", type=int, nargs=2, default=(480, 640))
     p.add_argument("--max-step-arm", type=float, default=0.1, help="commander step limit, rad per tick (aloha.yaml: 0.1)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ticks", type=int, default=0,
+                   help="episode length in 25 Hz ticks (default: 200, 8 s; the graph's 12 s episodes with pauses "
+                        "of --latency-ticks are 300)")
     args = p.parse_args(argv)
 
     import torch
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
             seed = args.seed_start + i
             r = run_variant_episode(policy, sim, seed, latency_ticks=args.latency_ticks,
                                     wire_size=args.wire_size, demo_size=DEFAULT_IMAGE_SIZE,
-                                    max_step_arm=args.max_step_arm, **VARIANTS[name])
+                                    max_step_arm=args.max_step_arm, ticks=args.ticks, **VARIANTS[name])
             results.append(r)
             print(f"{name} seed {seed}: success={r[0]} max_reward={r[1]} queries={r[2]}", file=sys.stderr, flush=True)
         rewards = [r[1] for r in results]

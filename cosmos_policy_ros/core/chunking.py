@@ -351,8 +351,18 @@ class ReplanSchedule:
             return self.latency_estimate + self.chunk_duration
         return max(0.0, self.chunk_duration - self.latency_estimate - self.margin)
 
-    def next_start(self, stamp: float) -> float:
-        """Time to take the next observation after one taken at ``stamp``."""
+    def next_start(self, stamp: float, published: Optional[float] = None) -> float:
+        """Time to take the next observation after one taken at ``stamp`` whose chunk was published at
+        ``published`` (same clock).
+
+        With ``execution="pause"`` and ``published`` known, the chunk's own timing decides instead of the
+        latency estimate: it starts at the commander's first tick after arrival and runs ``chunk_duration``; the
+        next observation is taken two ticks after that (the last action applied, the robot holding). Timing it
+        from the latency estimate instead (the largest of the last three) made one slow call idle the robot for
+        up to a second extra after each of the next three chunks, enough to run a 12 s episode out of time.
+        """
+        if self.execution == "pause" and published is not None:
+            return max(stamp, float(published)) + self.chunk_duration + 2 * self.period
         return stamp + self.trigger_offset()
 
     def expected_margin(self) -> float:

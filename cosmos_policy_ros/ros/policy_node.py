@@ -374,7 +374,7 @@ class PolicyNode(Node):
                     next_start = self._now() + self.p["retry_delay"]
                     continue
                 self.replan_requests.served(obs.stamp)
-                next_start = self.schedule.next_start(obs.stamp)
+                next_start = self.schedule.next_start(obs.stamp, published=self._now())
         except Exception:  # noqa: BLE001 - never die silently
             self.get_logger().fatal("policy worker crashed:\n" + traceback.format_exc())
             with self._state_lock:

@@ -179,6 +179,25 @@ def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
         ReplanSchedule(50, P, replan_period=0.5, execution="pause")
 
 
+def test_replan_schedule_pause_times_the_next_observation_from_the_chunks_arrival():
+    """One slow call must not idle the robot after the next chunks: in pause mode the next observation follows
+    the published chunk's end (arrival + duration + two ticks), not the worst of the recent latencies."""
+    from cosmos_policy_ros.core.chunking import ReplanSchedule
+
+    s = ReplanSchedule(horizon=50, period=P, execution="pause")
+    for latency in (1.0, 2.5, 1.0):  # one slow call: the estimate stays at 2.5 s for three calls
+        s.record_latency(latency)
+    assert s.latency_estimate == pytest.approx(2.5)
+    # observed at 10.0, published at 11.0 (a 1.0 s call): the chunk runs 11.0..13.0
+    assert s.next_start(10.0, published=11.0) == pytest.approx(11.0 + 2.0 + 2 * P)
+    assert s.next_start(10.0, published=11.0) < s.next_start(10.0) - 1.0
+    # streaming keeps its latency-based trigger whatever the publication time
+    stream = ReplanSchedule(horizon=50, period=P, margin=0.2)
+    stream.record_latency(1.0)
+    stream.record_latency(0.5)
+    assert stream.next_start(10.0, published=10.5) == pytest.approx(stream.next_start(10.0))
+
+
 def test_replan_requests_keep_the_newest_time_until_served_or_expired():
     from cosmos_policy_ros.core.chunking import ReplanRequests
 
