@@ -71,3 +71,22 @@ def test_sample_steps_store_only_the_replanning_frames_and_change_nothing_else(s
     assert list(read_episode(short.path).attrs["sample_steps"]) == [0]
     with pytest.raises(ValueError, match="subset"):
         run_episode(policy, sim, 6, image_size=SIZE, sample_steps=[0, 5], failure_sample_steps=[7])
+
+
+def test_pause_ticks_hold_the_last_action_before_each_replan_outside_the_recorded_timeline(setup, tmp_path):
+    """Rollouts like the ROS graph's execution:=pause: the arms hold (and settle) before every re-plan after
+    the first; the held ticks are simulated but the episode's timeline and recorded steps stay the same."""
+    policy, sim = setup
+    plain = run_episode(policy, sim, 7, execute=20, image_size=SIZE, record=tmp_path / "plain.hdf5")
+    steps_plain = sim.step_count
+    paused = run_episode(policy, sim, 7, execute=20, image_size=SIZE, record=tmp_path / "paused.hdf5",
+                         pause_ticks=10)
+    a, b = read_episode(plain.path), read_episode(paused.path)
+    assert a.num_steps == b.num_steps == 40 and paused.queries == plain.queries == 2
+    assert sim.step_count == steps_plain + 2 * 10
+    h = 20  # the first chunk's executed actions
+    np.testing.assert_array_equal(b.qpos[:h], a.qpos[:h])  # the first chunk runs the same
+    np.testing.assert_array_equal(b.action[:h], a.action[:h])
+    assert np.abs(b.qpos[h] - a.qpos[h]).max() > 1e-4  # the arms moved on while holding before the re-plan
+    with pytest.raises(ValueError, match="pause_ticks"):
+        run_episode(policy, sim, 7, image_size=SIZE, pause_ticks=-1)
