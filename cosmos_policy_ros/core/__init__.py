@@ -17,7 +17,7 @@ _LAZY = {
     "CosmosPolicy": "policy", "load_policy": "policy", "save_policy": "policy", "make_tiny_policy": "policy",
     "ObservationError": "policy", "CheckpointError": "checkpoint", "LatentLayout": "layout",
     "get_layout": "layout", "SamplerConfig": "sampler", "NetworkConfig": "network", "DatasetStats": "codec",
-    "ImageConfig": "images",
+    "ImageConfig": "images", "InferenceCancelled": "types",
 }
 
 __all__ = sorted(_LAZY)

@@ -20,7 +20,7 @@ import contextlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ from .images import ImageConfig, check_image, from_model_range, preprocess_batch
 from .layout import ALOHA, LatentLayout, get_layout
 from .network import CosmosNetwork, NetworkConfig, build_transformer, build_vae, get_dtype, tiny_network_config
 from .sampler import SamplerConfig, plan_stages, run_stages
-from .types import Observation, PolicyOutput
+from .types import InferenceCancelled, Observation, PolicyOutput
 
 #: The released deploy's fixed seed.
 DEFAULT_SEED = 195
@@ -42,6 +42,15 @@ def _sync(device: torch.device) -> None:
     """Wait for queued GPU work so stage timings are real (no-op on CPU)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def _cancellable(net: Callable, cancel: Callable[[], bool]) -> Callable:
+    """``net`` that raises InferenceCancelled instead of running once ``cancel()`` is True."""
+    def call(*args, **kwargs):
+        if cancel():
+            raise InferenceCancelled("inference cancelled: its chunk would be refused")
+        return net(*args, **kwargs)
+    return call
 
 
 class ObservationError(ValueError):
@@ -119,19 +128,23 @@ class CosmosPolicy:
         """Transformer dtype name ("float32", "bfloat16", ...), recorded in saved checkpoints."""
         return str(self.network.dtype).replace("torch.", "")
 
+    supports_cancel = True  # infer/infer_batch/sample take ``cancel`` (see :meth:`sample`)
+
     def infer(self, obs: Observation, seed: Optional[int] = None, **kwargs) -> PolicyOutput:
         """One chunk for ``obs`` (seed defaults to the released deploy's 195)."""
         return self.infer_batch(obs, [self.default_seed if seed is None else int(seed)], **kwargs)[0]
 
     def infer_batch(self, obs: Observation, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
                     start: str = "policy", sampler: Optional[SamplerConfig] = None,
-                    decode_images: Optional[bool] = None) -> List[PolicyOutput]:
+                    decode_images: Optional[bool] = None,
+                    cancel: Optional[Callable[[], bool]] = None) -> List[PolicyOutput]:
         """One sample per seed, all in one batch per network call.
 
         actions: for ``start="world_model"`` (planning), the given chunk(s) in robot units, (H, A) for all
         seeds or (N, H, A) one per seed; injected into the action frame as a condition.
         sampler: override the checkpoint's sampler settings (e.g. autoregressive with 1..5 steps).
         decode_images: override ``decode_future_images`` (decoding is the costliest stage on CPU).
+        cancel: see :meth:`sample`.
         """
         t_total = time.perf_counter()
         cfg = sampler or self.sampler
@@ -139,7 +152,8 @@ class CosmosPolicy:
         stages = plan_stages(self.layout, cfg, start)
         self._check_start(start, actions, None)
         prep = self.prepare(obs, upto=self._frames_needed(stages[0].condition, decode))
-        outs, _ = self.sample(prep, seeds, actions=actions, start=start, sampler=cfg, decode_images=decode)
+        outs, _ = self.sample(prep, seeds, actions=actions, start=start, sampler=cfg, decode_images=decode,
+                              cancel=cancel)
         total = time.perf_counter() - t_total
         for o in outs:
             o.timings["total"] = total
@@ -153,7 +167,8 @@ class CosmosPolicy:
 
     def sample(self, prep: Prepared, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
                start: str = "policy", sampler: Optional[SamplerConfig] = None,
-               decode_images: Optional[bool] = None, latents: Optional[torch.Tensor] = None):
+               decode_images: Optional[bool] = None, latents: Optional[torch.Tensor] = None,
+               cancel: Optional[Callable[[], bool]] = None):
         """Lower-level entry for planners: sample from an already prepared (encoded) observation.
 
         latents: (B, 16, T, h, w) latents of an earlier sample (returned as the second value) whose frames
@@ -161,6 +176,10 @@ class CosmosPolicy:
         ``start="value_q"`` / ``"value_v"`` value query; the current proprio (and ``actions`` if given)
         are injected on top. Returns (outputs, x0 latents (B, 16, T, h, w) float32).
         Prepare with ``upto=None`` when latents of later frames are read from ``prep``.
+        cancel: called before every network call; when it returns True the sample stops with
+        :class:`InferenceCancelled` (the policy node's way to drop a chunk the commander would refuse, e.g.
+        planned from an observation older than an episode start, within one network call instead of a whole
+        inference).
         """
         seeds = [int(s) for s in seeds]
         if not seeds:
@@ -174,7 +193,10 @@ class CosmosPolicy:
         t0 = time.perf_counter()
         with torch.inference_mode():
             dev = clean.device
-            res = run_stages(self.network.net_fn(text), clean, stages, seeds, cfg,
+            net = self.network.net_fn(text)
+            if cancel is not None:
+                net = _cancellable(net, cancel)
+            res = run_stages(net, clean, stages, seeds, cfg,
                              timer=lambda: (_sync(dev), time.perf_counter())[1])
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0

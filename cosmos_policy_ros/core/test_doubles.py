@@ -16,12 +16,12 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from .robot import ACTION_DIM, JOINT_NAMES
-from .types import Observation, PolicyOutput
+from .types import InferenceCancelled, Observation, PolicyOutput
 
 WAIST = JOINT_NAMES.index("left_waist")
 ROLL = JOINT_NAMES.index("left_forearm_roll")
@@ -86,6 +86,7 @@ class LatencyPolicyTestDouble:
         self.busy = bool(busy)  # burn CPU during the latency (like a CPU-bound model) instead of sleeping
         self.fault = ""
         self.calls = 0
+        self.cancelled = 0
         self._lock = threading.Lock()
 
     @classmethod
@@ -130,23 +131,30 @@ class LatencyPolicyTestDouble:
         steps = stamp / self.period + np.arange(self.horizon)
         return encode_plan_steps(steps, self.amplitude, self.cycle)
 
-    def _wait(self, seconds: float) -> None:
-        if not self.busy:
-            time.sleep(seconds)
-            return
+    def _wait(self, seconds: float, cancel: Optional[Callable[[], bool]] = None) -> None:
         deadline = time.perf_counter() + seconds
-        m = np.random.default_rng(0).standard_normal((192, 192))
+        m = np.random.default_rng(0).standard_normal((192, 192)) if self.busy else None
         while time.perf_counter() < deadline:
-            m = np.tanh(m @ m.T / 192.0)  # keeps the cores busy, as a CPU-bound model would
+            if cancel is not None and cancel():  # checked as often as a model's network calls would be
+                self.cancelled += 1
+                raise InferenceCancelled("LatencyPolicyTestDouble: inference cancelled")
+            if m is None:
+                time.sleep(min(0.01, max(0.0, deadline - time.perf_counter())))
+            else:
+                m = np.tanh(m @ m.T / 192.0)  # keeps the cores busy, as a CPU-bound model would
 
-    def infer(self, obs: Observation, seed: Optional[int] = None) -> PolicyOutput:
-        """Sleep (or burn CPU) for the latency, then return the deterministic chunk for ``obs.stamp``."""
+    supports_cancel = True
+
+    def infer(self, obs: Observation, seed: Optional[int] = None,
+              cancel: Optional[Callable[[], bool]] = None) -> PolicyOutput:
+        """Sleep (or burn CPU) for the latency, then return the deterministic chunk for ``obs.stamp``;
+        ``cancel``: polled while waiting, True -> :class:`InferenceCancelled` (as :class:`CosmosPolicy`)."""
         t_start = time.perf_counter()
         with self._lock:
             first = self.calls == 0
             self.calls += 1
             fault = self.fault
-        self._wait(self.first_latency if first else self.latency)
+        self._wait(self.first_latency if first else self.latency, cancel)
         if fault == "exception":
             raise RuntimeError("LatencyPolicyTestDouble: injected inference failure")
         actions = self.chunk_for(obs.stamp).astype(np.float32)
@@ -161,9 +169,10 @@ class LatencyPolicyTestDouble:
         return PolicyOutput(actions=actions, future_images=images, future_proprio=actions[-1].copy(),
                             value=0.5, timings={"total": total}, seed=0 if seed is None else int(seed))
 
-    def infer_batch(self, obs: Observation, seeds: Sequence[int]) -> List[PolicyOutput]:
+    def infer_batch(self, obs: Observation, seeds: Sequence[int],
+                    cancel: Optional[Callable[[], bool]] = None) -> List[PolicyOutput]:
         """One :meth:`infer` per seed (same latency once, as a batched model would take)."""
-        first = self.infer(obs, seeds[0] if seeds else None)
+        first = self.infer(obs, seeds[0] if seeds else None, cancel=cancel)
         return [first] + [PolicyOutput(actions=first.actions.copy(), future_images=dict(first.future_images),
                                        future_proprio=first.future_proprio, value=first.value,
                                        timings=dict(first.timings), seed=int(s)) for s in seeds[1:]]

@@ -15,6 +15,10 @@ import numpy as np
 ALOHA_CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
 
+class InferenceCancelled(RuntimeError):
+    """An inference stopped early because its ``cancel()`` callable returned True (its chunk would be refused)."""
+
+
 @dataclass
 class Observation:
     """One synchronised observation of the robot.

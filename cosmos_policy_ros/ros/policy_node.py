@@ -36,7 +36,7 @@ from cosmos_policy_ros.msg import ActionChunk
 from ..core.chunking import ReplanRequests, ReplanSchedule
 from ..core.observation import ObservationAssembler, ObservationConfig
 from ..core.robot import ACTION_DIM, SIDES, gripper_convention
-from ..core.types import ALOHA_CAMERAS, PolicyOutput
+from ..core.types import ALOHA_CAMERAS, InferenceCancelled, PolicyOutput
 from . import diagnostics as dg
 from .conversions import chunk_to_msg, rgb_to_image_msg, stamp_to_sec
 from .params import Param, declare
@@ -179,6 +179,7 @@ class PolicyNode(Node):
         self.latency = dg.Stats(200)
         self.chunks_published = 0
         self.inference_failures = 0
+        self.inferences_cancelled = 0
         self.invalid_observations = 0
         self._chunk_id = 0
         self._last_obs_stamp: Optional[float] = None
@@ -370,7 +371,10 @@ class PolicyNode(Node):
                 if not self.replan_requests.usable(obs.stamp, now):
                     self._stop.wait(0.01)  # the commander would refuse a chunk planned from this observation
                     continue
-                if not self._infer_once(obs):
+                result = self._infer_once(obs)
+                if result == "cancelled":
+                    continue  # a newer observation is wanted now: plan from it without waiting
+                if result == "failed":
                     next_start = self._now() + self.p["retry_delay"]
                     continue
                 self.replan_requests.served(obs.stamp)
@@ -382,16 +386,27 @@ class PolicyNode(Node):
             if rclpy.ok(context=self.context):
                 self._publish_status()
 
-    def _infer_once(self, obs) -> bool:
+    def _infer_once(self, obs) -> str:
+        """One inference and its chunk: "ok" (published), "failed" (fault reported) or "cancelled"."""
         t0 = time.perf_counter()
         n = self.p["planning_candidates"]
+        # A commander request for a newer observation (episode start, e-stop reset, fault cleared) makes the
+        # chunk being computed one it will refuse: backends that can, stop early instead of finishing it.
+        kwargs = {}
+        if getattr(self.backend, "supports_cancel", False):
+            kwargs["cancel"] = lambda: not self.replan_requests.usable(obs.stamp, self._now())
         try:
             if n > 1 and not self.p["planning_checkpoint"] and not self.planning_params["planning"]:
-                outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)])
+                outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)], **kwargs)
                 out = outs[pick_candidate(outs)]
             else:
-                out = self.backend.infer(obs, seed=self.p["seed"])
+                out = self.backend.infer(obs, seed=self.p["seed"], **kwargs)
             problem = validate_output(out, self.backend.horizon, ACTION_DIM)
+        except InferenceCancelled:
+            self.inferences_cancelled += 1
+            self.get_logger().info(f"inference cancelled after {time.perf_counter() - t0:.2f} s: the commander "
+                                   f"wants a chunk observed after {self.replan_requests.pending(self._now())}")
+            return "cancelled"
         except Exception as exc:  # noqa: BLE001 - any model failure: hold, report, retry
             problem = f"inference failed: {type(exc).__name__}: {exc}"
             self.get_logger().error(problem + "\n" + traceback.format_exc(), throttle_duration_sec=5.0)
@@ -401,7 +416,7 @@ class PolicyNode(Node):
             with self._state_lock:
                 self._infer_fault = problem
             self._publish_status()
-            return False
+            return "failed"
         # Latency from the observation stamp to publication: what the commander experiences.
         latency = self._now() - obs.stamp
         self.schedule.record_latency(latency)
@@ -429,7 +444,7 @@ class PolicyNode(Node):
             pub = self.future_pubs.get(slot)
             if pub is not None:
                 pub.publish(rgb_to_image_msg(img, future_stamp, slot))
-        return True
+        return "ok"
 
     # -- diagnostics ---------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -444,6 +459,7 @@ class PolicyNode(Node):
         values.update({"inference_latency_last_s": self.latency.last, "inference_latency_p50_s": lat["p50"],
                        "inference_latency_max_s": lat["max"], "chunks_published": self.chunks_published,
                        "inference_failures": self.inference_failures,
+                       "inferences_cancelled": self.inferences_cancelled,
                        "invalid_observations": self.invalid_observations,
                        "replan_requests": self.replan_requests.received,
                        "replan_requests_expired": self.replan_requests.expired})

@@ -53,6 +53,30 @@ def test_seeds_determinism_and_batched_equals_single(tiny_policy, observation):
             assert np.abs(batched.future_images[cam].astype(int) - single.future_images[cam].astype(int)).max() <= 1
 
 
+def test_cancel_stops_an_inference_between_network_calls(tiny_policy, observation):
+    """cancel() is polled before every network call: True stops the sample with InferenceCancelled (the
+    policy node's way to drop a chunk the commander would refuse); False changes nothing."""
+    from cosmos_policy_ros.core import InferenceCancelled
+
+    p = tiny_policy
+    polls = []
+
+    def after(n):
+        def cancel():
+            polls.append(len(polls))
+            return len(polls) > n
+        return cancel
+    plain = p.infer(observation, seed=7, decode_images=False)
+    kept = p.infer(observation, seed=7, decode_images=False, cancel=lambda: False)
+    np.testing.assert_array_equal(kept.actions, plain.actions)
+    calls = int(plain.timings["network_calls"])
+    assert calls >= 2
+    with pytest.raises(InferenceCancelled):
+        p.infer(observation, seed=7, cancel=after(1))
+    assert len(polls) == 2  # stopped at the second call, not after the whole sample
+    assert getattr(p, "supports_cancel", False)
+
+
 def test_world_model_query_keeps_the_given_actions(tiny_policy, observation):
     """The action frame is a condition: it comes out bit-identical, so the extracted chunk is the input."""
     p = tiny_policy

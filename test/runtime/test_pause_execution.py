@@ -132,3 +132,54 @@ def test_execute_horizon_sends_the_first_n_actions_and_re_plans_after_them(ros_s
     for cid in sorted(set(ids))[1:-1]:
         idx = [int(r[F["index"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] == cid]
         assert min(idx) <= 1 and max(idx) == n - 1, (cid, idx)
+
+
+def test_episode_start_cancels_an_inference_from_before_it(ros_session, node_log_dir, trace_watcher_cls):
+    """An episode start while the policy computes a chunk from an older observation (one the commander will
+    refuse): the policy stops that inference and plans from a fresh observation at once, so the first usable
+    chunk comes about one latency after the start instead of the rest of the stale call plus one latency."""
+    import time
+
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+    from cosmos_policy_ros.ros.conversions import stamp_to_sec
+    from cosmos_policy_ros.ros.harness import Collector, wait_for
+
+    latency = 2.0
+    nodes = pause_graph(latency)
+    watcher = trace_watcher_cls(ros_session)
+    chunks = Collector(watcher.node, ActionChunk, "/policy/action_chunk", 50)
+    events = Collector(watcher.node, EpisodeEvent, "/episode", 10)
+    start = watcher.node.create_client(Trigger, "/commander/start_episode")
+    with launch([n.spec for n in nodes], node_log_dir) as procs:
+        wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
+        wait_for_publishers(watcher.node, "/episode", timeout=30)
+        try:
+            chunks.wait(2, 60)  # past the warm-up call: the worker now follows the pause schedule
+        except TimeoutError:
+            raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+        assert start.wait_for_service(timeout_sec=10.0)
+        n0 = len(chunks)
+        chunks.wait(n0 + 1, 10)
+        # the next observation is taken ~2.1 s after this chunk's publication: start 0.6 s into that inference
+        time.sleep(max(0.0, chunks.times[n0] + 2.1 + 0.6 - time.monotonic()))
+        fut = start.call_async(Trigger.Request())
+        t_start = time.monotonic()
+        wait_for(fut.done, 10.0, what="~/start_episode")
+        assert fut.result().success, fut.result().message
+        wait_for(lambda: any(e.event == EpisodeEvent.START for e in events.snapshot()), 10.0, what="the START event")
+        s_start = stamp_to_sec([e for e in events.snapshot() if e.event == EpisodeEvent.START][0].header.stamp)
+
+        def fresh():  # indices of the chunks observed after the episode start
+            return [i for i, c in enumerate(chunks.snapshot()) if stamp_to_sec(c.header.stamp) > s_start]
+        try:
+            wait_for(fresh, 3 * latency + 2.0, what="a chunk observed after the episode start")
+        except TimeoutError:
+            raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+        delay = chunks.times[fresh()[0]] - t_start
+        assert all(p.alive() for p in procs)
+        log = procs[[n.name for n in nodes].index("policy")].output()
+    # without cancelling: ~1.4 s left of the stale call, then 2.0 s for a fresh one (3.4 s)
+    assert delay < latency + 0.8, f"first usable chunk {delay:.2f} s after the episode start"
+    assert "inference cancelled after" in log, log[-2000:]
