@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the embedded simulated-ALOHA checkpoint (checkpoints/sim_transfer_cube) the way it was made: a chain of
-# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-16).
-# Each phase is skipped when its output exists, so an interrupted chain resumes. About 8.5 hours on 2 CPU cores
+# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-17).
+# Each phase is skipped when its output exists, so an interrupted chain resumes. About 9 hours on 2 CPU cores
 # (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
 # across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
 # of the same recipe, not the same bytes.
@@ -21,13 +21,14 @@ dagger() {  # POLICY SEED OUT: 40 rollouts of POLICY on new scenes, labelled wit
     python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$2" --episodes 40 --out "$3" \
       --expert-labels --threads 2 --settle-steps 0
 }
-dagger_at_rest() {  # POLICY SEED OUT: 400 rollouts on 2 processes, recorded only where the policy re-plans
-  # (0 50 100 150; 0 50 for failures, where the expert's open-loop plan no longer fits the scene later on)
-  local a
-  for a in "$2" "$(($2 + 200))"; do
-    [ -f "$3/episode_$((a + 199)).hdf5" ] ||
-      python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$a" --episodes 200 --out "$3" \
-        --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 &
+dagger_at_rest() {  # POLICY SEED OUT [ARGS...]: 400 rollouts on 2 processes, recorded only where the policy
+  # re-plans (0 50 100 150; 0 50 for failures, where the expert's open-loop plan no longer fits the scene later on)
+  local a policy=$1 seed=$2 dir=$3
+  shift 3
+  for a in "$seed" "$((seed + 200))"; do
+    [ -f "$dir/episode_$((a + 199)).hdf5" ] ||
+      python -m cosmos_policy_training.rollouts --policy "$policy" --seed-start "$a" --episodes 200 --out "$dir" \
+        --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 "$@" &
   done
   wait
 }
@@ -121,7 +122,15 @@ dagger_at_rest runs/ckpt_g5 3000 data/dagger_g5
   --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 19
 # 10. a second DAgger round the same way: 400 rollouts of g6 (3400..3799), one more phase on everything
 dagger_at_rest runs/ckpt_g6 3400 data/dagger_g6
-python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+[ -d runs/ckpt_g7 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
   --init runs/ckpt_g6 --demos-dir data/sim_demos --episodes 40 \
-  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 data/dagger_g6 --out "$out" \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 data/dagger_g6 --out runs/ckpt_g7 \
   --run-dir runs/g7 --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 20
+# 11. DAgger the way the ROS graph runs the policy (session 17): execution:=pause holds the last action while the
+#     policy thinks (~28 ticks on 2 cores), and the arms settle before each re-plan; 400 rollouts of g7 (4000..4399)
+dagger_at_rest runs/ckpt_g7 4000 data/dagger_p7 --pause-ticks 28
+python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
+  --init runs/ckpt_g7 --demos-dir data/sim_demos --episodes 40 \
+  --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 data/dagger_g6 data/dagger_p7 \
+  --out "$out" --run-dir runs/g8 --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 \
+  --first-step-fraction 0.5 --seed 21
