@@ -176,7 +176,7 @@ class CosmosPolicy:
         ``start="value_q"`` / ``"value_v"`` value query; the current proprio (and ``actions`` if given)
         are injected on top. Returns (outputs, x0 latents (B, 16, T, h, w) float32).
         Prepare with ``upto=None`` when latents of later frames are read from ``prep``.
-        cancel: called before every network call; when it returns True the sample stops with
+        cancel: called before every network call (and before decoding); when it returns True the sample stops with
         :class:`InferenceCancelled` (the policy node's way to drop a chunk the commander would refuse, e.g.
         planned from an observation older than an episode start, within one network call instead of a whole
         inference).
@@ -200,6 +200,8 @@ class CosmosPolicy:
                              timer=lambda: (_sync(dev), time.perf_counter())[1])
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
+        if cancel is not None and decode and cancel():  # decoding the future images is the costliest stage on CPU
+            raise InferenceCancelled("inference cancelled before decoding: its chunk would be refused")
         outs = self._extract(res.x0, prep, seeds, decode)
         for o in outs:
             o.timings.update(prep.timings)

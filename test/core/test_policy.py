@@ -74,6 +74,10 @@ def test_cancel_stops_an_inference_between_network_calls(tiny_policy, observatio
     with pytest.raises(InferenceCancelled):
         p.infer(observation, seed=7, cancel=after(1))
     assert len(polls) == 2  # stopped at the second call, not after the whole sample
+    polls.clear()
+    with pytest.raises(InferenceCancelled):  # the last poll comes before decoding the future images
+        p.infer(observation, seed=7, decode_images=True, cancel=after(calls))
+    assert len(polls) == calls + 1
     assert getattr(p, "supports_cancel", False)
 
 
