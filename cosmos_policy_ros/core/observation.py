@@ -198,7 +198,8 @@ class ObservationAssembler:
     def assemble(self, now: float, instruction: str) -> Tuple[Optional[Observation], List[str]]:
         """Return (observation, []) when every input is valid at ``now``, else (None, problems).
 
-        The observation's stamp is the newest input stamp; its images are the stored views (no copy).
+        The observation's stamp is the newest input stamp, ``oldest_stamp`` the oldest; its images are the
+        stored views (no copy).
         """
         with self._lock:
             cams = dict(self._cams)
@@ -207,6 +208,7 @@ class ObservationAssembler:
         if problems:
             return None, problems
         proprio = qpos_from_joint_states(arms["left"].value, arms["right"].value, self.gripper)
-        stamp = max([cams[c].stamp for c in self.config.cameras] + [arms[s].stamp for s in SIDES])
+        stamps = [cams[c].stamp for c in self.config.cameras] + [arms[s].stamp for s in SIDES]
         images = {c: cams[c].value for c in self.config.cameras}
-        return Observation(images=images, proprio=proprio, instruction=instruction, stamp=stamp), []
+        return Observation(images=images, proprio=proprio, instruction=instruction, stamp=max(stamps),
+                           oldest_stamp=min(stamps)), []

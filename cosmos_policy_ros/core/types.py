@@ -28,12 +28,20 @@ class Observation:
         left arm first.
     instruction: task text; must be one of the policy's known instructions.
     stamp: observation time in seconds (the latest input stamp); carried through to the chunk.
+    oldest_stamp: the earliest input stamp (None: same as ``stamp``). "Observed after T" needs every input
+        after T: a camera frame older than an episode start may show the scene before its reset.
     """
 
     images: Mapping[str, np.ndarray]
     proprio: np.ndarray
     instruction: str
     stamp: float = 0.0
+    oldest_stamp: Optional[float] = None
+
+    @property
+    def observed_since(self) -> float:
+        """The earliest input stamp: every input of this observation was taken at or after it."""
+        return self.stamp if self.oldest_stamp is None else float(self.oldest_stamp)
 
 
 @dataclass

@@ -368,7 +368,9 @@ class PolicyNode(Node):
                     self._stop.wait(0.01)
                     continue
                 self._set_input_problems([])
-                if not self.replan_requests.usable(obs.stamp, now):
+                # Every input must be newer than a requested time: after an episode start (a scene reset) the
+                # joint states are soon new while the last camera frame may still show the scene before it.
+                if not self.replan_requests.usable(obs.observed_since, now):
                     self._stop.wait(0.01)  # the commander would refuse a chunk planned from this observation
                     continue
                 result = self._infer_once(obs)
@@ -377,7 +379,7 @@ class PolicyNode(Node):
                 if result == "failed":
                     next_start = self._now() + self.p["retry_delay"]
                     continue
-                self.replan_requests.served(obs.stamp)
+                self.replan_requests.served(obs.observed_since)
                 next_start = self.schedule.next_start(obs.stamp, published=self._now())
         except Exception:  # noqa: BLE001 - never die silently
             self.get_logger().fatal("policy worker crashed:\n" + traceback.format_exc())
@@ -394,7 +396,7 @@ class PolicyNode(Node):
         # chunk being computed one it will refuse: backends that can, stop early instead of finishing it.
         kwargs = {}
         if getattr(self.backend, "supports_cancel", False):
-            kwargs["cancel"] = lambda: not self.replan_requests.usable(obs.stamp, self._now())
+            kwargs["cancel"] = lambda: not self.replan_requests.usable(obs.observed_since, self._now())
         try:
             if n > 1 and not self.p["planning_checkpoint"] and not self.planning_params["planning"]:
                 outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)], **kwargs)

@@ -67,6 +67,8 @@ def test_assemble_valid_observation():
     obs, problems = asm.assemble(10.05, "put the cube")
     assert problems == [] and isinstance(obs, Observation)
     assert obs.stamp == 10.0 and obs.instruction == "put the cube"
+    # the oldest input (the third camera, 20 ms older): "observed after T" holds only once it is after T
+    assert obs.oldest_stamp == pytest.approx(9.98) and obs.observed_since == pytest.approx(9.98)
     np.testing.assert_allclose(obs.proprio, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.0])
     assert set(obs.images) == {"cam_high", "cam_left_wrist", "cam_right_wrist"}
 
@@ -108,3 +110,20 @@ def test_latency_double_is_a_policy_backend_and_encodes_plan_steps():
     assert np.isnan(double.infer(obs).actions).any()
     with pytest.raises(ValueError, match="unknown key"):
         LatencyPolicyTestDouble.from_spec("test-double:speed=1")
+
+
+def test_an_observation_counts_as_observed_after_a_time_only_when_every_input_is():
+    """After an episode start (a scene reset) at T, fresh joint states with a camera frame from before T would
+    pair the new arm pose with the old scene: the re-plan request must wait for frames after T."""
+    from cosmos_policy_ros.core.chunking import ReplanRequests
+
+    asm = filled(t=10.0)  # cameras at 10.0, 9.99, 9.98; arms at 10.0 and 9.995
+    req = ReplanRequests()
+    req.add(9.99, now=10.0)  # episode start at 9.99
+    obs, _ = asm.assemble(10.01, "x")
+    assert obs.stamp > 9.99 and not req.usable(obs.observed_since, 10.01)  # one camera frame predates the start
+    for i, cam in enumerate(asm.config.cameras):
+        asm.set_image_fields(cam, 10.02, rgb().tobytes(), 4, 5, "rgb8", 15)
+    obs, _ = asm.assemble(10.03, "x")
+    assert req.usable(obs.observed_since, 10.03)
+    assert Observation(images={}, proprio=np.zeros(14), instruction="x", stamp=3.0).observed_since == 3.0
