@@ -6,7 +6,8 @@
 1. records labelled rollouts in the ROS-free sim loop (episode files, the converter's output layout):
    the policy itself (scene seeds 2000..) and the scripted expert with noise on its targets (seeds
    2100.., noise levels cycling through ``--noise``; noise breaks some grasps, giving failures), a
-   training set and a held-out test set (seeds 3000.. / 3100..);
+   training set and a held-out test set (seeds 5000.. / 5100..: scenes no phase of the embedded checkpoint
+   trained on; ``--train-seed`` / ``--test-seed``);
 2. measures the base policy's value AUC (successful vs failed test episodes, :mod:`..value_eval`);
 3. refines the policy (``cosmos-policy train --init <policy> --demos ... --rollouts ...``, same
    objectives, demos a ``--demo-fraction`` of the draws, cached latents);
@@ -32,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-policy-episodes", type=int, default=4)
     parser.add_argument("--test-expert-episodes", type=int, default=12)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.04, 0.08, 0.12])
+    parser.add_argument("--train-seed", type=int, default=2000,
+                        help="first scene seed of the training rollouts (policy; the expert's start 100 later)")
+    parser.add_argument("--test-seed", type=int, default=5000,
+                        help="first scene seed of the test rollouts (policy; the expert's start 100 later); keep it "
+                             "off the scenes the policy was trained on (the embedded checkpoint's DAgger rounds used "
+                             "3000..4399)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)
@@ -88,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
     wd = args.work_dir
     base = load_policy(args.policy, decode_future_images=False)
     print("recording training rollouts", flush=True)
-    train_rows = record_set(base, wd / "rollouts_train", range(2000, 2000 + args.train_policy_episodes),
-                            range(2100, 2100 + args.train_expert_episodes), args.noise)
+    a, b = args.train_seed, args.test_seed
+    train_rows = record_set(base, wd / "rollouts_train", range(a, a + args.train_policy_episodes),
+                            range(a + 100, a + 100 + args.train_expert_episodes), args.noise)
     print("recording test rollouts", flush=True)
-    test_rows = record_set(base, wd / "rollouts_test", range(3000, 3000 + args.test_policy_episodes),
-                           range(3100, 3100 + args.test_expert_episodes), args.noise)
+    test_rows = record_set(base, wd / "rollouts_test", range(b, b + args.test_policy_episodes),
+                           range(b + 100, b + 100 + args.test_expert_episodes), args.noise)
     t_record = time.monotonic() - t0
     test_files = episode_files([str(wd / "rollouts_test")])
     print("value AUC of the base policy", flush=True)
