@@ -1,6 +1,9 @@
 """execution:=pause on the sim graph (sim bridge + policy node + commander, subprocesses): every chunk runs
 from its first action to its last, and the robot holds (commands keep streaming) while the next is computed,
 as in the released deploy. Streaming is the default and is covered by test_sim_graph / test_splice_timing."""
+import contextlib
+import types
+
 import numpy as np
 import pytest
 
@@ -41,6 +44,30 @@ def run_chunks(ros_session, node_log_dir, trace_watcher_cls, latency, more_chunk
     return rows
 
 
+@contextlib.contextmanager
+def episode_graph(ros_session, node_log_dir, trace_watcher_cls, latency):
+    """The pause graph, launched, with what the episode-start tests watch: its chunks, episode events and the
+    commander's start service (a namespace; ``procs``/``policy_log()`` for diagnostics)."""
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+    from cosmos_policy_ros.ros.harness import Collector
+
+    nodes = pause_graph(latency)
+    watcher = trace_watcher_cls(ros_session)
+    g = types.SimpleNamespace(watcher=watcher, nodes=nodes,
+                              chunks=Collector(watcher.node, ActionChunk, "/policy/action_chunk", 50),
+                              events=Collector(watcher.node, EpisodeEvent, "/episode", 10),
+                              start=watcher.node.create_client(Trigger, "/commander/start_episode"))
+    with launch([n.spec for n in nodes], node_log_dir) as procs:
+        g.procs = procs
+        g.policy_log = lambda: procs[[n.name for n in nodes].index("policy")].output()
+        g.outputs = lambda: "\n".join(p.output()[-2000:] for p in procs)
+        wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
+        wait_for_publishers(watcher.node, "/episode", timeout=30)
+        yield g
+
+
 def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_dir, trace_watcher_cls):
     latency = 0.4
     # three more chunks after the first: each needs 2 s of execution plus the latency
@@ -74,23 +101,17 @@ def test_episode_start_re_plans_at_once_instead_of_at_the_next_scheduled_observa
     would leave the arms holding for up to a whole chunk at every episode start."""
     from std_srvs.srv import Trigger
 
-    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+    from cosmos_policy_ros.msg import EpisodeEvent
     from cosmos_policy_ros.ros.conversions import stamp_to_sec
-    from cosmos_policy_ros.ros.harness import Collector, wait_for
+    from cosmos_policy_ros.ros.harness import wait_for
 
-    nodes = pause_graph(0.3)
-    watcher = trace_watcher_cls(ros_session)
-    chunks = Collector(watcher.node, ActionChunk, "/policy/action_chunk", 50)
-    events = Collector(watcher.node, EpisodeEvent, "/episode", 10)
-    start = watcher.node.create_client(Trigger, "/commander/start_episode")
-    with launch([n.spec for n in nodes], node_log_dir) as procs:
-        wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
-        wait_for_publishers(watcher.node, "/episode", timeout=30)
+    with episode_graph(ros_session, node_log_dir, trace_watcher_cls, 0.3) as g:
+        watcher, chunks, events, start, procs = g.watcher, g.chunks, g.events, g.start, g.procs
         try:
             watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 60.0, 0, "the commander running")
             chunks.wait(1, 30)
         except TimeoutError:
-            raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+            raise AssertionError(g.outputs())
         assert start.wait_for_service(timeout_sec=10.0)
         waits = []
         for _ in range(3):  # without the request each would fall anywhere in the 2.4 s schedule: 3 in a row is no luck
@@ -110,12 +131,12 @@ def test_episode_start_re_plans_at_once_instead_of_at_the_next_scheduled_observa
             try:
                 wait_for(lambda: fresh(), 5.0, what="a chunk observed after the episode start")
             except TimeoutError:
-                raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+                raise AssertionError(g.outputs())
             waits.append(min(fresh()))
             watcher.wait_rows(lambda r: r[F["hold_code"]] == HOLD_RUNNING, 10.0, len(watcher.trace),
                               "the commander running the new chunk")
         assert all(p.alive() for p in procs)
-        log = procs[[n.name for n in nodes].index("policy")].output()
+        log = g.policy_log()
     # the first observation after the start: at most a couple of 30 Hz frames later (0.5 s leaves room for load)
     assert max(waits) < 0.5, f"first fresh observations {waits} s after the episode starts"
     assert "re-plan requested by the commander (episode start)" in log
@@ -142,23 +163,17 @@ def test_episode_start_cancels_an_inference_from_before_it(ros_session, node_log
 
     from std_srvs.srv import Trigger
 
-    from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
+    from cosmos_policy_ros.msg import EpisodeEvent
     from cosmos_policy_ros.ros.conversions import stamp_to_sec
-    from cosmos_policy_ros.ros.harness import Collector, wait_for
+    from cosmos_policy_ros.ros.harness import wait_for
 
     latency = 2.0
-    nodes = pause_graph(latency)
-    watcher = trace_watcher_cls(ros_session)
-    chunks = Collector(watcher.node, ActionChunk, "/policy/action_chunk", 50)
-    events = Collector(watcher.node, EpisodeEvent, "/episode", 10)
-    start = watcher.node.create_client(Trigger, "/commander/start_episode")
-    with launch([n.spec for n in nodes], node_log_dir) as procs:
-        wait_for_publishers(watcher.node, "/commander/trace", timeout=60)
-        wait_for_publishers(watcher.node, "/episode", timeout=30)
+    with episode_graph(ros_session, node_log_dir, trace_watcher_cls, latency) as g:
+        chunks, events, start, procs = g.chunks, g.events, g.start, g.procs
         try:
             chunks.wait(2, 60)  # past the warm-up call: the worker now follows the pause schedule
         except TimeoutError:
-            raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+            raise AssertionError(g.outputs())
         assert start.wait_for_service(timeout_sec=10.0)
         n0 = len(chunks)
         chunks.wait(n0 + 1, 10)
@@ -176,10 +191,10 @@ def test_episode_start_cancels_an_inference_from_before_it(ros_session, node_log
         try:
             wait_for(fresh, 3 * latency + 2.0, what="a chunk observed after the episode start")
         except TimeoutError:
-            raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
+            raise AssertionError(g.outputs())
         delay = chunks.times[fresh()[0]] - t_start
         assert all(p.alive() for p in procs)
-        log = procs[[n.name for n in nodes].index("policy")].output()
+        log = g.policy_log()
     # without cancelling: ~1.4 s left of the stale call, then 2.0 s for a fresh one (3.4 s)
     assert delay < latency + 0.8, f"first usable chunk {delay:.2f} s after the episode start"
     assert "inference cancelled after" in log, log[-2000:]
