@@ -131,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntraining rollouts: {len(train_rows)} ({ntr} successful); test rollouts: {len(test_rows)} ({nte} successful)\n")
     print("| value function | AUC (observations) | AUC (episode mean) | mean V success | mean V failure |")
     print("| --- | --- | --- | --- | --- |")
-    for name, r in (("base (demos only)", before), ("refined (+ rollouts)", after)):
+    for name, r in (("base (the --policy checkpoint)", before), ("refined (+ rollouts)", after)):
         print(f"| {name} | {r['auc_observation']:.3f} | {r['auc_episode']:.3f} | {r['mean_value_success']:.3f} | "
               f"{r['mean_value_failure']:.3f} |")
     return 0
