@@ -340,6 +340,10 @@ class PlanningBackend:
             return ImageConfig(size=self.config.image_size)
         return getattr(self.base, "image", None)  # None: send raw frames, the planner preprocesses them
 
+    # its infer/infer_batch take no ``cancel``: the planner round trip has its own deadline (and __getattr__
+    # below would otherwise report the wrapped policy's support)
+    supports_cancel = False
+
     def __getattr__(self, name):
         # anything else (default_seed, image, set_fault of a test double, ...) is the base backend's
         if name == "base":
