@@ -349,7 +349,8 @@ def read_episode(path: PathLike, *, load_images: bool = True, cameras: Optional[
                 if ds.ndim == 4 and steps is not None:
                     idx = sorted({int(t) for t in steps})
                     images[cam] = np.zeros(ds.shape, dtype=np.uint8)  # calloc: untouched pages cost nothing
-                    images[cam][idx] = ds[idx]
+                    for t in idx:  # one read per frame: h5py's list indexing was ~20x slower (80 vs 4 ms, 4 frames)
+                        images[cam][t] = ds[t]
                 elif ds.ndim == 4:
                     images[cam] = ds[()]
                 elif ds.ndim == 2 or compressed:
