@@ -36,6 +36,13 @@ from .types import InferenceCancelled, Observation, PolicyOutput
 
 #: The released deploy's fixed seed.
 DEFAULT_SEED = 195
+DecodeMode = Union[bool, str]  # True, False or "deferred" (see CosmosPolicy.infer_batch)
+
+
+def _check_decode(mode: DecodeMode) -> DecodeMode:
+    if mode is True or mode is False or mode == "deferred":
+        return mode
+    raise ValueError(f"decode_future_images: expected True, False or 'deferred', got {mode!r}")
 
 
 def _sync(device: torch.device) -> None:
@@ -81,7 +88,7 @@ class CosmosPolicy:
     def __init__(self, network: CosmosNetwork, layout: LatentLayout, stats: DatasetStats,
                  embeddings: Mapping[str, torch.Tensor], sampler: Optional[SamplerConfig] = None,
                  image: Optional[ImageConfig] = None, policy_id: str = "cosmos-policy", period: float = 0.04,
-                 default_seed: int = DEFAULT_SEED, decode_future_images: bool = True, clip_actions: bool = True,
+                 default_seed: int = DEFAULT_SEED, decode_future_images: DecodeMode = True, clip_actions: bool = True,
                  encode_prefix_only: bool = True):
         if stats.action_dim != layout.action_dim or stats.proprio_dim != layout.proprio_dim:
             raise ValueError(f"stats dims (actions {stats.action_dim}, proprio {stats.proprio_dim}) do not match "
@@ -108,7 +115,7 @@ class CosmosPolicy:
         self.policy_id = policy_id
         self.period = float(period)
         self.default_seed = int(default_seed)
-        self.decode_future_images = decode_future_images
+        self.decode_future_images = _check_decode(decode_future_images)
         self.clip_actions = clip_actions
         self.encode_prefix_only = encode_prefix_only
         self.horizon = layout.horizon
@@ -136,19 +143,21 @@ class CosmosPolicy:
 
     def infer_batch(self, obs: Observation, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
                     start: str = "policy", sampler: Optional[SamplerConfig] = None,
-                    decode_images: Optional[bool] = None,
+                    decode_images: Optional[DecodeMode] = None,
                     cancel: Optional[Callable[[], bool]] = None) -> List[PolicyOutput]:
         """One sample per seed, all in one batch per network call.
 
         actions: for ``start="world_model"`` (planning), the given chunk(s) in robot units, (H, A) for all
         seeds or (N, H, A) one per seed; injected into the action frame as a condition.
         sampler: override the checkpoint's sampler settings (e.g. autoregressive with 1..5 steps).
-        decode_images: override ``decode_future_images`` (decoding is the costliest stage on CPU).
+        decode_images: override ``decode_future_images`` (decoding is the costliest stage on CPU): True, False, or
+        ``"deferred"`` (each output decodes its own images on :meth:`PolicyOutput.decode_future`, e.g. after its
+        chunk has been sent).
         cancel: see :meth:`sample`.
         """
         t_total = time.perf_counter()
         cfg = sampler or self.sampler
-        decode = decode_images if decode_images is not None else self.decode_future_images
+        decode = _check_decode(decode_images if decode_images is not None else self.decode_future_images)
         stages = plan_stages(self.layout, cfg, start)
         self._check_start(start, actions, None)
         prep = self.prepare(obs, upto=self._frames_needed(stages[0].condition, decode))
@@ -167,7 +176,7 @@ class CosmosPolicy:
 
     def sample(self, prep: Prepared, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
                start: str = "policy", sampler: Optional[SamplerConfig] = None,
-               decode_images: Optional[bool] = None, latents: Optional[torch.Tensor] = None,
+               decode_images: Optional[DecodeMode] = None, latents: Optional[torch.Tensor] = None,
                cancel: Optional[Callable[[], bool]] = None):
         """Lower-level entry for planners: sample from an already prepared (encoded) observation.
 
@@ -186,7 +195,7 @@ class CosmosPolicy:
             raise ValueError("expected at least one seed")
         self._check_start(start, actions, latents)
         cfg = sampler or self.sampler
-        decode = decode_images if decode_images is not None else self.decode_future_images
+        decode = _check_decode(decode_images if decode_images is not None else self.decode_future_images)
         stages = plan_stages(self.layout, cfg, start)
         clean = self._inject(prep, len(seeds), actions, latents)  # (B, 16, T, h, w) float32
         text = prep.text.to(self.device).expand(len(seeds), -1, -1)
@@ -200,7 +209,7 @@ class CosmosPolicy:
                              timer=lambda: (_sync(dev), time.perf_counter())[1])
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
-        if cancel is not None and decode and cancel():  # decoding the future images is the costliest stage on CPU
+        if cancel is not None and decode is True and cancel():  # decoding the future images is the costliest stage on CPU
             raise InferenceCancelled("inference cancelled before decoding: its chunk would be refused")
         outs = self._extract(res.x0, prep, seeds, decode)
         for o in outs:
@@ -318,7 +327,7 @@ class CosmosPolicy:
         normalised one: the min-max map is linear, so this is exact to rounding."""
         return codec.unnormalize_proprio(prep.proprio_norm, self.stats)
 
-    def _extract(self, x0: torch.Tensor, prep: Prepared, seeds: Sequence[int], decode: bool) -> List[PolicyOutput]:
+    def _extract(self, x0: torch.Tensor, prep: Prepared, seeds: Sequence[int], decode: DecodeMode) -> List[PolicyOutput]:
         lay = self.layout
         b = x0.shape[0]
         a_norm = codec.extract(x0[:, :, lay.action_index], lay.horizon * lay.action_dim).cpu().numpy()
@@ -326,7 +335,7 @@ class CosmosPolicy:
         v_raw = codec.extract_value(x0[:, :, lay.value_index]).cpu().numpy()
         images: List[Dict[str, np.ndarray]] = [{} for _ in range(b)]
         t_dec = 0.0
-        if decode:
+        if decode is True:
             t0 = time.perf_counter()
             images = self._decode_future(x0, prep.clean)
             t_dec = time.perf_counter() - t0
@@ -339,6 +348,9 @@ class CosmosPolicy:
                 future_proprio=codec.unnormalize_proprio(p_norm[i], self.stats).astype(np.float32),
                 value=float(codec.value_to_unit(v_raw[i])), timings={"decode": t_dec}, seed=int(seeds[i]),
                 clipped=clipped))
+            if decode == "deferred":  # only this sample's row: a planner decodes the candidate it picks, not all
+                row, clean = x0[i:i + 1].detach().clone(), prep.clean
+                outs[-1].pending_decode = lambda row=row, clean=clean: self._decode_future(row, clean)[0]
         return outs
 
     def _decode_future(self, x0: torch.Tensor, clean: torch.Tensor) -> List[Dict[str, np.ndarray]]:

@@ -6,8 +6,9 @@ messages, hand it to anything implementing :class:`PolicyBackend`, and publish w
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from typing import Callable, Dict, List, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -55,6 +56,9 @@ class PolicyOutput:
     timings: stage name -> seconds (e.g. "preprocess", "encode", "denoise", "decode", "total").
     seed: the seed the sample was drawn with.
     clipped: True when some action fell outside the dataset statistics' range and was clipped to it.
+
+    A backend may leave the future images to be decoded later (``CosmosPolicy(decode_future_images="deferred")``):
+    the chunk can then be sent before the costliest CPU stage. :meth:`decode_future` returns them either way.
     """
 
     actions: np.ndarray
@@ -64,6 +68,21 @@ class PolicyOutput:
     timings: Dict[str, float] = field(default_factory=dict)
     seed: int = 0
     clipped: bool = False
+    pending_decode: Optional[Callable[[], Dict[str, np.ndarray]]] = field(default=None, repr=False, compare=False)
+
+    @property
+    def future_images_pending(self) -> bool:
+        """True while the future images are still to be decoded (:meth:`decode_future`)."""
+        return self.pending_decode is not None
+
+    def decode_future(self) -> Dict[str, np.ndarray]:
+        """The predicted future frames, decoding them now if the backend deferred it (once; then cached)."""
+        if self.pending_decode is not None:
+            pending, self.pending_decode = self.pending_decode, None  # a failed decode is not retried
+            t0 = time.perf_counter()
+            self.future_images = pending()
+            self.timings["decode"] = time.perf_counter() - t0
+        return self.future_images
 
 
 @runtime_checkable

@@ -81,6 +81,29 @@ def test_cancel_stops_an_inference_between_network_calls(tiny_policy, observatio
     assert getattr(p, "supports_cancel", False)
 
 
+def test_deferred_decode_gives_the_same_images_once_asked(tiny_policy, observation):
+    """decode_images="deferred": the chunk, value and future proprio come out without the future images (the
+    policy node sends the chunk first); decode_future() then gives the images an eager decode gives, per sample."""
+    p = tiny_policy
+    eager = p.infer_batch(observation, [7, 8])
+    later = p.infer_batch(observation, [7, 8], decode_images="deferred")
+    for e, d in zip(eager, later):
+        assert d.future_images == {} and d.future_images_pending
+        np.testing.assert_array_equal(d.actions, e.actions)
+        assert d.value == e.value
+    second = later[1].decode_future()  # only its own row: the first stays pending
+    assert later[0].future_images_pending and not later[1].future_images_pending
+    assert set(second) == set(eager[1].future_images)
+    for cam, im in second.items():  # decoded alone, not in a batch of 2: allow one level of rounding
+        assert np.abs(im.astype(int) - eager[1].future_images[cam].astype(int)).max() <= 1
+    assert later[1].timings["decode"] > 0 and later[1].decode_future() is second  # decoded once, then kept
+    for cam, im in later[0].decode_future().items():
+        assert np.abs(im.astype(int) - eager[0].future_images[cam].astype(int)).max() <= 1
+    assert PolicyOutput(actions=eager[0].actions, future_images={"x": im}).decode_future() == {"x": im}
+    with pytest.raises(ValueError, match="expected True, False or 'deferred'"):
+        p.infer(observation, decode_images="later")
+
+
 def test_world_model_query_keeps_the_given_actions(tiny_policy, observation):
     """The action frame is a condition: it comes out bit-identical, so the extracted chunk is the input."""
     p = tiny_policy
