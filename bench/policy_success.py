@@ -43,6 +43,9 @@ def training_summary(recipe: dict) -> str:
     earlier = "--init" in chain[-1].get("command", "")  # the oldest recorded run continued an unrecorded one
     runs = f" ({len(chain)} runs{' + earlier, not recorded' if earlier else ''})" if len(chain) > 1 or earlier else ""
     time_s = f"{secs / 60:.0f} min (CPU, 2 cores){runs}" if secs else "?"  # recorded runs only
+    rep = recipe.get("reproduce") or {}
+    if rep.get("minutes"):  # the whole recipe: data, latent encoding, rollouts and training
+        time_s += f"; whole recipe {rep['minutes']} min (`{rep.get('command', '?')}`)"
     return f"{data}, {steps} steps x batch {batch}{runs} | {time_s}"
 
 

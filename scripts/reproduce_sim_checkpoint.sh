@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Rebuild the embedded simulated-ALOHA checkpoint (checkpoints/sim_transfer_cube) the way it was made: a chain of
-# recipe runs, each continuing the previous one (--init) on more data (docs/training.md, sessions 12-17).
+# Rebuild the session-17 simulated-ALOHA checkpoint (g8, embedded until session 18; the embedded one now comes from
+# scripts/quick_sim_checkpoint.sh) the way it was made: a chain of recipe runs, each continuing the previous one
+# (--init) on more data (docs/training.md, sessions 12-17).
 # Each phase is skipped when its output exists, so an interrupted chain resumes. About 9 hours on 2 CPU cores
 # (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
 # across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
 # of the same recipe, not the same bytes.
-# Usage: scripts/reproduce_sim_checkpoint.sh [OUT]   (default OUT: checkpoints/sim_transfer_cube)
+# Usage: scripts/reproduce_sim_checkpoint.sh [OUT]   (default OUT: runs/ckpt_g8)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
-out=${1:-checkpoints/sim_transfer_cube}
+out=${1:-runs/ckpt_g8}
 # intermediate phases without the chunk smoothing of session 14: the DAgger rollouts were recorded without it
 # and on scenes that start with the cube in mid-air (gym-aloha's first frame, settle steps 0; session 15 moved to
 # scenes at rest): their own demo folder, data/sim_demos_s0 (a later --demos-dir wins)

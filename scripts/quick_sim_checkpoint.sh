@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The simulated-ALOHA transfer-cube policy in one sitting, from scratch (docs/training.md, "Session 18"): about
+# 90 minutes on 2 CPU cores (no GPU). Everything it makes lives under DIR (default runs/quick); the checkpoint is
+# DIR/checkpoint, in the format of checkpoints/sim_transfer_cube. Each step is skipped when its output exists, so an
+# interrupted run resumes.
+#   1. scripted-expert data, every scene starting with the cube at rest (settle 25 steps): 40 whole demos (seeds
+#      0..39), 600 scene starts (the first chunk), 1,000 grasp-phase scenes with the arms pushed off the expert's path
+#      before step 50, 400 hand-over scenes pushed off from step 88 (samples at 100 and 150, policy samples only);
+#   2. phase A: the `sim` network from scratch on it (4,000 steps, lr 4e-3 decaying to 4e-4, action weight 3, half the
+#      draws at a scene's first step, absolute actions, each chunk smoothed over 7 actions at inference);
+#   3. DAgger the way the ROS graph runs the policy: 400 rollouts of phase A (seeds 6000..6399) holding the last action
+#      28 ticks before every re-plan (execution:=pause on 2 cores), labelled with the expert's actions, recorded at
+#      every re-planning step (0 50 100 150, failures too: phase A lifts the cube but fails the hand-over);
+#   4. phase B: phase A continued with them (2,000 steps, lr 6e-4, 30% of the draws at a first step);
+#   5. DAgger round 2: 400 rollouts of phase B (seeds 6400..6799), as in 3;
+#   6. phase C: phase B continued on everything (1,500 steps, lr 3e-4) -> DIR/checkpoint.
+# Training on the CPU is seeded but not bit-exact across machines: a rerun gives a checkpoint of the same recipe, not
+# the same bytes. Usage: scripts/quick_sim_checkpoint.sh [DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/dev-env.sh
+dir=${1:-runs/quick}
+data=$dir/data
+mkdir -p "$data"
+log() { echo "[$(date -u +%H:%M:%S)] $*"; }
+starts() {  # N SEED OUT ARGS...: expert scenes, rendered only where their samples read
+  local n=$1 seed=$2 out=$3
+  shift 3
+  [ -f "$out/episode_$((n - 1)).hdf5" ] ||
+    python -m cosmos_policy_ros.sim.generate_demos --episodes "$n" --out "$out" --image-size 240 320 \
+      --seed-start "$seed" --workers 2 --settle-steps 25 --no-progress "$@"
+}
+recipe() {
+  python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 \
+    --no-progress --demos-dir "$data/demos" --episodes 40 --cache-dir "$data/latent_cache" --action-weight 3 \
+    --first-step-fraction 0.5 --warmup 20 "$@"
+}
+t0=$(date +%s)
+log "1. expert data -> $data"
+starts 40 0 "$data/demos"
+starts 600 17000 "$data/scene_starts" --scene-starts
+starts 1000 15000 "$data/grasp_starts" --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
+if [ ! -f "$data/handover_starts/.labelled" ]; then
+  starts 400 16000 "$data/handover_starts" --sample-steps 100 150 --execution-noise 0.012 --noise-hold 31 \
+    --noise-from 88 --noise-until 150
+  # their labels are the expert's plan, not what was executed: policy samples only
+  python -c "import glob, h5py, sys
+for p in glob.glob(sys.argv[1] + '/*.hdf5'):
+    with h5py.File(p, 'r+') as f:
+        f.attrs['action_labels'] = 'expert'" "$data/handover_starts"
+  touch "$data/handover_starts/.labelled"
+fi
+expert=("$data/scene_starts" "$data/grasp_starts" "$data/handover_starts")
+dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding the last action 28 ticks before every
+  # re-plan (execution:=pause on 2 cores), labelled with the expert's actions, recorded at the re-planning steps
+  local a pid pids=()
+  for a in "$2" "$(($2 + 200))"; do
+    [ -f "$3/episode_$((a + 199)).hdf5" ] && continue
+    python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$a" --episodes 200 --out "$3" \
+      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 100 150 --pause-ticks 28 \
+      > "$3.$a.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done  # a failed process stops the script (set -e)
+  { cat "$3".*.log 2>/dev/null || true; } | { grep -o "max reward [0-9]" || true; } | sort | uniq -c  # the round's outcomes
+}
+log "2. phase A: from scratch"
+[ -d "$dir/phase_a" ] || recipe --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
+  --steps 4000 --lr 4e-3 --warmup 200 --decay-factor 0.1 --seed 0
+log "3. DAgger round 1: 400 rollouts of phase A"
+dagger "$dir/phase_a" 6000 "$data/dagger_a"
+log "4. phase B: phase A continued with them"
+[ -d "$dir/phase_b" ] || recipe --init "$dir/phase_a" --extra-demos "${expert[@]}" "$data/dagger_a" \
+  --out "$dir/phase_b" --run-dir "$dir/run_b" --steps 2000 --lr 6e-4 --decay-factor 0.33 --first-step-fraction 0.3 \
+  --seed 1
+log "5. DAgger round 2: 400 rollouts of phase B"
+dagger "$dir/phase_b" 6400 "$data/dagger_b"
+log "6. phase C: phase B continued on everything"
+[ -d "$dir/checkpoint" ] || recipe --init "$dir/phase_b" --extra-demos "${expert[@]}" "$data/dagger_a" "$data/dagger_b" \
+  --out "$dir/checkpoint" --run-dir "$dir/run_c" --steps 1500 --lr 3e-4 --decay-factor 0.33 --first-step-fraction 0.3 \
+  --seed 2
+log "done in $(( ($(date +%s) - t0) / 60 )) min: $dir/checkpoint"
