@@ -349,8 +349,7 @@ class CosmosPolicy:
                 value=float(codec.value_to_unit(v_raw[i])), timings={"decode": t_dec}, seed=int(seeds[i]),
                 clipped=clipped))
             if decode == "deferred":  # only this sample's row: a planner decodes the candidate it picks, not all
-                row, clean = x0[i:i + 1].detach().clone(), prep.clean
-                outs[-1].pending_decode = lambda row=row, clean=clean: self._decode_future(row, clean)[0]
+                outs[-1].pending_decode = lambda row=x0[i:i + 1], clean=prep.clean: self._decode_future(row, clean)[0]
         return outs
 
     def _decode_future(self, x0: torch.Tensor, clean: torch.Tensor) -> List[Dict[str, np.ndarray]]:

@@ -447,7 +447,7 @@ class PolicyNode(Node):
         self.value_pub.publish(Float32(data=float(out.value)))
         future_stamp = obs.stamp + self.backend.horizon * self.backend.period
         try:  # deferred decode (CosmosPolicy): runs while the robot already executes the chunk
-            images = out.decode_future() if hasattr(out, "decode_future") else out.future_images
+            images = out.decode_future()
         except Exception as exc:  # noqa: BLE001 - the chunk is out; the images are for people, not the robot
             images = {}
             self.get_logger().error(f"decoding the predicted future images failed: {type(exc).__name__}: {exc}",
