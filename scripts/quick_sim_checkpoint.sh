@@ -16,10 +16,13 @@
 #   6. phase C: phase B continued on everything (1,500 steps, lr 3e-4) -> DIR/checkpoint.
 # Training on the CPU is seeded but not bit-exact across machines: a rerun gives a checkpoint of the same recipe, not
 # the same bytes. Usage: scripts/quick_sim_checkpoint.sh [DIR]
+# The sizes above are defaults, overridable for experiments: GRASP_STARTS, A_STEPS, B_STEPS, C_STEPS, PAUSE_TICKS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
 dir=${1:-runs/quick}
+GRASP_STARTS=${GRASP_STARTS:-1000} A_STEPS=${A_STEPS:-4000} B_STEPS=${B_STEPS:-2000} C_STEPS=${C_STEPS:-1500}
+PAUSE_TICKS=${PAUSE_TICKS:-28}
 data=$dir/data
 mkdir -p "$data"
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
@@ -36,10 +39,11 @@ recipe() {
     --first-step-fraction 0.5 --warmup 20 "$@"
 }
 t0=$(date +%s)
+log "sizes: GRASP_STARTS=$GRASP_STARTS A_STEPS=$A_STEPS B_STEPS=$B_STEPS C_STEPS=$C_STEPS PAUSE_TICKS=$PAUSE_TICKS"
 log "1. expert data -> $data"
 starts 40 0 "$data/demos"
 starts 600 17000 "$data/scene_starts" --scene-starts
-starts 1000 15000 "$data/grasp_starts" --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
+starts "$GRASP_STARTS" 15000 "$data/grasp_starts" --sample-steps 0 50 100 --execution-noise 0.03 --noise-hold 25 --noise-until 50
 if [ ! -f "$data/handover_starts/.labelled" ]; then
   starts 400 16000 "$data/handover_starts" --sample-steps 100 150 --execution-noise 0.012 --noise-hold 31 \
     --noise-from 88 --noise-until 150
@@ -57,7 +61,7 @@ dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding th
   for a in "$2" "$(($2 + 200))"; do
     [ -f "$3/episode_$((a + 199)).hdf5" ] && continue
     python -m cosmos_policy_training.rollouts --policy "$1" --seed-start "$a" --episodes 200 --out "$3" \
-      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 100 150 --pause-ticks 28 \
+      --expert-labels --sample-steps 0 50 100 150 --failure-sample-steps 0 50 100 150 --pause-ticks "$PAUSE_TICKS" \
       > "$3.$a.log" 2>&1 &
     pids+=($!)
   done
@@ -66,17 +70,17 @@ dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding th
 }
 log "2. phase A: from scratch"
 [ -d "$dir/phase_a" ] || recipe --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
-  --steps 4000 --lr 4e-3 --warmup 200 --decay-factor 0.1 --seed 0
+  --steps "$A_STEPS" --lr 4e-3 --warmup 200 --decay-factor 0.1 --seed 0
 log "3. DAgger round 1: 400 rollouts of phase A"
 dagger "$dir/phase_a" 6000 "$data/dagger_a"
 log "4. phase B: phase A continued with them"
 [ -d "$dir/phase_b" ] || recipe --init "$dir/phase_a" --extra-demos "${expert[@]}" "$data/dagger_a" \
-  --out "$dir/phase_b" --run-dir "$dir/run_b" --steps 2000 --lr 6e-4 --decay-factor 0.33 --first-step-fraction 0.3 \
+  --out "$dir/phase_b" --run-dir "$dir/run_b" --steps "$B_STEPS" --lr 6e-4 --decay-factor 0.33 --first-step-fraction 0.3 \
   --seed 1
 log "5. DAgger round 2: 400 rollouts of phase B"
 dagger "$dir/phase_b" 6400 "$data/dagger_b"
 log "6. phase C: phase B continued on everything"
 [ -d "$dir/checkpoint" ] || recipe --init "$dir/phase_b" --extra-demos "${expert[@]}" "$data/dagger_a" "$data/dagger_b" \
-  --out "$dir/checkpoint" --run-dir "$dir/run_c" --steps 1500 --lr 3e-4 --decay-factor 0.33 --first-step-fraction 0.3 \
+  --out "$dir/checkpoint" --run-dir "$dir/run_c" --steps "$C_STEPS" --lr 3e-4 --decay-factor 0.33 --first-step-fraction 0.3 \
   --seed 2
 log "done in $(( ($(date +%s) - t0) / 60 )) min: $dir/checkpoint"

@@ -294,7 +294,8 @@ class ReplanSchedule:
     EXECUTIONS = ("stream", "pause")
 
     def __init__(self, horizon: int, period: float, replan_period: float = 0.0, margin: float = 0.3,
-                 latency_guess: float = 0.0, window: int = 3, execution: str = "stream"):
+                 latency_guess: float = 0.0, window: int = 3, execution: str = "stream",
+                 pause_fallback: float = 0.3):
         if horizon < 1 or not period > 0:
             raise ValueError(f"expected horizon >= 1 and period > 0, got {horizon}, {period}")
         if execution not in self.EXECUTIONS:
@@ -302,9 +303,9 @@ class ReplanSchedule:
         if execution == "pause" and replan_period > 0:
             raise ValueError(f"execution 'pause' times itself from the chunk's end; expected replan_period 0, "
                              f"got {replan_period}")
-        if replan_period < 0 or margin < 0 or latency_guess < 0:
-            raise ValueError(f"replan_period, margin, latency_guess: expected >= 0, got "
-                             f"{replan_period}, {margin}, {latency_guess}")
+        if replan_period < 0 or margin < 0 or latency_guess < 0 or pause_fallback < 0:
+            raise ValueError(f"replan_period, margin, latency_guess, pause_fallback: expected >= 0, got "
+                             f"{replan_period}, {margin}, {latency_guess}, {pause_fallback}")
         self.horizon = int(horizon)
         self.period = float(period)
         self.replan_period = float(replan_period)
@@ -312,6 +313,7 @@ class ReplanSchedule:
         self.latency_guess = float(latency_guess)
         self.window = int(window)
         self.execution = execution
+        self.pause_fallback = float(pause_fallback)
         self.warmup: Optional[float] = None
         self._recent: list = []
 
@@ -357,12 +359,15 @@ class ReplanSchedule:
 
         With ``execution="pause"`` and ``published`` known, the chunk's own timing decides instead of the
         latency estimate: it starts at the commander's first tick after arrival and runs ``chunk_duration``; the
-        next observation is taken two ticks after that (the last action applied, the robot holding). Timing it
-        from the latency estimate instead (the largest of the last three) made one slow call idle the robot for
-        up to a second extra after each of the next three chunks, enough to run a 12 s episode out of time.
+        next observation is taken ``pause_fallback`` after that. Normally the commander's chunk-end re-plan
+        request (commander ``execution:=pause``) comes first, at the very tick the robot starts holding; this time
+        is the fallback, late enough that chunk delivery and tick jitter cannot put the observation before the
+        hold (the new chunk would then start a few actions in). Timing it from the latency estimate instead (the
+        largest of the last three) made one slow call idle the robot for up to a second extra after each of the
+        next three chunks, enough to run a 12 s episode out of time.
         """
         if self.execution == "pause" and published is not None:
-            return max(stamp, float(published)) + self.chunk_duration + 2 * self.period
+            return max(stamp, float(published)) + self.chunk_duration + self.pause_fallback
         return stamp + self.trigger_offset()
 
     def expected_margin(self) -> float:

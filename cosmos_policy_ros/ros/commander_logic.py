@@ -40,10 +40,15 @@ class CommanderConfig:
 
     joint_state_max_age: hold when a follower's latest joint state is older (s).
     policy_timeout: hold when the policy node's status has not been heard for this long (s); 0 disables.
+    replan_on_chunk_end: when a chunk has run to its last action, ask the policy to plan from an observation
+        taken after it (execution:=pause). The policy's own clock cannot know when the commander started the
+        chunk (delivery and tick jitter under load), so without the ask its next observation may be taken a few
+        ticks before the robot holds and the new chunk would start a few actions in.
     """
 
     joint_state_max_age: float = 0.25
     policy_timeout: float = 1.0
+    replan_on_chunk_end: bool = False
 
     def __post_init__(self):
         if not (self.joint_state_max_age > 0 and math.isfinite(self.joint_state_max_age)):
@@ -103,6 +108,7 @@ class CommanderLogic:
         self._anchor_after: Optional[float] = None  # hold at the measured pose once joint states are newer
         self._replan_after: Optional[float] = None  # ask the policy for a chunk observed after this, now
         self._replan_asked = -math.inf  # newest time asked for (a request covers every older one)
+        self.replan_reason = ""  # why the newest request was made (episode start, ...)
         # statistics for diagnostics
         self.ticks = 0
         self.held_ticks = 0
@@ -202,19 +208,21 @@ class CommanderLogic:
         self._pending = None
         self._anchor_after = float(now) if hold_at_measured else None
         self._idle_reason = "waiting for a chunk observed after the episode start"
-        self._ask_replan(now)
+        self._ask_replan(now, "episode start")
 
-    def _ask_replan(self, after: float) -> None:
+    def _ask_replan(self, after: float, why: str) -> None:
         if after > self._replan_asked:  # e.g. an e-stop reset already asked past the e-stop's own fault hold
             self._replan_asked = float(after)
             self._replan_after = float(after)
+            self.replan_reason = why
 
     def take_replan_request(self) -> Optional[float]:
         """Time after which the commander needs an observation to plan from, once per event, else None.
 
         Set when the commander starts refusing older chunks and none is waiting: episode start, e-stop reset,
-        a fault that cleared with no chunk received meanwhile. The node forwards it to the policy node, which
-        then plans at once instead of at its next scheduled observation.
+        a fault that cleared with no chunk received meanwhile; with ``replan_on_chunk_end``, also when a chunk
+        has run out (:attr:`replan_reason` says which). The node forwards it to the policy node, which then plans
+        at once instead of at its next scheduled observation.
         """
         after, self._replan_after = self._replan_after, None
         return after
@@ -228,7 +236,7 @@ class CommanderLogic:
         self.splicer.reject_before(now)
         self._pending = None
         self._idle_reason = "waiting for a chunk observed after the e-stop reset"
-        self._ask_replan(now)
+        self._ask_replan(now, "e-stop reset")
         return "e-stop released; waiting for a new chunk"
 
     # -- per tick -------------------------------------------------------------------------------------
@@ -303,13 +311,16 @@ class CommanderLogic:
             self._idle_reason = "waiting for a chunk observed after the fault cleared"
             pending, self._pending = self._pending, None
             if pending is None or not self._splice(pending, k).accepted:
-                self._ask_replan(since)
+                self._ask_replan(since, "fault cleared")
 
         planned = self.splicer.action_at(k)
         if planned.action is None:
             if planned.reason == "chunk_ended":
                 self._idle_reason = ("chunk ran out before the next one arrived "
                                      "(by design with execution:=pause, else inference too slow)")
+                if self.config.replan_on_chunk_end:
+                    # the hold starts at this tick: an observation stamped after it sees the robot holding
+                    self._ask_replan(now, "chunk ended")
             return self._hold(k, missed, hold_cmd, self._idle_reason, HOLD_IDLE)
         result = filter_action(planned.action, hold_cmd, self.safety, measured)
         if result.kinds:

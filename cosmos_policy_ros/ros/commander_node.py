@@ -36,6 +36,9 @@ from .node_main import run_node
 
 PARAMS = (
     Param("period", 0.04, "tick period in seconds (25 Hz); chunks must use the same period"),
+    Param("execution", "stream", "the policy node's execution mode; 'pause': when a chunk has run to its end, ask "
+          "the policy (~/replan_request) to plan from an observation taken after it, so every chunk starts at its "
+          "first action (set both nodes alike; the graph's execution argument does)"),
     Param("blend_ticks", 0, "cross-fade from the old chunk to a new one over this many ticks (0 = switch at once)"),
     Param("generation", "aloha2", "ALOHA generation selecting the gripper command conversion (aloha1 or aloha2)"),
     Param("arms", ["follower_left", "follower_right"], "follower namespaces, left then right"),
@@ -85,8 +88,11 @@ class CommanderNode(Node):
                               gripper_min=p["gripper_min"], gripper_max=p["gripper_max"],
                               max_step_arm=p["max_step_arm"], max_step_gripper=p["max_step_gripper"],
                               max_deviation=p["max_deviation"])
+        if p["execution"] not in ("stream", "pause"):
+            raise ValueError(f"execution: expected 'stream' or 'pause', got {p['execution']!r}")
         self.logic = CommanderLogic(SpliceConfig(period=p["period"], blend_ticks=p["blend_ticks"]), safety,
-                                    self.gripper, CommanderConfig(p["joint_state_max_age"], p["policy_timeout"]))
+                                    self.gripper, CommanderConfig(p["joint_state_max_age"], p["policy_timeout"],
+                                                                  replan_on_chunk_end=p["execution"] == "pause"))
         self._lock = threading.Lock()  # callbacks and timer share the logic (single-threaded executor anyway)
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 
@@ -121,7 +127,7 @@ class CommanderNode(Node):
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
         self.get_logger().info(
             f"commander: {1.0 / p['period']:.1f} Hz, generation {p['generation']}, arms {p['arms']}, "
-            f"blend_ticks {p['blend_ticks']}, max_step_arm {p['max_step_arm']} rad")
+            f"blend_ticks {p['blend_ticks']}, max_step_arm {p['max_step_arm']} rad, execution {p['execution']}")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -178,6 +184,7 @@ class CommanderNode(Node):
                 res = self.logic.tick(now)
                 missed_total = self.logic.clock.missed_total
                 replan = self.logic.take_replan_request()
+                why = self.logic.replan_reason
         except Exception:  # noqa: BLE001 - a bug must not kill the loop; publishing nothing keeps the motors still
             self.get_logger().error("tick failed, nothing published:\n" + traceback.format_exc(),
                                     throttle_duration_sec=1.0)
@@ -185,7 +192,7 @@ class CommanderNode(Node):
         if res is not None:  # None: no joint states yet, publish nothing
             self._publish(res, now, missed_total)
             self._log_transitions(res)
-        self._request_replan(replan, "fault cleared")
+        self._request_replan(replan, why)  # fault cleared, or a chunk ran out with execution:=pause
 
     def _request_replan(self, after: Optional[float], why: str) -> None:
         """Publish a re-plan request taken from the logic; None (nothing new to ask) publishes nothing."""

@@ -61,10 +61,11 @@ PARAMS = (
           "for the chunk to arrive replan_margin before the current one runs out)"),
     Param("execution", "stream", "'stream': re-plan while the robot moves, each chunk arriving just before the "
           "current one ends (no idle robot); 'pause': the released deploy's way, run every chunk to its end and "
-          "hold while the next is computed (idle ~latency per chunk, open-loop parity with offline evaluation)"),
+          "hold while the next is computed (idle ~latency per chunk, open-loop parity with offline evaluation); the "
+          "commander's chunk-end request (its own execution:=pause) times the next observation"),
     Param("replan_request_topic", "/commander/replan_request", "std_msgs/Header from the commander: plan at once "
-          "from an observation newer than its stamp (episode start, e-stop reset, fault cleared) instead of at the "
-          "next scheduled observation; empty disables"),
+          "from an observation newer than its stamp (episode start, e-stop reset, fault cleared, chunk ended with "
+          "execution:=pause) instead of at the next scheduled observation; empty disables"),
     Param("replan_request_timeout", 2.0, "drop a re-plan request no observation satisfies within this many seconds "
           "(clock skew between the commander and the sensors); the schedule takes over"),
     Param("replan_margin", 0.3, "auto mode: seconds the next chunk should arrive before the current one ends"),
@@ -168,6 +169,8 @@ class PolicyNode(Node):
         self.backend = None
         self.schedule: Optional[ReplanSchedule] = None
         self.replan_requests = ReplanRequests(p["replan_request_timeout"])
+        self.chunk_end_requests = 0
+        self._warned_no_chunk_end = False
         if p["replan_request_topic"]:
             self.create_subscription(Header, p["replan_request_topic"], self._on_replan_request, 10)
         self._state_lock = threading.Lock()
@@ -201,7 +204,12 @@ class PolicyNode(Node):
 
     def _on_replan_request(self, msg: Header) -> None:
         self.replan_requests.add(stamp_to_sec(msg.stamp), self._now())
-        self.get_logger().info(f"re-plan requested by the commander ({msg.frame_id or 'no reason given'})")
+        why = msg.frame_id or "no reason given"
+        if why == "chunk ended":  # every chunk with execution:=pause: routine
+            self.chunk_end_requests += 1
+            self.get_logger().debug("re-plan requested by the commander (chunk ended)")
+        else:
+            self.get_logger().info(f"re-plan requested by the commander ({why})")
 
     def _on_image(self, slot: str, msg: Image) -> None:
         self.rates[slot].tick(time.monotonic())
@@ -355,6 +363,7 @@ class PolicyNode(Node):
             if not self._load():
                 return
             next_start: Optional[float] = None
+            after_chunk = False
             while not self._stop.is_set() and rclpy.ok(context=self.context):
                 if self._config_fault:
                     self._stop.wait(0.5)
@@ -364,6 +373,14 @@ class PolicyNode(Node):
                 if next_start is not None and now < next_start and not requested:
                     self._stop.wait(min(0.01, next_start - now))
                     continue
+                if (after_chunk and not requested and self.schedule.execution == "pause"
+                        and not self._warned_no_chunk_end):
+                    self._warned_no_chunk_end = True
+                    self.get_logger().warning(
+                        f"execution 'pause': no chunk-end request from the commander; observing "
+                        f"{self.schedule.pause_fallback:.2f} s after the chunk's expected end instead (set the "
+                        f"commander's execution parameter to 'pause' too, and its ~/replan_request topic to "
+                        f"{self.p['replan_request_topic']!r})")
                 obs, problems = self.assembler.assemble(now, self.p["task"])
                 if obs is None:
                     self.invalid_observations += 1
@@ -379,11 +396,13 @@ class PolicyNode(Node):
                 result = self._infer_once(obs)
                 if result == "cancelled":
                     continue  # a newer observation is wanted now: plan from it without waiting
+                after_chunk = False
                 if result == "failed":
                     next_start = self._now() + self.p["retry_delay"]
                     continue
                 self.replan_requests.served(obs.observed_since)
                 next_start = self.schedule.next_start(obs.stamp, published=self._published_at)
+                after_chunk = True  # the next observation waits for this chunk's end
         except Exception:  # noqa: BLE001 - never die silently
             self.get_logger().fatal("policy worker crashed:\n" + traceback.format_exc())
             with self._state_lock:
@@ -474,7 +493,8 @@ class PolicyNode(Node):
                        "inferences_cancelled": self.inferences_cancelled,
                        "invalid_observations": self.invalid_observations,
                        "replan_requests": self.replan_requests.received,
-                       "replan_requests_expired": self.replan_requests.expired})
+                       "replan_requests_expired": self.replan_requests.expired,
+                       "chunk_end_requests": self.chunk_end_requests})
         if self.schedule is not None:
             values.update({"warmup_latency_s": self.schedule.warmup if self.schedule.warmup is not None else float("nan"),
                            "latency_estimate_s": self.schedule.latency_estimate,

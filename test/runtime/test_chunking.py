@@ -181,7 +181,9 @@ def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
 
 def test_replan_schedule_pause_times_the_next_observation_from_the_chunks_arrival():
     """One slow call must not idle the robot after the next chunks: in pause mode the next observation follows
-    the published chunk's end (arrival + duration + two ticks), not the worst of the recent latencies."""
+    the published chunk's end (arrival + duration + the fallback's margin), not the worst of the recent
+    latencies. The commander's chunk-end request normally comes first; the margin must outlast delivery and tick
+    jitter, else the next observation is taken while the robot still moves."""
     from cosmos_policy_ros.core.chunking import ReplanSchedule
 
     s = ReplanSchedule(horizon=50, period=P, execution="pause")
@@ -189,7 +191,8 @@ def test_replan_schedule_pause_times_the_next_observation_from_the_chunks_arriva
         s.record_latency(latency)
     assert s.latency_estimate == pytest.approx(2.5)
     # observed at 10.0, published at 11.0 (a 1.0 s call): the chunk runs 11.0..13.0
-    assert s.next_start(10.0, published=11.0) == pytest.approx(11.0 + 2.0 + 2 * P)
+    assert s.pause_fallback >= 5 * P
+    assert s.next_start(10.0, published=11.0) == pytest.approx(11.0 + 2.0 + s.pause_fallback)
     assert s.next_start(10.0, published=11.0) < s.next_start(10.0) - 1.0
     # streaming keeps its latency-based trigger whatever the publication time
     stream = ReplanSchedule(horizon=50, period=P, margin=0.2)

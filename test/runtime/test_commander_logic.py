@@ -244,3 +244,24 @@ def test_replan_requests_name_the_time_the_next_chunk_must_be_observed_after():
     r = run(logic, 0.76, 1)[0]
     assert not r.held and r.chunk_id == 5
     assert logic.take_replan_request() is None
+
+
+@pytest.mark.parametrize("pause", [False, True])
+def test_pause_asks_for_an_observation_from_the_tick_a_chunk_runs_out(pause):
+    """execution:=pause: the tick a chunk runs out (the robot starts holding) asks the policy once for a chunk
+    observed after that tick, so the next chunk starts at its first action however late this one started.
+    Streaming asks nothing: a chunk running out there means slow inference, and a request would cancel it."""
+    logic = make(replan_on_chunk_end=pause)
+    run(logic, 0.0, 2)  # ticks 0, 1
+    logic.on_chunk(ramp(1, 0.04, h=5), 0.05)
+    res = run(logic, 2 * P, 5)  # ticks 2..6: the five actions
+    assert [r.index for r in res] == [0, 1, 2, 3, 4]
+    assert logic.take_replan_request() is None  # not while the chunk runs
+    end = run(logic, 7 * P, 2)  # tick 7: ran out, the robot holds
+    assert all(r.held and r.hold_code == HOLD_IDLE for r in end)
+    if pause:
+        assert logic.take_replan_request() == pytest.approx(7 * P) and logic.replan_reason == "chunk ended"
+    assert logic.take_replan_request() is None  # once per chunk end
+    # the chunk planned from that observation starts at its first action
+    logic.on_chunk(ramp(2, 7 * P + 0.01), 8.5 * P)
+    assert [r.index for r in run(logic, 9 * P, 3)] == [0, 1, 2]

@@ -41,6 +41,9 @@ def run_chunks(ros_session, node_log_dir, trace_watcher_cls, latency, more_chunk
             raise AssertionError("\n".join(p.output()[-2000:] for p in procs))
         rows = watcher.rows()[i_run:]
         assert all(p.alive() for p in procs), "\n".join(p.output()[-2000:] for p in procs)
+        # the commander (execution:=pause from the same launch argument) timed every observation
+        policy_log = procs[[n.name for n in nodes].index("policy")].output()
+        assert "no chunk-end request" not in policy_log, policy_log[-2000:]
     return rows
 
 
@@ -75,8 +78,8 @@ def test_pause_runs_whole_chunks_and_holds_while_thinking(ros_session, node_log_
     ids = [int(r[F["chunk_id"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING]
     for cid in sorted(set(ids))[1:-1]:  # whole chunks seen from start to end
         idx = [int(r[F["index"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] == cid]
-        # starts at (or within a tick of) its first action, since it was observed while the robot held
-        assert min(idx) <= 1, (cid, idx[:5])
+        # starts at its first action: observed after the commander asked (chunk ended), while the robot held
+        assert min(idx) == 0, (cid, idx[:5])
         assert max(idx) == 49, (cid, idx[-5:])  # runs to the end: nothing re-planned on top of it
     # between two chunks: idle holds whose length is about the inference latency, with commands streaming
     codes = np.array([r[F["hold_code"]] for r in rows])
@@ -152,7 +155,7 @@ def test_execute_horizon_sends_the_first_n_actions_and_re_plans_after_them(ros_s
     assert len(set(ids)) >= 4
     for cid in sorted(set(ids))[1:-1]:
         idx = [int(r[F["index"]]) for r in rows if r[F["hold_code"]] == HOLD_RUNNING and r[F["chunk_id"]] == cid]
-        assert min(idx) <= 1 and max(idx) == n - 1, (cid, idx)
+        assert min(idx) == 0 and max(idx) == n - 1, (cid, idx)
 
 
 def test_episode_start_cancels_an_inference_from_before_it(ros_session, node_log_dir, trace_watcher_cls):
