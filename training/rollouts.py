@@ -63,7 +63,8 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
                 action_noise: float = 0.0, labels: Optional[np.ndarray] = None,
                 on_step: Optional[Callable[[int, np.ndarray], None]] = None,
                 sample_steps: Optional[Sequence[int]] = None,
-                failure_sample_steps: Optional[Sequence[int]] = None, pause_ticks: int = 0) -> RolloutResult:
+                failure_sample_steps: Optional[Sequence[int]] = None, pause_ticks: int = 0,
+                observe_before_pause: bool = False) -> RolloutResult:
     """One episode of ``policy`` in ``sim`` (scene ``seed``); ``record`` -> write the episode file there.
 
     action_noise: std (rad) of Gaussian noise added to every executed arm-joint target (grippers untouched),
@@ -81,9 +82,13 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     while the scene still matches it: e.g. the approach and grasp (0 50) of every episode, the later steps only
     of successes.
     pause_ticks: before every re-plan after the first, hold the last executed action for this many 25 Hz ticks,
-    as the ROS graph's ``execution: pause`` does while the policy thinks (about 28 ticks on a 2-core CPU). The
-    held ticks are simulated, so the arms settle on their targets as they do on the robot, but they are not
-    part of the episode's timeline (not recorded, not counted in its steps).
+    as the ROS graph's ``execution: pause`` does while the policy thinks (about 10 ticks on a 2-core CPU now
+    that the chunk is published before the future images are decoded; 28 before). The held ticks are simulated,
+    so the arms settle on their targets as they do on the robot, but they are not part of the episode's timeline
+    (not recorded, not counted in its steps).
+    observe_before_pause: the graph's order: observe when the chunk runs out, hold ``pause_ticks`` while the
+    policy thinks, then execute (the arms settle between the observation and the first action; the recorded
+    joint positions are the observed ones). Default: hold, then observe a settled robot and execute at once.
     """
     from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD, TASK_DESCRIPTIONS
     from .dataset import sample_frames
@@ -109,10 +114,15 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
         raise ValueError(f"pause_ticks: expected >= 0, got {pause_ticks}")
     for t in range(T):
         query = chunk is None or k >= execute
-        if query and chunk is not None:
-            for _ in range(2 * pause_ticks):  # the robot holds its last command while the policy thinks
-                sim.step(chunk[k - 1], render=False)
+        held = None if not query or chunk is None else chunk[k - 1]  # the robot holds it while the policy thinks
+        if held is not None and not observe_before_pause:
+            for _ in range(2 * pause_ticks):
+                sim.step(held, render=False)
         obs = sim.policy_observation(size=size) if query or (stored is not None and t in stored) else None
+        q_obs = sim.qpos14() if record is not None else None
+        if held is not None and observe_before_pause:
+            for _ in range(2 * pause_ticks):
+                sim.step(held, render=False)
         if query:
             t0 = time.perf_counter()
             out = policy.infer(obs, seed=policy_seed)
@@ -128,7 +138,7 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
         a = chunk[k]
         k += 1
         if record is not None:
-            qpos.append(sim.qpos14())
+            qpos.append(q_obs)
             actions.append(a if labels is None else np.asarray(labels[t], dtype=np.float64))
             for c in frames:
                 if obs is not None:
@@ -202,11 +212,13 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
                  progress: bool = True, max_steps: int = 400, expert_labels: bool = False,
                  settle_steps: Optional[int] = None, sample_steps: Optional[Sequence[int]] = None,
-                 failure_sample_steps: Optional[Sequence[int]] = None, pause_ticks: int = 0) -> List[RolloutResult]:
+                 failure_sample_steps: Optional[Sequence[int]] = None, pause_ticks: int = 0,
+                 observe_before_pause: bool = False) -> List[RolloutResult]:
     """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``);
     ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data).
     ``settle_steps``: the sim's (None: objects at rest at step 0; 0: gym-aloha's mid-air first frame).
-    ``sample_steps``, ``failure_sample_steps``, ``pause_ticks``: see :func:`run_episode`."""
+    ``sample_steps``, ``failure_sample_steps``, ``pause_ticks``, ``observe_before_pause``: see
+    :func:`run_episode`."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
@@ -220,7 +232,8 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
             labels = expert_actions(sim, int(s)) if expert_labels else None
             r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
                             action_noise=action_noise, labels=labels, sample_steps=sample_steps,
-                            failure_sample_steps=failure_sample_steps, pause_ticks=pause_ticks)
+                            failure_sample_steps=failure_sample_steps, pause_ticks=pause_ticks,
+                            observe_before_pause=observe_before_pause)
             results.append(r)
             if progress:
                 print(f"  seed {s}: {'success' if r.success else 'failure'} (max reward {r.max_reward}), "
@@ -254,7 +267,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         "the expert's plan no longer fits a scene the policy got wrong later on)")
     p.add_argument("--pause-ticks", type=int, default=0,
                    help="hold the last action this many 25 Hz ticks before each re-plan, as the ROS graph's "
-                        "execution:=pause does while the policy thinks (about 28 on a 2-core CPU; default 0)")
+                        "execution:=pause does while the policy thinks (about 10 on a 2-core CPU; default 0)")
+    p.add_argument("--observe-before-pause", action="store_true",
+                   help="with --pause-ticks, the graph's order: observe when a chunk runs out, then hold while the "
+                        "policy thinks (default: hold, then observe the settled robot)")
     args = p.parse_args(argv)
     if args.pause_ticks < 0:
         p.error(f"--pause-ticks: expected >= 0, got {args.pause_ticks}")
@@ -270,7 +286,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     res = rollout_many(policy, list(range(args.seed_start, args.seed_start + args.episodes)), out=args.out,
                        execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels,
                        settle_steps=args.settle_steps, sample_steps=args.sample_steps,
-                       failure_sample_steps=args.failure_sample_steps, pause_ticks=args.pause_ticks)
+                       failure_sample_steps=args.failure_sample_steps, pause_ticks=args.pause_ticks,
+                       observe_before_pause=args.observe_before_pause)
     print(json.dumps({"episodes": len(res), "successes": sum(r.success for r in res)}))
     return 0
 

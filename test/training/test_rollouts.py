@@ -90,3 +90,21 @@ def test_pause_ticks_hold_the_last_action_before_each_replan_outside_the_recorde
     assert np.abs(b.qpos[h] - a.qpos[h]).max() > 1e-4  # the arms moved on while holding before the re-plan
     with pytest.raises(ValueError, match="pause_ticks"):
         run_episode(policy, sim, 7, image_size=SIZE, pause_ticks=-1)
+
+
+def test_observe_before_pause_plans_from_the_moving_robot_and_executes_after_the_hold(setup, tmp_path):
+    """The graph's order (observe when a chunk runs out, hold while the policy thinks, then execute): the re-plan
+    sees what a pause-free run sees, so it plans the same chunk, but the robot starts it from a settled pose."""
+    policy, sim = setup
+    plain = run_episode(policy, sim, 7, execute=20, image_size=SIZE, record=tmp_path / "plain.hdf5")
+    steps_plain = sim.step_count
+    graph = run_episode(policy, sim, 7, execute=20, image_size=SIZE, record=tmp_path / "graph.hdf5",
+                        pause_ticks=10, observe_before_pause=True)
+    a, b = read_episode(plain.path), read_episode(graph.path)
+    assert sim.step_count == steps_plain + 2 * 10 and graph.queries == plain.queries == 2
+    h = 20
+    np.testing.assert_array_equal(b.qpos[:h + 1], a.qpos[:h + 1])  # observed before the hold: the same state
+    for cam in policy.layout.cameras:
+        np.testing.assert_array_equal(b.images[cam][h], a.images[cam][h])
+    np.testing.assert_allclose(b.action[h:], a.action[h:])  # the same observation, the same chunk
+    assert np.abs(b.qpos[h + 1] - a.qpos[h + 1]).max() > 1e-4  # but executed from where the hold left the arms
