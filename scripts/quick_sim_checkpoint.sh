@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The simulated-ALOHA transfer-cube policy in one sitting, from scratch (docs/training.md, "Session 18"): about
-# 90 minutes on 2 CPU cores (no GPU). Everything it makes lives under DIR (default runs/quick); the checkpoint is
+# 109 minutes on 2 CPU cores (no GPU) with these defaults (the embedded checkpoint). Session 19 ran it end to end
+# with GRASP_STARTS=500 A_STEPS=3000 C_STEPS=1200 PAUSE_TICKS=10 in 91 min; that policy was a little weaker
+# (validation 47/60 against 50/60). Everything it makes lives under DIR (default runs/quick); the checkpoint is
 # DIR/checkpoint, in the format of checkpoints/sim_transfer_cube. Each step is skipped when its output exists, so an
 # interrupted run resumes.
 #   1. scripted-expert data, every scene starting with the cube at rest (settle 25 steps): 40 whole demos (seeds
@@ -16,7 +18,7 @@
 #   6. phase C: phase B continued on everything (1,500 steps, lr 3e-4) -> DIR/checkpoint.
 # Training on the CPU is seeded but not bit-exact across machines: a rerun gives a checkpoint of the same recipe, not
 # the same bytes. Usage: scripts/quick_sim_checkpoint.sh [DIR]
-# The sizes above are defaults, overridable for experiments: GRASP_STARTS, A_STEPS, B_STEPS, C_STEPS, PAUSE_TICKS.
+# The sizes below are defaults, overridable for experiments: GRASP_STARTS, A_STEPS, B_STEPS, C_STEPS, PAUSE_TICKS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
