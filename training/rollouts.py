@@ -58,6 +58,12 @@ def expert_actions(sim, seed: int, on_step: Optional[Callable[[int, np.ndarray],
     return np.stack(out)
 
 
+def _hold(sim, action: np.ndarray, ticks: int) -> None:
+    """Simulate ``ticks`` 25 Hz ticks of the robot holding ``action`` (2 physics steps each, not rendered)."""
+    for _ in range(2 * ticks):
+        sim.step(action, render=False)
+
+
 def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                 record: Optional[Path] = None, policy_seed: Optional[int] = None,
                 action_noise: float = 0.0, labels: Optional[np.ndarray] = None,
@@ -114,15 +120,13 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
         raise ValueError(f"pause_ticks: expected >= 0, got {pause_ticks}")
     for t in range(T):
         query = chunk is None or k >= execute
-        held = None if not query or chunk is None else chunk[k - 1]  # the robot holds it while the policy thinks
-        if held is not None and not observe_before_pause:
-            for _ in range(2 * pause_ticks):
-                sim.step(held, render=False)
+        pause = query and chunk is not None  # the robot holds its last command while the policy thinks
+        if pause and not observe_before_pause:
+            _hold(sim, chunk[k - 1], pause_ticks)
         obs = sim.policy_observation(size=size) if query or (stored is not None and t in stored) else None
         q_obs = sim.qpos14() if record is not None else None
-        if held is not None and observe_before_pause:
-            for _ in range(2 * pause_ticks):
-                sim.step(held, render=False)
+        if pause and observe_before_pause:
+            _hold(sim, chunk[k - 1], pause_ticks)
         if query:
             t0 = time.perf_counter()
             out = policy.infer(obs, seed=policy_seed)

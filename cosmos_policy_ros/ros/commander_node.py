@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 import uuid
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from rclpy.node import Node
@@ -25,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 
-from ..core.chunking import SpliceConfig
+from ..core.chunking import ReplanSchedule, SpliceConfig
 from ..core.robot import DEFAULT_ARM_LIMITS, JOINT_NAMES, SIDES, gripper_convention
 from ..core.safety import SafetyConfig
 from . import diagnostics as dg
@@ -88,8 +88,8 @@ class CommanderNode(Node):
                               gripper_min=p["gripper_min"], gripper_max=p["gripper_max"],
                               max_step_arm=p["max_step_arm"], max_step_gripper=p["max_step_gripper"],
                               max_deviation=p["max_deviation"])
-        if p["execution"] not in ("stream", "pause"):
-            raise ValueError(f"execution: expected 'stream' or 'pause', got {p['execution']!r}")
+        if p["execution"] not in ReplanSchedule.EXECUTIONS:
+            raise ValueError(f"execution: expected one of {ReplanSchedule.EXECUTIONS}, got {p['execution']!r}")
         self.logic = CommanderLogic(SpliceConfig(period=p["period"], blend_ticks=p["blend_ticks"]), safety,
                                     self.gripper, CommanderConfig(p["joint_state_max_age"], p["policy_timeout"],
                                                                   replan_on_chunk_end=p["execution"] == "pause"))
@@ -183,8 +183,7 @@ class CommanderNode(Node):
             with self._lock:
                 res = self.logic.tick(now)
                 missed_total = self.logic.clock.missed_total
-                replan = self.logic.take_replan_request()
-                why = self.logic.replan_reason
+                replan = self._take_replan()
         except Exception:  # noqa: BLE001 - a bug must not kill the loop; publishing nothing keeps the motors still
             self.get_logger().error("tick failed, nothing published:\n" + traceback.format_exc(),
                                     throttle_duration_sec=1.0)
@@ -192,12 +191,18 @@ class CommanderNode(Node):
         if res is not None:  # None: no joint states yet, publish nothing
             self._publish(res, now, missed_total)
             self._log_transitions(res)
-        self._request_replan(replan, why)  # fault cleared, or a chunk ran out with execution:=pause
+        self._request_replan(replan)  # fault cleared, or a chunk ran out with execution:=pause
 
-    def _request_replan(self, after: Optional[float], why: str) -> None:
-        """Publish a re-plan request taken from the logic; None (nothing new to ask) publishes nothing."""
-        if after is None:
+    def _take_replan(self) -> Optional[Tuple[float, str]]:
+        """The logic's pending re-plan request and its reason, or None (call with ``self._lock`` held)."""
+        after = self.logic.take_replan_request()
+        return None if after is None else (after, self.logic.replan_reason)
+
+    def _request_replan(self, request: Optional[Tuple[float, str]]) -> None:
+        """Publish a re-plan request taken with :meth:`_take_replan`; None (nothing new to ask) publishes nothing."""
+        if request is None:
             return
+        after, why = request
         msg = Header()
         msg.stamp = sec_to_stamp(after)
         msg.frame_id = why
@@ -249,8 +254,8 @@ class CommanderNode(Node):
         with self._lock:
             was = self.logic.estopped
             msg = self.logic.reset_estop(self._now())
-            replan = self.logic.take_replan_request()
-        self._request_replan(replan, "e-stop reset")
+            replan = self._take_replan()
+        self._request_replan(replan)
         self.get_logger().warning(msg)
         response.success, response.message = was, msg
         return response
@@ -277,8 +282,8 @@ class CommanderNode(Node):
         if self.p["fresh_chunks_on_episode_start"]:
             with self._lock:
                 self.logic.begin_episode(t_start, self.p["hold_at_measured_on_episode_start"])
-                replan = self.logic.take_replan_request()
-            self._request_replan(replan, "episode start")
+                replan = self._take_replan()
+            self._request_replan(replan)
         self.episode_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._episode_event(EpisodeEvent.START, stamp=t_start)
         self.get_logger().info(f"episode {self.episode_id} started")

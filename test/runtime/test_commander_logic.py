@@ -217,13 +217,13 @@ def test_replan_requests_name_the_time_the_next_chunk_must_be_observed_after():
     run(logic, 0.0, 2)
     assert logic.take_replan_request() is None  # nothing refused yet: the schedule is fine
     logic.begin_episode(0.1)
-    assert logic.take_replan_request() == 0.1
+    assert logic.take_replan_request() == 0.1 and logic.replan_reason == "episode start"
     assert logic.take_replan_request() is None  # once per event
     logic.estop("test")
     run(logic, 0.12, 2)
     assert logic.take_replan_request() is None  # still latched: nothing could run
     logic.reset_estop(0.3)
-    assert logic.take_replan_request() == 0.3
+    assert logic.take_replan_request() == 0.3 and logic.replan_reason == "e-stop reset"
     run(logic, 0.32, 1)  # the e-stop's own fault hold clears here: already covered by the reset's request
     assert logic.take_replan_request() is None
     # a policy fault from 0.4 to 0.6, no chunk meanwhile: after it clears, plan past the fault's start
@@ -234,7 +234,7 @@ def test_replan_requests_name_the_time_the_next_chunk_must_be_observed_after():
         assert logic.tick(k * P).hold_code == HOLD_FAULT
     assert logic.take_replan_request() is None  # not while the fault lasts
     run(logic, 0.6, 1)
-    assert logic.take_replan_request() == 0.4
+    assert logic.take_replan_request() == 0.4 and logic.replan_reason == "fault cleared"
     # the same with a chunk observed during the fault: it starts when the fault clears, no request
     logic.on_policy_status(False, "inference failed", 0.7)
     logic.on_joint_state("left", 0.72, JS)
