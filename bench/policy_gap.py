@@ -10,11 +10,11 @@ the ROS graph's behaviours switched on one at a time, on the same held-out scene
   (re-planning back to back, as the policy node does);
 - ``clamp``: the commander's per-tick step limit (0.1 rad arm, 0.2 gripper) on every executed action;
 - ``measured_hold``: before the first observation, 0.3 s (15 physics steps) with the arms' targets set to
-  their measured pose, as the sim bridge did after a reset before ``still_tolerance`` (session 16): MuJoCo's
-  arms sag a few mrad further and the wrist cameras see it.
+  their measured pose (what a bridge without ``still_tolerance`` does after a reset): MuJoCo's arms sag a few
+  mrad further and the wrist cameras see it.
 
 Prints a markdown table on stdout, progress on stderr. Not part of ``make bench`` (it is a one-off
-investigation; the rerun command is in docs/training.md).
+investigation; its rerun commands are in docs/sim_checkpoint_results.md).
 
     python bench/policy_gap.py [--episodes 10] [--variants base,render,latency,clamp,all] [--latency-ticks 25]
 """

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     print(f"Checkpoint `{Path(args.policy).name}` ({policy.policy_id}), ROS-free sim loop (AlohaSim + CosmosPolicy, "
           f"25 Hz policy on 50 Hz physics, {args.execute or policy.horizon}-action chunks open-loop), "
           f"scene seeds {args.seed_start}..{args.seed_start + n - 1} (held out), each starting with the cube at rest "
-          f"({sim.config.settle_steps} settle steps; before session 15 it started in mid-air, gym-aloha's first frame).\n")
+          f"({sim.config.settle_steps} settle steps; gym-aloha's own first frame shows it in mid-air).\n")
     print("| policy | episodes | success | max reward 0/1/2/3/4 | training data | training time | inference per chunk |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print(f"| {policy.policy_id} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | "

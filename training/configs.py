@@ -26,8 +26,8 @@ def sim_network_config() -> NetworkConfig:
     Hidden 128, not 64: a 1x2x2 patch carries 64 latent values (+2 mask channels), and the network must
     pass the noise through to predict the velocity; hidden 64 left no room beside it and learned far
     slower (measured on the overfitting setup).
-    No extra position embedding: ``extra_pos_embed="learnable"`` (``NetworkConfig``) was measured in session 10
-    (8,000 steps) and did not make the first chunk follow the cube (docs/training.md)."""
+    No extra position embedding: ``extra_pos_embed="learnable"`` (``NetworkConfig``) was measured
+    (8,000 steps) and did not make the first chunk follow the cube (docs/sim_checkpoint_results.md)."""
     return NetworkConfig(name="sim-small", num_layers=4, num_attention_heads=4, attention_head_dim=32, mlp_ratio=4.0,
                          text_embed_dim=32, text_len=8, adaln_lora_dim=32, image_size=64,
                          vae=VAEConfig(base_dim=4, num_res_blocks=1))

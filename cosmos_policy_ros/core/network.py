@@ -80,8 +80,8 @@ class NetworkConfig:
     vae: VAEConfig = field(default_factory=VAEConfig)
     #: diffusers' ``extra_pos_embed_type``: None (the released 2B network: 3D RoPE only) or "learnable" (an
     #: absolute position embedding per latent frame / row / column, added before every block). RoPE only
-    #: shapes attention scores, so without it no token's value says *where* in the image it is. Tried for the
-    #: small sim network in session 10; it did not make the first chunk follow the cube (docs/training.md).
+    #: shapes attention scores, so without it no token's value says *where* in the image it is. Measured on the
+    #: small sim network: it did not make the first chunk follow the cube (docs/sim_checkpoint_results.md).
     extra_pos_embed: Optional[str] = None
 
     def __post_init__(self):

@@ -161,7 +161,7 @@ def generate(task: str, episodes: int, out: Path, image_size: Sequence[int] = (4
     path while the recorded actions stay the expert's: samples of the correction back to it.
 
     ``settle_steps``: :class:`AlohaSim`'s (None: its default, objects resting at step 0; 0: gym-aloha's
-    mid-air first frame, as the checkpoints before session 15 were trained on).
+    mid-air first frame, which no real robot shows).
     """
     from tqdm import tqdm
 
@@ -257,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise-from", type=int, default=0, help="execution noise only from this step on")
     parser.add_argument("--settle-steps", type=int, default=None,
                         help="50 Hz physics steps before step 0 so the objects rest on the table (default: the "
-                             "sim's, 25; 0 = gym-aloha's mid-air first frame, the data of checkpoints before session 15)")
+                             "sim's, 25; 0 = gym-aloha's first frame, the cube still in mid-air)")
     parser.add_argument("--no-progress", action="store_true")
 
 

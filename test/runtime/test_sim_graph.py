@@ -20,7 +20,7 @@ def test_sim_graph_closes_the_loop(ros_session, node_log_dir, trace_watcher_cls)
 
     h, w = 96, 128  # small frames keep rendering cheap on a 2-core machine
     # The double's waist sine is phased by wall time; a 6 s cycle (150 plan steps) makes any 3 s window sweep at
-    # least 0.08 rad, so the check never lands on a flat crest (the default 40 s cycle did, and flaked in CI).
+    # least 0.08 rad, so the check never lands on a flat crest (a 40 s cycle can, on a slow machine).
     amplitude, cycle = 0.08, 150
     spec = f"test-double:latency=0.3,amplitude={amplitude},cycle={cycle}"
     nodes = graph_nodes("sim", {"checkpoint": spec, "task": "transfer the cube", "record": False},

@@ -1,5 +1,5 @@
 """diagnose's t = 0 readout: the check that separates a first chunk that follows the cube from one that
-predicts the demos' mean (sessions 8-10 of issue #13)."""
+predicts the demos' mean whatever the scene."""
 from __future__ import annotations
 
 import types

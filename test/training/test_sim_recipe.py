@@ -84,7 +84,7 @@ def test_relabelled_episodes_are_policy_samples_with_their_own_outcome_and_the_c
     assert recipe.main(["--out", str(tmp_path / "c0"), "--run-dir", str(tmp_path / "r0"), *common]) == 0
     first = json.loads((tmp_path / "c0" / "recipe.json").read_text())
     assert first["demos"]["count"] == 2 and first["extra_demos"] == {str(dag): 1} and "init_recipe" not in first
-    # the recipe's default output transform (chunk smoothing, session 14) is in the checkpoint and in the record
+    # the recipe's default output transform (chunk smoothing over 7 actions) is in the checkpoint and in the record
     assert first["output_transforms"] == {"smoothing_window": 7, "gripper_snap_below": None}
     from cosmos_policy_ros.core.policy import load_policy
 

@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-seed", type=int, default=5000,
                         help="first scene seed of the test rollouts (policy; the expert's start 100 later); keep it "
                              "off the scenes the policy was trained on (the embedded checkpoint's DAgger rounds used "
-                             "6000..6799, session 17's 3000..4399)")
+                             "6000..6799; the chain of scripts/reproduce_sim_checkpoint.sh used 3000..4399)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-4)

@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-# session 11: "scene" latent statistics and half the draws at t = 0 make the first chunk follow the cube
-# (held-out t = 0 error 0.069 rad vs 0.187 for the mean reach; docs/training.md, "Session 11 outcome")
+# "scene" latent statistics and half the draws at t = 0 make the first chunk follow the cube (held-out t = 0
+# error 0.069 rad against 0.187 for the mean reach, measured 2026-12-04; docs/sim_checkpoint_results.md)
 DEFAULTS = dict(episodes=100, steps=6000, batch=16, lr=4e-3, warmup=200, stride=4, seed=0, threads=2,
                 relative_actions="arms", latent_norm="scene", weight_decay=0.1, action_weight=1.0,
                 proprio_dropout=0.0, first_step_fraction=0.5, smoothing_window=7)
@@ -61,13 +61,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="arm joints predicted relative to the current proprio (arms) or absolute (none)")
     parser.add_argument("--latent-norm", choices=("wan", "data", "scene"), default=DEFAULTS["latent_norm"],
                         help="scene (default): as data, but the current images in units of the starting scenes' "
-                             "spread (session 11); data: standardise image latents with training statistics, as the "
-                             "random frozen sim VAE passes the image with a gain of ~0.007 without it (wan: sessions 1-8)")
+                             "spread; data: standardise image latents with training statistics, as the random frozen "
+                             "sim VAE passes the image with a gain of ~0.007 without it; wan: the pretrained VAE's "
+                             "statistics only")
     parser.add_argument("--extra-pos-embed", choices=("none", "learnable"), default=None,
                         help="absolute position embedding of the DiT (default: the sim preset's, none)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
     parser.add_argument("--whole-frames", action="store_true",
-                        help="no cam_high ROI: the whole squashed frame, as the session-4 checkpoint")
+                        help="no cam_high ROI: the whole frame squashed to the network's size")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
     parser.add_argument("--init", type=Path, default=None,
                         help="continue training a checkpoint of this recipe (its weights and normalisation "
@@ -79,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "fully closed (a regressed 'closed' lands near 0.1, which does not squeeze the cube)")
     parser.add_argument("--smoothing-window", type=int, default=DEFAULTS["smoothing_window"],
                         help="output transform saved in the checkpoint: each chunk's centred moving average over this "
-                             "many actions (odd; 1 = off; see docs/training.md, session 14)")
+                             "many actions (odd; 1 = off; see docs/sim_checkpoint_results.md)")
     parser.add_argument("--no-progress", action="store_true")
 
 
