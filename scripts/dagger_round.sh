@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One DAgger round of the sim transfer-cube policy (docs/training.md, "Session 13"):
+# One DAgger round of the sim transfer-cube policy (docs/training.md, "Refining a policy with DAgger"):
 #   1. roll out POLICY on NEW scenes SEED..SEED+N-1, recording its observations with the scripted expert's actions
 #      as labels (rollouts --expert-labels; the rollout outcomes are also a held-out measure of POLICY);
 #   2. continue training POLICY on the scripted demos plus every DAgger folder so far (they are policy samples only).

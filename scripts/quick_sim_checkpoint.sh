@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The simulated-ALOHA transfer-cube policy in one sitting, from scratch (docs/training.md, "Session 18"): about
-# 109 minutes on 2 CPU cores (no GPU) with these defaults (the embedded checkpoint). Session 19 ran it end to end
-# with GRASP_STARTS=500 A_STEPS=3000 C_STEPS=1200 PAUSE_TICKS=10 in 91 min; that policy was a little weaker
-# (validation 47/60 against 50/60). Everything it makes lives under DIR (default runs/quick); the checkpoint is
+# The simulated-ALOHA transfer-cube policy in one sitting, from scratch (docs/training.md): about 109 minutes on
+# 2 CPU cores (no GPU) with these defaults (the embedded checkpoint). With GRASP_STARTS=500 A_STEPS=3000
+# C_STEPS=1200 PAUSE_TICKS=10 it ran end to end in 91 min, and that policy was a little weaker (validation 47/60
+# against 50/60; measured 2026-12-05, docs/sim_checkpoint_results.md). Everything it makes lives under DIR (default runs/quick); the checkpoint is
 # DIR/checkpoint, in the format of checkpoints/sim_transfer_cube. Each step is skipped when its output exists, so an
 # interrupted run resumes.
 #   1. scripted-expert data, every scene starting with the cube at rest (settle 25 steps): 40 whole demos (seeds

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Rebuild the session-17 simulated-ALOHA checkpoint (g8, embedded until session 18; the embedded one now comes from
-# scripts/quick_sim_checkpoint.sh) the way it was made: a chain of recipe runs, each continuing the previous one
-# (--init) on more data (docs/training.md, sessions 12-17).
+# Rebuild g8, the simulated-ALOHA checkpoint of the long chain (the embedded one comes from the shorter
+# scripts/quick_sim_checkpoint.sh), the way it was made: a chain of recipe runs, each continuing the previous one
+# (--init) on more data (the phases and their figures: docs/sim_checkpoint_results.md).
 # Each phase is skipped when its output exists, so an interrupted chain resumes. About 9 hours on 2 CPU cores
 # (the recorded times are in each checkpoint's recipe.json). Training on the CPU is seeded but not bit-exact
 # across machines, and the DAgger phases roll out the checkpoint before them, so a rebuild gives a checkpoint
@@ -11,9 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
 out=${1:-runs/ckpt_g8}
-# intermediate phases without the chunk smoothing of session 14: the DAgger rollouts were recorded without it
-# and on scenes that start with the cube in mid-air (gym-aloha's first frame, settle steps 0; session 15 moved to
-# scenes at rest): their own demo folder, data/sim_demos_s0 (a later --demos-dir wins)
+# phases 1-5 run on scenes that start with the cube in mid-air (gym-aloha's first frame, settle steps 0) and
+# without the chunk smoothing (phase 5 writes it into its output), as their DAgger rollouts were recorded; phases
+# 6-11 use scenes at rest. The mid-air demos have their own folder, data/sim_demos_s0 (a later --demos-dir wins)
 recipe() { python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 1 \
   --demos-dir data/sim_demos_s0 --no-progress "$@"; }
 ft=(--lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3)
@@ -93,7 +93,7 @@ handover 300 13000 data/handover_starts 0.02
 [ -d runs/ckpt_g2 ] || recipe --init runs/ckpt_g1 --extra-demos "${d3[@]}" data/dagger4 data/dagger5 data/scene_starts data/scene_starts2 \
   data/grasp_starts data/grasp_starts2 data/handover_starts --out runs/ckpt_g2 --run-dir runs/g2 --steps 2000 "${ft[@]}" \
   --first-step-fraction 0.35 --seed 15 --smoothing-window 7
-# 6. scenes at rest (session 15): 40 demos, 600 scene starts, 1,000 grasp-phase and 400 gentler hand-over scenes,
+# 6. scenes at rest: 40 demos, 600 scene starts, 1,000 grasp-phase and 400 gentler hand-over scenes,
 #    all with the cube resting on the table at step 0
 SETTLE=25
 starts 40 0 data/sim_demos
@@ -114,7 +114,7 @@ handover 400 16000 data/handover_starts2 0.012
   --init runs/ckpt_g4 --demos-dir data/sim_demos --episodes 40 \
   --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 --out runs/ckpt_g5 --run-dir runs/g5 \
   --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 18
-# 9. DAgger on scenes at rest (session 16): 400 rollouts of g5, only the re-planning steps recorded (0 50 100 150;
+# 9. DAgger on scenes at rest: 400 rollouts of g5, only the re-planning steps recorded (0 50 100 150;
 #    0 50 for failures, where the expert's plan no longer fits the scene later on), then one more phase
 dagger_at_rest runs/ckpt_g5 3000 data/dagger_g5
 [ -d runs/ckpt_g6 ] || python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
@@ -127,7 +127,7 @@ dagger_at_rest runs/ckpt_g6 3400 data/dagger_g6
   --init runs/ckpt_g6 --demos-dir data/sim_demos --episodes 40 \
   --extra-demos data/scene_starts3 data/grasp_starts3 data/handover_starts2 data/dagger_g5 data/dagger_g6 --out runs/ckpt_g7 \
   --run-dir runs/g7 --steps 2000 --lr 3e-4 --warmup 20 --decay-factor 0.33 --action-weight 3 --first-step-fraction 0.5 --seed 20
-# 11. DAgger the way the ROS graph runs the policy (session 17): execution:=pause holds the last action while the
+# 11. DAgger the way the ROS graph runs the policy: execution:=pause holds the last action while the
 #     policy thinks (~28 ticks on 2 cores), and the arms settle before each re-plan; 400 rollouts of g7 (4000..4399)
 dagger_at_rest runs/ckpt_g7 4000 data/dagger_p7 --pause-ticks 28
 python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 --no-progress \
