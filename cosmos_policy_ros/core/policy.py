@@ -31,7 +31,8 @@ from .codec import DatasetStats
 from .images import ImageConfig, check_image, from_model_range, preprocess_batch, to_model_range
 from .layout import ALOHA, LatentLayout, get_layout
 from .network import CosmosNetwork, NetworkConfig, build_transformer, build_vae, get_dtype, tiny_network_config
-from .sampler import SamplerConfig, plan_stages, run_stages
+from .rtc import ChunkPrefix
+from .sampler import Inpainting, SamplerConfig, lift_chunk, plan_stages, run_stages
 from .types import InferenceCancelled, Observation, PolicyOutput
 
 #: The released deploy's fixed seed.
@@ -144,7 +145,8 @@ class CosmosPolicy:
     def infer_batch(self, obs: Observation, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
                     start: str = "policy", sampler: Optional[SamplerConfig] = None,
                     decode_images: Optional[DecodeMode] = None,
-                    cancel: Optional[Callable[[], bool]] = None) -> List[PolicyOutput]:
+                    cancel: Optional[Callable[[], bool]] = None,
+                    prefix: Optional[ChunkPrefix] = None) -> List[PolicyOutput]:
         """One sample per seed, all in one batch per network call.
 
         actions: for ``start="world_model"`` (planning), the given chunk(s) in robot units, (H, A) for all
@@ -153,7 +155,7 @@ class CosmosPolicy:
         decode_images: override ``decode_future_images`` (decoding is the costliest stage on CPU): True, False, or
         ``"deferred"`` (each output decodes its own images on :meth:`PolicyOutput.decode_future`, e.g. after its
         chunk has been sent).
-        cancel: see :meth:`sample`.
+        cancel, prefix: see :meth:`sample`.
         """
         t_total = time.perf_counter()
         cfg = sampler or self.sampler
@@ -162,7 +164,7 @@ class CosmosPolicy:
         self._check_start(start, actions, None)
         prep = self.prepare(obs, upto=self._frames_needed(stages[0].condition, decode))
         outs, _ = self.sample(prep, seeds, actions=actions, start=start, sampler=cfg, decode_images=decode,
-                              cancel=cancel)
+                              cancel=cancel, prefix=prefix)
         total = time.perf_counter() - t_total
         for o in outs:
             o.timings["total"] = total
@@ -177,7 +179,7 @@ class CosmosPolicy:
     def sample(self, prep: Prepared, seeds: Sequence[int], actions: Optional[np.ndarray] = None,
                start: str = "policy", sampler: Optional[SamplerConfig] = None,
                decode_images: Optional[DecodeMode] = None, latents: Optional[torch.Tensor] = None,
-               cancel: Optional[Callable[[], bool]] = None):
+               cancel: Optional[Callable[[], bool]] = None, prefix: Optional[ChunkPrefix] = None):
         """Lower-level entry for planners: sample from an already prepared (encoded) observation.
 
         latents: (B, 16, T, h, w) latents of an earlier sample (returned as the second value) whose frames
@@ -189,6 +191,10 @@ class CosmosPolicy:
         :class:`InferenceCancelled` (the policy node's way to drop a chunk the commander would refuse, e.g.
         planned from an observation older than an episode start, within one network call instead of a whole
         inference).
+        prefix: real-time chunking (:mod:`cosmos_policy_ros.core.rtc`): every sample's action chunk is inpainted
+        toward ``prefix.target`` (robot units, the running chunk aligned to this observation) with the prefix's
+        method; its first ``prefix.frozen`` actions are the target exactly. Every candidate of a batch gets the
+        same prefix. ``guided`` runs the network with gradients (one backward pass per call).
         """
         seeds = [int(s) for s in seeds]
         if not seeds:
@@ -199,19 +205,26 @@ class CosmosPolicy:
         stages = plan_stages(self.layout, cfg, start)
         clean = self._inject(prep, len(seeds), actions, latents)  # (B, 16, T, h, w) float32
         text = prep.text.to(self.device).expand(len(seeds), -1, -1)
+        inp = self._inpainting(prep, prefix, len(seeds), clean.device)
         t0 = time.perf_counter()
-        with torch.inference_mode():
+        # guided inpainting needs gradients through the network: no inference mode (inference tensors cannot be
+        # saved for backward); gradients are enabled only inside its vector-Jacobian product
+        grad_ctx = torch.no_grad() if inp is not None and inp.method == "guided" else torch.inference_mode()
+        with grad_ctx:
             dev = clean.device
             net = self.network.net_fn(text)
             if cancel is not None:
                 net = _cancellable(net, cancel)
             res = run_stages(net, clean, stages, seeds, cfg,
-                             timer=lambda: (_sync(dev), time.perf_counter())[1])
+                             timer=lambda: (_sync(dev), time.perf_counter())[1], inpaint=inp)
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
         if cancel is not None and decode is True and cancel():  # decoding the future images is the costliest stage on CPU
             raise InferenceCancelled("inference cancelled before decoding: its chunk would be refused")
         outs = self._extract(res.x0, prep, seeds, decode)
+        if prefix is not None and prefix.frozen > 0:
+            for o in outs:  # frozen actions execute anyway: exactly the target, whatever decoding did to them
+                o.actions[: prefix.frozen] = prefix.target[: prefix.frozen].astype(o.actions.dtype)
         for o in outs:
             o.timings.update(prep.timings)
             o.timings["denoise"] = t_denoise
@@ -220,6 +233,21 @@ class CosmosPolicy:
             o.timings["network_calls"] = float(sum(res.calls.values()))
             o.timings["total"] = sum(prep.timings.values()) + t_denoise + o.timings.get("decode", 0.0)
         return outs, res.x0.to(torch.float32)
+
+    def _inpainting(self, prep: Prepared, prefix: Optional[ChunkPrefix], batch: int,
+                    device: torch.device) -> Optional[Inpainting]:
+        """The latent-level inpainting of the action frame for ``prefix`` (None: off)."""
+        if prefix is None:
+            return None
+        lay = self.layout
+        if prefix.target.shape[1] != lay.action_dim:
+            raise ValueError(f"prefix: expected targets of {lay.action_dim} action values, got {prefix.target.shape[1]}")
+        target = prefix.padded_target(lay.horizon)  # (H, A) robot units
+        tn = codec.normalize_actions(target, self.stats, proprio=self._raw_proprio(prep))  # model units
+        w = prefix.step_weights(lay.horizon)
+        t_lat, w_lat = lift_chunk(torch.from_numpy(np.ascontiguousarray(tn))[None], torch.from_numpy(w)[None],
+                                  self.network.cfg.latent_frame_shape)
+        return Inpainting(lay.action_index, t_lat.to(device), w_lat.to(device), prefix.method, prefix.beta)
 
     # ---- stages --------------------------------------------------------------------------------
     def check_observation(self, obs: Observation) -> None:

@@ -14,6 +14,13 @@ facts sheet section 3:
   ``D(x, sigma_min)``. The state and the update are float64 (as the reference).
 - ``x_T = sigma_max * N(0, I)`` drawn from a per-sample ``torch.Generator`` on the CPU, so a seed gives
   the same noise on any device and a batch of candidates gets exactly the noise of one-by-one runs.
+
+Inpainting (real-time chunking, docs/runtime.md): an optional :class:`Inpainting` pulls one generated frame (the
+action chunk) toward a target after every network call: :func:`inpaint_x0` is the hook, a function of the x0
+prediction, the noise level, the target and per-value weights (1 = frozen, replaced outright; 0 = free), so
+any sampler can call it. ``replace`` blends in x0 space (no extra network cost); ``guided`` adds the exact
+guidance ``lambda(sigma) * J^T [W (Y - D)]`` with ``J = dD/dx`` (one vector-Jacobian product, i.e. a backward
+pass through the network per call).
 """
 from __future__ import annotations
 
@@ -29,6 +36,8 @@ from .layout import MODES, LatentLayout
 NetFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 SAMPLE_MODES = ("parallel", "autoregressive")
+INPAINT_METHODS = ("off", "replace", "guided")
+WEIGHT_SCHEDULES = ("exp", "linear", "ones", "zeros")
 
 
 @dataclass
@@ -162,6 +171,148 @@ def sample(denoiser: Callable[[torch.Tensor, float], torch.Tensor], x_T: torch.T
     return denoiser(x, float(sigmas[m]))
 
 
+# ---- inpainting (real-time chunking) ---------------------------------------------------------------
+def prefix_weights(horizon: int, frozen: int, n_target: int, schedule: str = "exp") -> np.ndarray:
+    """(horizon,) float64 per-step weights of a target chunk: 1 for the ``frozen`` first steps (the actions
+    that execute anyway), a decaying ramp over the rest of the target (``n_target`` steps exist), 0 after.
+
+    ``exp`` is the real-time chunking paper's soft mask: ``W_i = c_i (e^{c_i} - 1) / (e - 1)`` with
+    ``c_i = (n_target - i) / (n_target - frozen + 1)`` (``n_target = H - s`` for an execution horizon s);
+    ``linear`` is ``c_i``; ``ones`` keeps the whole target (1), ``zeros`` only the frozen prefix.
+    """
+    horizon, frozen, n_target = int(horizon), int(frozen), int(n_target)
+    if schedule not in WEIGHT_SCHEDULES:
+        raise ValueError(f"weight schedule: expected one of {WEIGHT_SCHEDULES}, got {schedule!r}")
+    if not 0 <= frozen <= n_target <= horizon:
+        raise ValueError(f"prefix weights: expected 0 <= frozen <= n_target <= horizon, got {frozen}, {n_target}, "
+                         f"{horizon}")
+    w = np.zeros(horizon, dtype=np.float64)
+    w[:frozen] = 1.0
+    i = np.arange(frozen, n_target, dtype=np.float64)
+    c = (n_target - i) / (n_target - frozen + 1)
+    if schedule == "exp":
+        w[frozen:n_target] = c * np.expm1(c) / math.expm1(1.0)
+    elif schedule == "linear":
+        w[frozen:n_target] = c
+    elif schedule == "ones":
+        w[frozen:n_target] = 1.0
+    return w
+
+
+def replace_gain(sigma: float, beta: float) -> float:
+    """x0-space gain of ``replace`` at ``sigma``: ``min(1, beta * sigma / (1 + sigma^2))`` (the isotropic-Jacobian
+    reading of the guidance; about 0.06 at sigma 80, 0.5 at 10, 1 below ~4.8 with beta 5)."""
+    return min(1.0, beta * sigma / (1.0 + sigma * sigma))
+
+
+def guidance_gain(sigma: float, beta: float) -> float:
+    """Gain of the exact guidance term at ``sigma``: ``min(beta * sigma, 1 + sigma^2)`` (the paper's
+    ``min(beta, (1-tau)/tau * (tau^2 + (1-tau)^2) / (1-tau)^2)`` with ``tau = 1 / (1 + sigma)``, in x0 form)."""
+    return min(beta * sigma, 1.0 + sigma * sigma)
+
+
+def inpaint_x0(x0: torch.Tensor, sigma: float, target: torch.Tensor, weights: torch.Tensor, method: str,
+               beta: float = 5.0, guidance: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The inpainting hook: an x0 prediction of the chunk's values pulled toward ``target``.
+
+    x0, target, weights: broadcastable tensors (any layout: latent frames here, (B, H, A) chunks elsewhere);
+    weights in [0, 1], values with weight 1 are frozen (replaced by the target after every call, so the final
+    sample holds the target exactly there). sigma: the noise level of the call (a rectified-flow sampler with
+    time ``tau`` (1 = data) passes ``sigma = (1 - tau) / tau``).
+    method ``replace``: ``x0 + replace_gain * W (Y - x0)``; ``guided``: ``x0 + guidance_gain * guidance`` where
+    ``guidance = J^T [W (Y - x0)]`` was computed by the caller through the network (see :class:`Inpainting`).
+    """
+    if method == "off":
+        return x0
+    if method == "replace":
+        out = x0 + replace_gain(sigma, beta) * weights * (target - x0)
+    elif method == "guided":
+        if guidance is None:
+            raise ValueError("inpaint_x0: method 'guided' needs the guidance term J^T [W (Y - x0)]")
+        out = x0 + guidance_gain(sigma, beta) * guidance
+    else:
+        raise ValueError(f"inpainting method: expected one of {INPAINT_METHODS}, got {method!r}")
+    return torch.where(weights >= 1.0, target.to(out.dtype).expand_as(out), out)
+
+
+@dataclass
+class Inpainting:
+    """Inpaint latent frame ``frame`` of a sample toward ``target``.
+
+    target: (B or 1, C, H, W) the frame's target latent; weights: (B or 1, C, H, W) per-value weights in [0, 1]
+    (a per-step chunk mask lifted to the latent by the frame's tiling: :func:`lift_chunk`).
+    method: ``off`` | ``replace`` | ``guided``; beta: the guidance cap (the paper's 5).
+    """
+
+    frame: int
+    target: torch.Tensor
+    weights: torch.Tensor
+    method: str = "replace"
+    beta: float = 5.0
+
+    def __post_init__(self):
+        if self.method not in INPAINT_METHODS:
+            raise ValueError(f"inpainting method: expected one of {INPAINT_METHODS}, got {self.method!r}")
+        if not self.beta > 0:
+            raise ValueError(f"inpainting beta: expected > 0, got {self.beta}")
+        if self.target.ndim != 4 or self.weights.ndim != 4:
+            raise ValueError(f"inpainting target / weights: expected (B, C, H, W) frames, got "
+                             f"{tuple(self.target.shape)} / {tuple(self.weights.shape)}")
+        w = self.weights
+        if bool(((w < 0) | (w > 1) | ~torch.isfinite(w)).any()) or not bool(torch.isfinite(self.target).all()):
+            raise ValueError("inpainting: expected finite targets and weights in [0, 1]")
+
+
+def lift_chunk(chunk: torch.Tensor, step_weights: torch.Tensor, frame_shape: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(B, H, A) normalised target chunk and (B or 1, H) per-step weights -> latent (target, weights) frames of
+    ``frame_shape``, tiled like the chunk itself (row-major, :func:`codec.inject`): latent value f holds chunk
+    element ``f mod (H*A)``, so it gets that step's target and weight."""
+    from .codec import inject
+
+    b, h, a = chunk.shape
+    w = step_weights.to(chunk.dtype).reshape(step_weights.shape[0], h, 1).expand(-1, h, a).reshape(-1, h * a)
+    return inject(chunk.reshape(b, h * a), frame_shape), inject(w, frame_shape)
+
+
+class InpaintingDenoiser:
+    """A :class:`Denoiser` (any ``D(x, sigma)``) whose x0 prediction of ``inp.frame`` is inpainted after every call.
+
+    ``guided`` runs the call with gradients and one vector-Jacobian product ``J^T e`` (e = W (Y - D) on the
+    frame, 0 elsewhere): it needs the network outside ``torch.inference_mode`` and costs about one backward pass.
+    The guidance reaches every generated frame (J couples them); conditioning frames stay clean.
+    """
+
+    def __init__(self, denoiser: Callable[[torch.Tensor, float], torch.Tensor], inp: Inpainting):
+        self.denoiser = denoiser
+        self.inp = inp
+        self.calls = 0
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        inp, f = self.inp, self.inp.frame
+        self.calls += 1
+        if inp.method == "off":
+            return self.denoiser(x, sigma)
+        tgt = inp.target.to(x.device, torch.float64)
+        w = inp.weights.to(x.device, torch.float64)
+        if inp.method == "replace":
+            d = self.denoiser(x, sigma)
+            d[:, :, f] = inpaint_x0(d[:, :, f], sigma, tgt, w, "replace", inp.beta)
+            return d
+        with torch.enable_grad():
+            xg = x.detach().clone().requires_grad_(True)
+            d = self.denoiser(xg, sigma)
+            e = torch.zeros_like(d)
+            e[:, :, f] = w * (tgt - d[:, :, f].detach())
+            (g,) = torch.autograd.grad(d, xg, grad_outputs=e)
+        d = d.detach()
+        out = d + guidance_gain(sigma, inp.beta) * g
+        out[:, :, f] = torch.where(w >= 1.0, tgt.expand_as(d[:, :, f]), out[:, :, f])
+        cond5 = getattr(self.denoiser, "cond5", None)
+        if cond5 is not None:  # conditioning frames stay bit-identical to the clean latent
+            out = torch.where(cond5, d, out)
+        return out
+
+
 @dataclass
 class Stage:
     """One sampling pass: which frames are conditioning and how many network calls."""
@@ -204,9 +355,11 @@ class SampleResult:
 
 
 def run_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seeds: Sequence[int],
-               cfg: SamplerConfig, timer: Optional[Callable[[], float]] = None) -> SampleResult:
+               cfg: SamplerConfig, timer: Optional[Callable[[], float]] = None,
+               inpaint: Optional[Inpainting] = None) -> SampleResult:
     """Run the passes one after the other; each pass's generated frames become the next pass's clean
-    input. Noise for every pass comes from the per-seed generators (continued between passes)."""
+    input. Noise for every pass comes from the per-seed generators (continued between passes).
+    inpaint: applied in every pass that generates its frame (not where that frame is a condition)."""
     if clean.shape[0] != len(seeds):
         raise ValueError(f"expected one seed per batch row ({clean.shape[0]}), got {len(seeds)}")
     import time
@@ -221,7 +374,8 @@ def run_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seed
         cond[list(st.condition)] = True
         den = Denoiser(net_fn, current, cond.to(clean.device), cfg.condition_sigma)
         x_T = initial_noise(seeds, clean.shape[1:], cfg.sigma_max, generators=gens).to(clean.device)
-        current = sample(den, x_T, st.steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
+        fn = den if inpaint is None or inpaint.frame in st.condition else InpaintingDenoiser(den, inpaint)
+        current = sample(fn, x_T, st.steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
         result.calls[st.name] = den.calls
         result.seconds[st.name] = timer() - t0
     result.x0 = current
