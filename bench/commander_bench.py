@@ -6,17 +6,29 @@ feeds them three synthetic 480x640 rgb8 cameras (30 Hz) and both followers' join
 process, and reports the commander's own tick period statistics (from its /diagnostics), missed ticks,
 held ticks, and the per-tick receive intervals seen by a subscriber. Then times, in process: image message ->
 numpy view (3 frames) and numpy -> model input (three 480x640 frames through core.images), and the pure
-per-tick commander logic. Prints markdown on stdout (progress on stderr).
+per-tick commander logic. Prints markdown on stdout (progress on stderr); ``--json`` writes the figures
+(`make bench` section commander) in this schema:
 
-    python bench/commander_bench.py [--duration 30] [--latency 0.8] [--sleep] [--image-size 480x640] [--nice -10]
+    {"setup": {"latency_s": float, "busy": bool, "image_size": [h, w], "duration_s": float, "nice": int,
+               "cores": int, "load_at_end": float},
+     "nodes": null (--skip-nodes) | {"ticks": int, "tick_span": int, "missed": int, "held": int,
+               "hold_reasons": {reason: ticks} | str, "tick_period_ms": {"p50", "p99", "max"},
+               "receive_interval_ms": {"p50", "p99", "max"}, "chunk_margin_last_ticks": int,
+               "chunk_margin_min_ticks": int, "trigger_after_observation_s": float,
+               "safety_interventions": int, "alive": bool},  (a figure the diagnostics lacked: null)
+     "in_process_ms": [{"step": str, "p50": float, "p99": float, "max": float}]}
+
+    python bench/commander_bench.py [--duration 30] [--latency 0.8] [--sleep] [--image-size 480x640] [--nice -10] [--json F]
 """
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -169,55 +181,56 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=30, help="repetitions of the in-process timings")
     ap.add_argument("--skip-nodes", action="store_true", help="only the in-process timings")
     ap.add_argument("--nice", type=int, default=0, help="commander niceness (e.g. -10; needs CAP_SYS_NICE)")
+    ap.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     args = ap.parse_args(argv)
     h, w = (int(v) for v in args.image_size.lower().split("x"))
-    lines = []
-    ms = lambda v: f"{v * 1e3:.2f}"  # noqa: E731
+    r3 = lambda v: round(float(v) * 1e3, 2)  # noqa: E731 - seconds -> ms as reported
 
-    def dms(d, key):
+    def diag(d, key, cast=float):
         try:
-            return ms(float(d[key]))
-        except (KeyError, ValueError):
-            return "n/a"
+            return cast(d[key])
+        except (KeyError, ValueError, TypeError):
+            return None
+    result = {"setup": {"latency_s": args.latency, "busy": not args.sleep, "image_size": [h, w],
+                        "duration_s": args.duration, "nice": args.nice, "cores": os.cpu_count(), "load_at_end": None},
+              "nodes": None}
     if not args.skip_nodes:
         log("starting policy node (test double) + commander ...")
         r = run_nodes(args.duration, args.latency, not args.sleep, h, w, args.nice)
         cd, pd = r["commander_diag"], r["policy_diag"]
         ri = r["recv_intervals"]
-        lines += [
-            f"Commander (25 Hz) with the policy node's inference taking {args.latency:.2f} s "
-            f"({args.latency / 2.0:.0%} of a 2 s chunk, {'sleeping' if args.sleep else 'burning CPU'}), "
-            f"3 x {h}x{w} rgb8 cameras at 30 Hz + 2 x joint states at 100 Hz, {args.duration:.0f} s measured, "
-            f"commander niceness {args.nice}, {os.cpu_count()} cores (load average at end {os.getloadavg()[0]:.1f}):",
-            "",
-            "| metric | value |", "| --- | --- |",
-            f"| ticks published / tick numbers spanned | {r['ticks']} / {r['tick_span']} |",
-            f"| missed ticks (timer late by a whole period) | {r['missed']} |",
-            f"| held ticks (no valid chunk) | {r['held']} (all run, by reason: {cd.get('hold_reasons', 'n/a')}) |",
-            f"| tick period p50 / p99 / max (commander's own clock, ms) | "
-            f"{dms(cd, 'tick_period_p50_s')} / {dms(cd, 'tick_period_p99_s')} / {dms(cd, 'tick_period_max_s')} |",
-            f"| trace receive interval p50 / p99 / max (subscriber, ms) | {ms(pct(ri, 50))} / {ms(pct(ri, 99))} / {ms(float(np.max(ri)))} |",
-            f"| chunk margin at arrival, last / min (ticks) | {cd.get('chunk_margin_last_ticks', 'n/a')} / {cd.get('chunk_margin_min_ticks', 'n/a')} |",
-            f"| policy trigger point after observation (s) | {pd.get('trigger_after_observation_s', 'n/a')} |",
-            f"| safety interventions | {cd.get('safety_interventions', 'n/a')} |",
-            f"| nodes alive at the end | {r['alive']} |",
-            "",
-        ]
+        reasons = cd.get("hold_reasons")
+        try:
+            reasons = ast.literal_eval(reasons) if reasons not in (None, "none") else {}
+        except (ValueError, SyntaxError):
+            pass  # keep the text
+        period = {q: (None if diag(cd, f"tick_period_{q}_s") is None else r3(diag(cd, f"tick_period_{q}_s")))
+                  for q in ("p50", "p99", "max")}
+        result["setup"]["load_at_end"] = round(os.getloadavg()[0], 1)
+        result["nodes"] = {
+            "ticks": r["ticks"], "tick_span": r["tick_span"], "missed": r["missed"], "held": r["held"],
+            "hold_reasons": reasons, "tick_period_ms": period,
+            "receive_interval_ms": {"p50": r3(pct(ri, 50)), "p99": r3(pct(ri, 99)), "max": r3(np.max(ri))},
+            "chunk_margin_last_ticks": diag(cd, "chunk_margin_last_ticks", int),
+            "chunk_margin_min_ticks": diag(cd, "chunk_margin_min_ticks", int),
+            "trigger_after_observation_s": diag(pd, "trigger_after_observation_s"),
+            "safety_interventions": diag(cd, "safety_interventions", int), "alive": bool(r["alive"])}
     log("timing preprocessing ...")
     pre = bench_preprocess(h, w, args.reps)
     logic = bench_logic(max(args.reps * 20, 500))
-    lines += ["In-process timings:", "", "| step | p50 (ms) | p99 (ms) | max (ms) |", "| --- | --- | --- | --- |",
-              f"| 3 x {h}x{w} image message -> numpy view (zero copy) | {ms(pct(pre['decode'], 50))} | "
-              f"{ms(pct(pre['decode'], 99))} | {ms(max(pre['decode']))} |"]
+    stats = lambda v: {"p50": r3(pct(v, 50)), "p99": r3(pct(v, 99)), "max": r3(max(v))}  # noqa: E731
+    steps = [{"step": f"3 x {h}x{w} image message -> numpy view (zero copy)", **stats(pre["decode"])}]
     if "preprocess" in pre:
-        p = pre["preprocess"]
-        lines.append(f"| 3 x {h}x{w} frames -> model input 224x224 (core.images, incl. decode) | {ms(pct(p, 50))} | "
-                     f"{ms(pct(p, 99))} | {ms(max(p))} |")
-    else:
-        lines.append("| model-input preprocessing | core.images not available | | |")
-    lines.append(f"| commander logic per tick (splice + safety, no ROS) | {ms(pct(logic, 50))} | {ms(pct(logic, 99))} | "
-                 f"{ms(max(logic))} |")
-    print("\n".join(lines))
+        steps.append({"step": f"3 x {h}x{w} frames -> model input 224x224 (core.images, incl. decode)",
+                      **stats(pre["preprocess"])})
+    steps.append({"step": "commander logic per tick (splice + safety, no ROS)", **stats(logic)})
+    result["in_process_ms"] = steps
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # PYTHONSAFEPATH=1 leaves it out
+    import render
+
+    if args.json:
+        render.write_json(Path(args.json), result)
+    print(render.commander_body(result))
     return 0
 
 

@@ -9,8 +9,14 @@ CPU smoke check (tiny config of the same classes)::
 
     python bench/gpu_latency.py --tiny --repeats 1
 
-Random weights give the same cost as trained ones (same shapes, same kernels). Writes JSON and / or a
-markdown table; prints the markdown.
+Random weights give the same cost as trained ones (same shapes, same kernels). Prints the markdown table;
+``--json`` writes the figures (`make bench` sections model_cpu and model_2b_gpu) in this schema:
+
+    {"config": str, "device": str, "dtype": str, "torch": str, "diffusers": str, "steps": int (network calls),
+     "repeats": int, "transformer_params": int, "compile": bool, "decode": bool, "build_s": float,
+     "rows": [{"calls": int, "batch": int, "seconds": float (whole chunk, median), "peak_gib": float | null (CPU),
+               "variant": str, "preprocess_s": float, "encode_s": float, "call_s": [float per network call],
+               "denoise_s": float, "decode_s": float}]}
 """
 from __future__ import annotations
 
@@ -91,6 +97,8 @@ def run(args) -> dict:
                       proprio=(policy.stats.proprio_min + policy.stats.proprio_max) / 2, instruction=policy.instructions[0])
     from cosmos_policy_ros.core.sampler import SamplerConfig
     cfg = SamplerConfig(action_steps=args.steps)
+    variant = " ".join(["tiny" if args.tiny else "2B", "float32" if args.tiny else args.dtype]
+                       + (["compiled"] if args.compile else []) + ([] if not args.no_decode else ["no decode"]))
     results = []
     for batch in args.batch:
         seeds = list(range(batch))
@@ -108,10 +116,10 @@ def run(args) -> dict:
         med = lambda key: float(np.median([r[key] for r in runs]))  # noqa: E731
         calls = np.median(np.array([r["calls"] for r in runs]), axis=0).tolist()
         results.append({
-            "batch": batch, "preprocess_ms": 1e3 * med("preprocess"), "encode_ms": 1e3 * med("encode"),
-            "call_ms": [1e3 * c for c in calls], "denoise_ms": 1e3 * med("denoise"), "decode_ms": 1e3 * med("decode"),
-            "total_ms": 1e3 * med("total"),
+            "calls": len(calls), "batch": batch, "seconds": med("total"),
             "peak_gib": (torch.cuda.max_memory_allocated() / 2**30) if device.startswith("cuda") else None,
+            "variant": variant, "preprocess_s": med("preprocess"), "encode_s": med("encode"), "call_s": calls,
+            "denoise_s": med("denoise"), "decode_s": med("decode"),
         })
     import diffusers
     from cosmos_policy_ros.core.network import count_parameters
@@ -119,21 +127,15 @@ def run(args) -> dict:
         "config": "tiny" if args.tiny else ("2B" if not args.layers else f"2B widths, {args.layers} layers"), "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
         "dtype": "float32" if args.tiny else args.dtype, "torch": torch.__version__, "diffusers": diffusers.__version__,
         "transformer_params": count_parameters(policy.network.transformer), "steps": args.steps,
-        "repeats": args.repeats, "compile": bool(args.compile), "decode": not args.no_decode, "build_s": build_s, "results": results,
+        "repeats": args.repeats, "compile": bool(args.compile), "decode": not args.no_decode, "build_s": build_s, "rows": results,
     }
 
 
 def markdown(rep: dict) -> str:
-    lines = [f"### Cosmos Policy latency: {rep['config']} on {rep['device']} ({rep['dtype']}, torch {rep['torch']}, "
-             f"diffusers {rep['diffusers']}, {rep['steps']} calls, median of {rep['repeats']})", "",
-             "| batch | preprocess ms | VAE encode ms | network call ms (each) | denoise ms | decode ms | total ms | peak GiB |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rep["results"]:
-        calls = ", ".join(f"{c:.1f}" for c in r["call_ms"])
-        peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.1f}"
-        lines.append(f"| {r['batch']} | {r['preprocess_ms']:.1f} | {r['encode_ms']:.1f} | {calls} | {r['denoise_ms']:.1f} | "
-                     f"{r['decode_ms']:.1f} | {r['total_ms']:.1f} | {peak} |")
-    return "\n".join(lines) + "\n"
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # PYTHONSAFEPATH=1 leaves the script's folder out
+    from render import model_body
+
+    return model_body(rep) + "\n"
 
 
 def main(argv=None) -> int:

@@ -12,7 +12,17 @@ policy and the planning model)::
 The reference runs N = 8 with one GPU per candidate (8 GPUs, ~5 s per decision, 15 s timeout); here all
 N*K world-model samples share one batch and all N*K*M value samples another, on one device.
 ``--layers`` / ``--image-size`` shrink the 2B config for a quick check of the full-size code path on CPU.
-Prints a markdown section (stdout); progress on stderr; ``--json`` also writes the raw numbers.
+Prints a markdown section (stdout); progress on stderr; ``--json`` also writes the figures (`make bench`
+sections planner and planner_2b_gpu) in this schema (seconds throughout):
+
+    {"device": str, "gpu": str (CUDA only), "full_2b": bool, "dtype": str, "threads": int, "policy_network": str,
+     "config": {PlannerConfig fields: "future_state_steps", "value_steps", "aggregation", "score",
+                "decode_future_images", ...}, "peak_memory_gib": float (CUDA only),
+     "rows": [{"n": int (candidates), "wm_rows": int, "value_rows": int, "calls": int, "candidates": float,
+               "prepare": float (encode), "world_model": float, "value": float, "decode": float,
+               "decision": float, "decision_cpu": float, "median_decision": float,
+               "batch": int (= n), "seconds": float (candidates + decision), "peak_gib": float | null,
+               "variant": str}]}
 """
 from __future__ import annotations
 
@@ -109,7 +119,10 @@ def run(args) -> dict:
         best = min(samples, key=lambda s: s["decision"])
         med = dict(best, median_decision=statistics.median(s["decision"] for s in samples))
         k_, m_ = len(cfg.future_state_steps), len(cfg.value_steps)
-        rows.append({"n": n, "wm_rows": n * k_, "value_rows": n * k_ * m_, "calls": res.calls, **med})
+        rows.append({"n": n, "wm_rows": n * k_, "value_rows": n * k_ * m_, "calls": res.calls, **med,
+                     "batch": n, "seconds": med["candidates"] + med["decision"],
+                     "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30 if device.startswith("cuda") else None,
+                     "variant": f"{'2B ' + args.dtype if args.full_2b else 'tiny float32'}, decode {args.decode}"})
     out = {"device": device, "full_2b": args.full_2b, "config": cfg.to_dict(), "rows": rows,
            "policy_network": policy.network.cfg.name, "dtype": args.dtype if args.full_2b else "float32",
            "threads": torch.get_num_threads()}
@@ -120,26 +133,12 @@ def run(args) -> dict:
 
 
 def markdown(res: dict) -> str:
-    cfg = res["config"]
-    what = ("random 2B weights, " + res["dtype"]) if res["full_2b"] else "tiny config of the real classes, float32"
-    where = res.get("gpu", res["device"]) + ("" if res["device"].startswith("cuda") else f" ({res['threads']} threads)")
-    lines = [f"Best-of-N decision latency on {where}, {what}; K = {len(cfg['future_state_steps'])} future states "
-             f"(steps {cfg['future_state_steps']}) x M = {len(cfg['value_steps'])} values (steps {cfg['value_steps']}) "
-             f"per candidate, {cfg['aggregation']}, {cfg['score']}, future images decoded: {cfg['decode_future_images']}. "
-             "Seconds, the repeat with the shortest decision (least disturbed by other load). *candidates*: the policy's N chunks (one batch, 10 calls); *decision*: "
-             "the planner (encode + world model + value + decode), i.e. what the policy node waits for; *decision CPU*: "
-             "process CPU seconds of the decision (all threads; steadier than wall time on a shared machine).", "",
-             "| N | WM rows (one batch) | value rows (one batch) | candidates | encode | world model | value | decode | decision | decision CPU | candidates + decision |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in res["rows"]:
-        lines.append(f"| {r['n']} | {r['wm_rows']} | {r['value_rows']} | {r['candidates']:.3f} | {r['prepare']:.3f} | "
-                     f"{r['world_model']:.3f} | {r['value']:.3f} | {r['decode']:.3f} | {r['decision']:.3f} | {r['decision_cpu']:.3f} | "
-                     f"{r['candidates'] + r['decision']:.3f} |")
-    if "peak_memory_gib" in res:
-        lines += ["", f"Peak GPU memory (policy + planning model + activations): {res['peak_memory_gib']:.1f} GiB."]
-    if res["full_2b"]:
-        lines += ["", "Reference (released planning deploy): N = 8, 3 x 5, one GPU per candidate on 8 GPUs: ~5 s per decision."]
-    return "\n".join(lines) + "\n"
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # PYTHONSAFEPATH=1 leaves the script's folder out
+    from render import planner_body
+
+    return planner_body(res) + "\n"
 
 
 def main(argv=None) -> int:

@@ -3,9 +3,16 @@
 Loop used: the ROS-free sim loop (``cosmos_policy_training.rollouts``: AlohaSim + CosmosPolicy in one
 process, policy at 25 Hz on 50 Hz physics, each action held 2 physics steps, 50-action chunks executed
 open-loop as the released deploy), not the ROS graph. Scene seeds 1000.. are held out (demos use 0..49).
-Prints a markdown section on stdout, progress on stderr.
+Prints a markdown section on stdout, progress on stderr; ``--json`` writes the figures (`make bench` section
+policy_success) in this schema:
 
-    python bench/policy_success.py [--episodes 50] [--policy checkpoints/sim_transfer_cube]
+    {"checkpoint": str, "policy_id": str, "actions_per_chunk": int, "seed_start": int, "episodes": int,
+     "settle_steps": int, "successes": int, "max_reward_counts": [episodes ending with max reward 0..4],
+     "training_data": str, "training_time": str (from the checkpoint's recipe.json),
+     "inference_ms_per_chunk": float (CPU), "wall_s": float,
+     "references": [{"policy": str, "success": str, "training_data": str}] (published figures, not measured here)}
+
+    python bench/policy_success.py [--episodes 50] [--policy checkpoints/sim_transfer_cube] [--json F]
 """
 from __future__ import annotations
 
@@ -56,6 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--execute", type=int, default=None, help="actions executed per chunk (default: all 50)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     args = p.parse_args(argv)
 
     import torch
@@ -88,18 +96,20 @@ def main(argv=None) -> int:
     if rp.is_file():
         recipe = json.loads(rp.read_text())
     n = args.episodes
-    hist = {k: rewards.count(k) for k in range(5)}
-    print(f"Checkpoint `{Path(args.policy).name}` ({policy.policy_id}), ROS-free sim loop (AlohaSim + CosmosPolicy, "
-          f"25 Hz policy on 50 Hz physics, {args.execute or policy.horizon}-action chunks open-loop), "
-          f"scene seeds {args.seed_start}..{args.seed_start + n - 1} (held out), each starting with the cube at rest "
-          f"({sim.config.settle_steps} settle steps; gym-aloha's own first frame shows it in mid-air).\n")
-    print("| policy | episodes | success | max reward 0/1/2/3/4 | training data | training time | inference per chunk |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    print(f"| {policy.policy_id} | {n} | {ok}/{n} ({100 * ok / n:.0f}%) | "
-          f"{'/'.join(str(hist[k]) for k in range(5))} | {training_summary(recipe)} | "
-          f"{1000 * infer / max(queries, 1):.0f} ms (CPU) |")
-    print(f"| ACT (published, 50 scripted demos) | - | ~90% | - | 50 scripted demos | - | - |")
-    print(f"\nWall time of this benchmark: {wall:.0f} s.")
+    data, took = training_summary(recipe).split(" | ")
+    result = {"checkpoint": Path(args.policy).name, "policy_id": policy.policy_id,
+              "actions_per_chunk": args.execute or policy.horizon, "seed_start": args.seed_start, "episodes": n,
+              "settle_steps": sim.config.settle_steps, "successes": int(ok),
+              "max_reward_counts": [rewards.count(k) for k in range(5)], "training_data": data, "training_time": took,
+              "inference_ms_per_chunk": 1000 * infer / max(queries, 1), "wall_s": wall,
+              "references": [{"policy": "ACT (published, 50 scripted demos)", "success": "~90%",
+                              "training_data": "50 scripted demos"}]}
+    sys.path.insert(0, str(Path(__file__).resolve().parent))  # PYTHONSAFEPATH=1 leaves the script's folder out
+    import render
+
+    if args.json:
+        render.write_json(Path(args.json), result)
+    print(render.policy_success_body(result))
     return 0
 
 

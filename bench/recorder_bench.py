@@ -4,9 +4,16 @@ Publishes 3 x 480x640 rgb8 at 30 Hz + both follower joint states at 100 Hz + arm
 (+ value, action chunks, diagnostics) for ``--duration`` seconds (default 60) to a recorder subprocess, then
 compares the bag with what was published. Also measures the bag writer alone (how fast the writer thread can
 drain its queue) and the raw sequential write speed of the output disk, and reports the headroom of each
-against the stream's byte rate. Prints markdown (and writes it to ``--markdown`` if given).
+against the stream's byte rate. Prints markdown (and writes it to ``--markdown`` if given); ``--json`` writes
+the figures (`make bench` section recorder) in this schema:
 
-    python bench/recorder_bench.py [--duration 60] [--output-dir /tmp/x] [--markdown bench/results/recorder.md]
+    {"setup": {"duration_s": float, "recorder_parameters": {name: value}, "publishers": str, "cores": int,
+               "load_average": [1, 5, 15 min]},
+     "topics": [{"topic": str, "published": int, "recorded": int}], "queue_drops_in_bag": int | null,
+     "bag_mb": float, "stream_mb_s": float, "recorder_cpu_percent": float, "writer_mb_s": float (writer thread
+     alone), "disk_mb_s": float (sequential write with fsync), "recorder_log": str (the recorder's summary line)}
+
+    python bench/recorder_bench.py [--duration 60] [--output-dir /tmp/x] [--json recorder.json]
 """
 from __future__ import annotations
 
@@ -156,6 +163,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--output-dir", default=None, help="where bags go (default: a temporary directory)")
     parser.add_argument("--markdown", default=None, help="also write the markdown report here")
+    parser.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     parser.add_argument("--keep", action="store_true", help="keep the recorded bag")
     parser.add_argument("--publisher-depth", type=int, default=50, help="publishers' keep-last depth (default 50)")
     parser.add_argument("--keep-all-publishers", action="store_true", help="publishers with keep-all history")
@@ -177,34 +185,24 @@ def main(argv=None) -> int:
     r = run_node_episode(out, args.duration, out, params, args.publisher_depth, args.keep_all_publishers)
     load = os.getloadavg()
     need = r["bytes"] / r["duration"] / 1e6
-    drops = {t: r["published"][t] - r["recorded"].get(t, 0) for t in r["published"]}
-    lines = [
-        "### Full-rate episode through the recorder node",
-        "",
-        f"Full-rate episode of {args.duration:.0f} s through the recorder node (subprocess, Fast DDS shared memory): "
-        "3 x 480x640 rgb8 at 30 Hz, 2 x JointState at 100 Hz, 4 command topics at 25 Hz, value 25 Hz, "
-        f"ActionChunk 0.5 Hz, diagnostics 1 Hz. Recorder parameters: {params or 'defaults'}; publishers: "
-        f"{'keep-all' if args.keep_all_publishers else f'keep-last depth {args.publisher_depth}'}. "
-        f"Machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min).",
-        "",
-        "| topic | published | recorded | dropped |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for t in r["published"]:
-        lines.append(f"| {t} | {r['published'][t]} | {r['recorded'].get(t, 0)} | {drops[t]} |")
-    total_drops = sum(drops.values())
-    lines += [
-        "",
-        f"- **drops: {total_drops}** (recorder queue drops reported in the bag: {r['custom'].get('dropped_messages')})",
-        f"- bag size {r['bytes'] / 1e6:.0f} MB -> stream rate {need:.1f} MB/s",
-        f"- recorder process CPU: {100 * r['cpu']:.0f}% of one core",
-        f"- writer thread alone (queue -> MCAP): {writer:.0f} MB/s = {writer / need:.1f}x headroom",
-        f"- disk sequential write (fsync): {disk:.0f} MB/s = {disk / need:.1f}x headroom",
-        f"- {r['stats']}",
-        "",
-    ]
-    text = "\n".join(lines)
+    custom_drops = r["custom"].get("dropped_messages")
+    result = {
+        "setup": {"duration_s": args.duration, "recorder_parameters": params,
+                  "publishers": "keep-all" if args.keep_all_publishers else f"keep-last depth {args.publisher_depth}",
+                  "cores": os.cpu_count(), "load_average": [round(v, 1) for v in load]},
+        "topics": [{"topic": t, "published": n, "recorded": r["recorded"].get(t, 0)} for t, n in r["published"].items()],
+        "queue_drops_in_bag": int(custom_drops) if str(custom_drops).isdigit() else None,
+        "bag_mb": round(r["bytes"] / 1e6), "stream_mb_s": round(need, 1), "recorder_cpu_percent": round(100 * r["cpu"]),
+        "writer_mb_s": round(writer), "disk_mb_s": round(disk), "recorder_log": r["stats"],
+    }
+    total_drops = sum(t["published"] - t["recorded"] for t in result["topics"])
+    sys.path.insert(0, str(HERE))  # PYTHONSAFEPATH=1 leaves the script's folder out
+    import render
+
+    text = render.recorder_body(result) + "\n"
     print(text)
+    if args.json:
+        render.write_json(Path(args.json), result)
     if args.markdown:
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(text + "\n")

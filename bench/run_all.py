@@ -1,36 +1,31 @@
-"""`make bench`: run every benchmark and rewrite BENCHMARKS.md with their markdown output.
+"""`make bench`: run the benchmarks, write their figures to bench/results/<section>.json, render BENCHMARKS.md.
 
-Each benchmark is a script printing a markdown section on stdout (and progress on stderr). A failing or
-missing benchmark is written down as such, never silently dropped. Run one with
+Each benchmark script takes ``--json PATH`` and writes its figures there (its schema is documented at the top
+of the script; progress goes to stderr). This runner adds a ``run`` object (when, machine, how long, load,
+the rerun command, ok / failed) and renders BENCHMARKS.md from all result files (bench/render.py), so sections
+not run this time keep their recorded figures. A failing benchmark is written down as such, never silently
+dropped; a GPU section on a machine without one keeps its figures, or says it is not measured. Run one with
 `make bench BENCH_ARGS="--only commander"`.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(os.environ.get("COSMOS_POLICY_ROS_SOURCE", Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # PYTHONSAFEPATH=1 leaves the script's folder out
+import render  # noqa: E402
 
-# key -> (title, script, args, timeout s)
-BENCHES = {
-    "commander": ("Commander tick timing and observation preprocessing", "bench/commander_bench.py", [], 600),
-    "recorder": ("Recorder: drops and write headroom at full rate", "bench/recorder_bench.py", [], 900),
-    "sim_expert": ("Scripted transfer-cube expert", "bench/sim_expert.py", [], 1200),
-    "model_cpu": ("Model core latency (tiny config, CPU)", "bench/gpu_latency.py", ["--tiny", "--repeats", "2"], 600),
-    "model_2b_gpu": ("Model core latency, full 2B config (random weights, bf16, GPU)", "bench/gpu_latency.py",
-                     ["--device", "cuda", "--batch", "1", "8"], 1200),
-    "planner_2b_gpu": ("Planner decision latency, full 2B config, N = 8 with 3 x 5 ensembles (GPU)",
-                       "bench/planner_bench.py", ["--full-2b"], 1800),
-    "planner": ("Planner decision latency", "bench/planner_bench.py", [], 900),
-    "policy_success": ("Small sim policy success rate (ROS-free loop, 50 seeds)", "bench/policy_success.py", [], 3600),
-    "policy_success_ros": ("Small sim policy through the real ROS 2 graph", "bench/policy_success_ros.py", [], 3600),
-}
+#: key -> (title, script, args, timeout s)
+BENCHES = render.SECTIONS
 
 
 def machine() -> str:
@@ -50,11 +45,7 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    try:
-        load = "load average at start %.1f / %.1f / %.1f" % os.getloadavg()
-    except OSError:
-        load = "load average unknown"
-    return f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {tv}; {load}"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, Python {platform.python_version()}, torch {tv}"
 
 
 def _has_cuda() -> bool:
@@ -66,65 +57,58 @@ def _has_cuda() -> bool:
         return False
 
 
+def run_section(key: str, results: Path) -> dict:
+    """Run one benchmark; returns the figures it wrote plus the ``run`` object (also written to results)."""
+    title, script, extra, timeout = BENCHES[key]
+    path, out = ROOT / script, results / f"{key}.json"
+    now = lambda: dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
+    rerun = render.rerun_command(key)
+    if not path.exists():
+        data = {"run": {"status": "not run", "note": f"`{script}` does not exist", "rerun": rerun}}
+    elif key.endswith("_gpu") and not _has_cuda():
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        if render.has_figures(previous):  # measured on a GPU machine earlier: keep those figures
+            return previous
+        data = {"run": {"status": "not measured", "note": "needs a GPU", "rerun": rerun,
+                        "checked": f"no GPU on the machine that ran `make bench` ({dt.date.today().isoformat()})"},
+                "device": None, "rows": []}
+    else:
+        print(f"[bench] {key}: {script} {' '.join(extra)}", file=sys.stderr, flush=True)
+        load_start = _load()
+        t0 = time.monotonic()
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_json = Path(tmp) / f"{key}.json"
+            status, note = "ok", ""
+            try:
+                proc = subprocess.run([sys.executable, str(path), *extra, "--json", str(tmp_json)], cwd=ROOT,
+                                      capture_output=True, text=True, timeout=timeout)
+                if proc.returncode != 0:
+                    status, note = "failed", f"exit {proc.returncode}:\n{proc.stderr.strip()[-3000:]}"
+            except subprocess.TimeoutExpired:
+                status, note = "timed out", f"after {timeout} s"
+            data = json.loads(tmp_json.read_text()) if tmp_json.is_file() else {}
+        data.pop("run", None)
+        run = {"status": status, "measured": now(), "machine": machine(), "took_s": round(time.monotonic() - t0),
+               "load_average": f"{load_start} at start, {_load()} at end", "rerun": rerun}
+        if note:
+            run["note"] = note
+        data = {"run": run, **data}
+    render.write_json(out, data)
+    return data
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run only these benchmarks")
+    parser.add_argument("--results", default=str(render.RESULTS), help="folder of the <section>.json files")
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = parser.parse_args(argv)
-    keys = args.only or list(BENCHES)
-    out_path = Path(args.out)
-    previous = out_path.read_text() if out_path.exists() else ""
-    sections = {}
-    for key in keys:
-        title, script, extra, timeout = BENCHES[key]
-        path = ROOT / script
-        if not path.exists():
-            sections[key] = f"## {title}\n\nNot run: `{script}` does not exist yet.\n"
-            continue
-        if key.endswith("_gpu") and not _has_cuda():
-            sections[key] = (f"## {title}\n\nNot run: no GPU on the machine that ran `make bench` "
-                             f"({dt.date.today().isoformat()}). On a GPU machine: "
-                             f"`python {script} {' '.join(extra)}` (or `make bench BENCH_ARGS=\"--only {key}\"`).\n")
-            continue
-        print(f"[bench] {key}: {script} {' '.join(extra)}", file=sys.stderr, flush=True)
-        t0 = time.monotonic()
-        try:
-            proc = subprocess.run([sys.executable, str(path), *extra], cwd=ROOT, capture_output=True, text=True,
-                                  timeout=timeout)
-            body = proc.stdout.strip()
-            if proc.returncode != 0:
-                body += f"\n\n**FAILED** (exit {proc.returncode}):\n\n```\n{proc.stderr.strip()[-3000:]}\n```"
-        except subprocess.TimeoutExpired:
-            body = f"**TIMED OUT** after {timeout} s."
-        elapsed = time.monotonic() - t0
-        when = dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-        sections[key] = (f"## {title}\n\nRerun: `make bench BENCH_ARGS=\"--only {key}\"` "
-                         f"(`{script}`, took {elapsed:.0f} s, finished {when}, load average "
-                         f"{_load()})\n\n{body}\n")
-    header = (
-        "# Benchmarks\n\nProduced by `make bench` (bench/run_all.py); every number below was measured, "
-        "including the ones that disappoint.\n\n"
-        f"- Last run: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} "
-        f"({'all sections' if not args.only else 'only ' + ', '.join(keys)}; every section says when it was measured)\n"
-        f"- Machine: {machine()}\n\n")
-    keep = _sections_of(previous)
-    for key in BENCHES:
-        if key not in sections and key in keep:
-            sections[key] = keep[key]
-    text = header + "\n".join(f"<!-- bench:{k} -->\n{sections[k]}" for k in BENCHES if k in sections)
-    out_path.write_text(text)
-    print(f"[bench] wrote {out_path}", file=sys.stderr)
+    results = Path(args.results)
+    for key in args.only or list(BENCHES):
+        run_section(key, results)
+    Path(args.out).write_text(render.render(results))
+    print(f"[bench] wrote {results}/*.json and {args.out}", file=sys.stderr)
     return 0
-
-
-def _sections_of(text: str):
-    """Previously written sections, so `--only x` keeps the others (each carries its own rerun line)."""
-    parts = {}
-    chunks = text.split("<!-- bench:")
-    for chunk in chunks[1:]:
-        key, _, body = chunk.partition(" -->\n")
-        parts[key.strip()] = body.rstrip("\n") + "\n"  # the join adds the separating blank line
-    return parts
 
 
 def _load() -> str:

@@ -1,9 +1,16 @@
 """Benchmark: scripted expert success rate in the simulated ALOHA, and sim / render costs.
 
 Prints a markdown section on stdout (progress on stderr). The expert acts at 25 Hz exactly as the demo
-generator runs it (each action held for two 50 Hz physics steps), over consecutive seeds from 0.
+generator runs it (each action held for two 50 Hz physics steps), over consecutive seeds from 0. ``--json``
+writes the figures (`make bench` section sim_expert) in this schema:
 
-    python bench/sim_expert.py [--seeds 50] [--tasks transfer_cube]
+    {"setup": {"rate_hz": 25, "physics_steps": int, "cores": int},
+     "rows": [{"task": str, "time_scale": float, "meeting_jitter_m": float, "seeds": int, "successes": int,
+               "held_at_end": int, "first_success_step_mean": float | null, "first_success_step_min": int | null,
+               "first_success_step_max": int | null, "ms_per_episode": float (no images)}],
+     "costs": [{"what": str, "ms": float, "decimals": int (as reported)}], "load_average": [1, 5, 15 min]}
+
+    python bench/sim_expert.py [--seeds 50] [--tasks transfer_cube] [--json F]
 """
 from __future__ import annotations
 
@@ -22,7 +29,7 @@ from cosmos_policy_ros.sim.generate_demos import rollout_expert  # noqa: E402
 
 
 def bench_expert(task: str, seeds: int, time_scale: float, jitter: float) -> str:
-    """One markdown table row for ``task`` over ``seeds`` seeds."""
+    """One row of figures for ``task`` over ``seeds`` seeds."""
     sim = AlohaSim(task, seed=0, render=False, max_steps=400)
     ok = held = 0
     firsts = []
@@ -36,13 +43,14 @@ def bench_expert(task: str, seeds: int, time_scale: float, jitter: float) -> str
         print(f"{task} seed {seed}: success={ep.success} held={ep.success_at_end} max_reward={ep.max_reward}",
               file=sys.stderr)
     per_ep = (time.perf_counter() - t0) / seeds
-    first = f"{np.mean(firsts):.0f} ({min(firsts)}-{max(firsts)})" if firsts else "-"
-    return (f"| {task} | {time_scale:g} | {jitter:g} | {seeds} | {ok}/{seeds} ({100 * ok / seeds:.0f}%) | "
-            f"{held}/{seeds} | {first} | {per_ep * 1000:.0f} |")
+    return {"task": task, "time_scale": time_scale, "meeting_jitter_m": jitter, "seeds": seeds, "successes": int(ok),
+            "held_at_end": int(held), "first_success_step_mean": float(np.mean(firsts)) if firsts else None,
+            "first_success_step_min": int(min(firsts)) if firsts else None,
+            "first_success_step_max": int(max(firsts)) if firsts else None, "ms_per_episode": per_ep * 1000}
 
 
-def bench_render(repeats: int = 20) -> str:
-    """Markdown lines with the cost of rendering the three ALOHA cameras at two sizes."""
+def bench_render(repeats: int = 20) -> list:
+    """The cost of rendering the three ALOHA cameras at two sizes, and of a physics step."""
     sim = AlohaSim("transfer_cube", seed=0, render=False)
     lines = []
     for size in ((480, 640), (96, 96)):
@@ -51,14 +59,15 @@ def bench_render(repeats: int = 20) -> str:
         for _ in range(repeats):
             sim.render(size=size)
         ms = (time.perf_counter() - t0) / repeats * 1000
-        lines.append(f"| 3 cameras {size[0]}x{size[1]} (cheap settings) | {ms:.1f} ms |")
+        lines.append({"what": f"3 cameras {size[0]}x{size[1]} (cheap settings)", "ms": ms, "decimals": 1})
     a = sim.qpos14()
     t0 = time.perf_counter()
     for _ in range(200):
         sim.step(a, render=False)
-    lines.append(f"| physics step (20 ms sim, 10 substeps) + reward | {(time.perf_counter() - t0) / 200 * 1000:.2f} ms |")
+    lines.append({"what": "physics step (20 ms sim, 10 substeps) + reward",
+                  "ms": (time.perf_counter() - t0) / 200 * 1000, "decimals": 2})
     sim.close()
-    return "\n".join(lines)
+    return lines
 
 
 def main() -> int:
@@ -67,20 +76,20 @@ def main() -> int:
     parser.add_argument("--tasks", nargs="+", default=sorted(EXPERTS))
     parser.add_argument("--time-scale", type=float, default=1.0)
     parser.add_argument("--meeting-jitter", type=float, nargs="+", default=[0.0, 0.02])
+    parser.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     args = parser.parse_args()
-    print("Expert at 25 Hz (action held for two 50 Hz physics steps), 400 physics steps (8 s) per episode, "
-          "seeds 0..N-1. success = reward 4 reached; held = reward 4 at the last step; first = 50 Hz step of "
-          "the first success.\n")
-    print("| task | time scale | meeting jitter (m) | seeds | success | held at end | first success step | ms / episode (no images) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for task in args.tasks:
-        for jitter in args.meeting_jitter:
-            print(bench_expert(task, args.seeds, args.time_scale, jitter), flush=True)
-    print("\n| sim cost | time |\n| --- | --- |")
-    print(bench_render())
-    load = os.getloadavg()
-    print(f"\nCPU load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
-          f"on {os.cpu_count()} cores (timings scale with contention; success rates do not).")
+    rows = [bench_expert(task, args.seeds, args.time_scale, jitter)
+            for task in args.tasks for jitter in args.meeting_jitter]
+    result = {"setup": {"rate_hz": 25, "physics_steps": 400, "cores": os.cpu_count()}, "rows": rows,
+              "costs": bench_render(), "load_average": [round(v, 1) for v in os.getloadavg()]}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # PYTHONSAFEPATH=1 leaves it out
+    import render
+
+    if args.json:
+        from pathlib import Path
+
+        render.write_json(Path(args.json), result)
+    print(render.sim_expert_body(result))
     return 0
 
 
