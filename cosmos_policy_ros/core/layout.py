@@ -13,8 +13,8 @@ Which frames are *conditioning* (given clean) depends on the task the model is a
   (un-conditioned), value generated.
 - ``value_q`` (Q(s,a)): everything but the value frame is given.
 
-Layouts for LIBERO (2 cameras) and RoboCasa (3 cameras) are expressible with the same classes; their
-chunk sizes / dims are UNVERIFIED defaults (marked below), the ALOHA one follows the facts sheet.
+Layouts for LIBERO (2 cameras) and RoboCasa (3 cameras) use the same classes; their slot orders follow the
+reference dataset code (the same for both backbones, Predict2 and Predict2.5).
 """
 from __future__ import annotations
 
@@ -213,10 +213,14 @@ def make_layout(name: str, cameras: Sequence[str], horizon: int, action_dim: int
 
 #: ALOHA (facts sheet section 2): 11 frames, wrist cameras before cam_high.
 ALOHA = make_layout("aloha", ("cam_left_wrist", "cam_right_wrist", "cam_high"), horizon=50, action_dim=14, proprio_dim=14)
-#: LIBERO: wrist + third-person camera. Chunk 16, action 7, proprio 9 are UNVERIFIED defaults.
+#: LIBERO (reference dataset order): 9 frames, blank, proprio, wrist, primary, action, future proprio, future
+#: wrist, future primary, value; chunk 16, action 7, proprio 9.
 LIBERO = make_layout("libero", ("wrist", "primary"), horizon=16, action_dim=7, proprio_dim=9)
-#: RoboCasa: 3 cameras. Chunk 32, action 7, proprio 9 are UNVERIFIED defaults.
-ROBOCASA = make_layout("robocasa", ("left", "right", "wrist"), horizon=32, action_dim=7, proprio_dim=9)
+#: RoboCasa (reference dataset order): 11 frames, the wrist image FIRST, then primary (left) and secondary
+#: (right): blank, proprio, wrist, left, right, action, future proprio, future wrist, future left, future right,
+#: value; chunk 32 (16 executed), action 7, proprio 9. A released RoboCasa checkpoint reads its cameras by slot,
+#: so this order is part of the checkpoint's contract.
+ROBOCASA = make_layout("robocasa", ("wrist", "left", "right"), horizon=32, action_dim=7, proprio_dim=9)
 
 LAYOUTS: Dict[str, LatentLayout] = {l.name: l for l in (ALOHA, LIBERO, ROBOCASA)}
 

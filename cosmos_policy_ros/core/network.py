@@ -13,6 +13,10 @@ The reference's 17 input channels + padding mask (``concat_padding_mask=True``) 
 instead the model is built with ``in_channels=18, concat_padding_mask=False`` and we feed
 ``cat([latent (16), condition_mask (1), padding_mask (1, zeros)])``: the patch embedding then has the
 same (72 -> hidden) weight with the same column order, so NVIDIA weights load unchanged.
+
+Backbones (:mod:`cosmos_policy_ros.core.backbone`): ``NetworkConfig.backbone`` names it; Predict2.5 adds
+diffusers' cross-attention projection (``use_crossattn_projection``: Linear(``text_input_dim`` = 100,352 ->
+``text_embed_dim`` = 1024) + GELU on the Reason1 embeddings), everything else is the same DiT.
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+
+from .backbone import DEFAULT_BACKBONE, get_backbone
 
 #: Wan 2.1 latent normalisation (16 per-channel means / stds; the reference hard-codes the same values).
 WAN_LATENTS_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -83,8 +89,24 @@ class NetworkConfig:
     #: shapes attention scores, so without it no token's value says *where* in the image it is. Measured on the
     #: small sim network: it did not make the first chunk follow the cube (docs/sim_checkpoint_results.md).
     extra_pos_embed: Optional[str] = None
+    #: which published backbone this network is (:data:`cosmos_policy_ros.core.backbone.BACKBONES`); it picks
+    #: the text path here and the sampler / training objective elsewhere
+    backbone: str = DEFAULT_BACKBONE
+    #: width of the instruction embeddings fed in, when the backbone projects them to ``text_embed_dim``
+    #: (Predict2.5: 100,352 Reason1 features -> 1024); None for backbones without a projection
+    text_input_dim: Optional[int] = None
 
     def __post_init__(self):
+        bb = get_backbone(self.backbone)  # raises "backbone: expected one of ..., got ..."
+        if bb.crossattn_projection:
+            self.text_input_dim = int(self.text_input_dim) if self.text_input_dim is not None else bb.text_dim
+            if self.text_input_dim < 1:
+                raise ValueError(f"network text_input_dim: expected >= 1, got {self.text_input_dim}")
+        elif self.text_input_dim is not None and int(self.text_input_dim) != int(self.text_embed_dim):
+            raise ValueError(f"network text_input_dim: backbone {self.backbone!r} has no text projection, expected "
+                             f"None or text_embed_dim ({self.text_embed_dim}), got {self.text_input_dim}")
+        else:
+            self.text_input_dim = None
         if isinstance(self.vae, dict):
             self.vae = VAEConfig(**self.vae)
         self.max_size = tuple(int(v) for v in self.max_size)
@@ -111,6 +133,11 @@ class NetworkConfig:
         return (LATENT_CHANNELS, self.latent_size, self.latent_size)
 
     @property
+    def embedding_dim(self) -> int:
+        """Width of one instruction embedding as the policy stores and feeds it: (1, text_len, embedding_dim)."""
+        return self.text_input_dim if self.text_input_dim is not None else self.text_embed_dim
+
+    @property
     def hidden_size(self) -> int:
         return self.num_attention_heads * self.attention_head_dim
 
@@ -130,13 +157,26 @@ class NetworkConfig:
 
 #: The released 2B Video2World network (1,956,413,440 transformer parameters) at 224 px.
 NETWORK_2B = NetworkConfig()
+#: The Predict2.5 2B network: the same DiT plus the 100,352 -> 1024 text projection (102.8 M more parameters).
+NETWORK_2B_PREDICT2_5 = NetworkConfig(name="cosmos-predict2.5-2b", backbone="predict2.5")
 
 
-def tiny_network_config(image_size: int = 64, text_embed_dim: int = 32, text_len: int = 8) -> NetworkConfig:
-    """A CPU-sized config of the same classes: 2 layers, hidden 64, VAE base_dim 8, 64 px -> 8x8 latents."""
-    return NetworkConfig(name="tiny", num_layers=2, num_attention_heads=2, attention_head_dim=32, mlp_ratio=4.0,
+def network_2b(backbone: str = DEFAULT_BACKBONE) -> NetworkConfig:
+    """The released 2B network of a backbone."""
+    bb = get_backbone(backbone)
+    return NetworkConfig(name=f"cosmos-{bb.name}-2b", backbone=bb.name)
+
+
+def tiny_network_config(image_size: int = 64, text_embed_dim: int = 32, text_len: int = 8,
+                        backbone: str = DEFAULT_BACKBONE, text_input_dim: int = 96) -> NetworkConfig:
+    """A CPU-sized config of the same classes: 2 layers, hidden 64, VAE base_dim 8, 64 px -> 8x8 latents.
+    For a backbone with a text projection, embeddings are ``text_input_dim`` wide (a tiny stand-in for 100,352)."""
+    bb = get_backbone(backbone)
+    return NetworkConfig(name="tiny" if bb.name == DEFAULT_BACKBONE else f"tiny-{bb.name}", num_layers=2,
+                         num_attention_heads=2, attention_head_dim=32, mlp_ratio=4.0,
                          text_embed_dim=text_embed_dim, text_len=text_len, adaln_lora_dim=16,
-                         image_size=image_size, vae=VAEConfig(base_dim=8))
+                         image_size=image_size, vae=VAEConfig(base_dim=8), backbone=bb.name,
+                         text_input_dim=text_input_dim if bb.crossattn_projection else None)
 
 
 def get_dtype(name) -> torch.dtype:
@@ -162,8 +202,8 @@ def set_qk_norm_eps(transformer: nn.Module, eps: float = 1e-6) -> int:
 
 
 def build_transformer(cfg: NetworkConfig):
-    """CosmosTransformer3DModel with 18 input channels, no padding-mask concat and the config's extra
-    position embedding (none for the released 2B network)."""
+    """CosmosTransformer3DModel with 18 input channels, no padding-mask concat, the config's extra
+    position embedding (none for the released 2B network) and the backbone's text path."""
     from diffusers import CosmosTransformer3DModel
 
     model = CosmosTransformer3DModel(
@@ -171,7 +211,8 @@ def build_transformer(cfg: NetworkConfig):
         num_attention_heads=cfg.num_attention_heads, attention_head_dim=cfg.attention_head_dim,
         num_layers=cfg.num_layers, mlp_ratio=cfg.mlp_ratio, text_embed_dim=cfg.text_embed_dim,
         adaln_lora_dim=cfg.adaln_lora_dim, max_size=cfg.max_size, patch_size=cfg.patch_size,
-        rope_scale=cfg.rope_scale, concat_padding_mask=False, extra_pos_embed_type=cfg.extra_pos_embed)
+        rope_scale=cfg.rope_scale, concat_padding_mask=False, extra_pos_embed_type=cfg.extra_pos_embed,
+        **get_backbone(cfg.backbone).transformer_kwargs(cfg.text_embed_dim, cfg.text_input_dim))
     if model.learnable_pos_embed is not None:
         # diffusers starts the tables at zero, where the embedding's own normalisation (emb / |emb|) has a
         # gradient of 1/eps: one step would blow up the global gradient norm and clipping would then
@@ -278,7 +319,8 @@ class CosmosNetwork(nn.Module):
         """Raw network output F.
 
         x_in: (B, 16, T, H, W) scaled noisy latents (any float dtype); c_noise: (B, T) per-frame noise
-        level; cond: (B, T) bool conditioning frames; text: (B, L, D) T5 embeddings.
+        level (the backbone's time input: Predict2 ``sigma / (sigma + 1)``, Predict2.5 sigma); cond: (B, T) bool
+        conditioning frames; text: (B, L, D) instruction embeddings (D = ``cfg.embedding_dim``).
         Returns (B, 16, T, H, W) in the model dtype.
         """
         b, c, t, h, w = x_in.shape

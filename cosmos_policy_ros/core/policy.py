@@ -32,7 +32,8 @@ from .images import ImageConfig, check_image, from_model_range, preprocess_batch
 from .layout import ALOHA, LatentLayout, get_layout
 from .network import CosmosNetwork, NetworkConfig, build_transformer, build_vae, get_dtype, tiny_network_config
 from .rtc import ChunkPrefix
-from .sampler import Inpainting, SamplerConfig, lift_chunk, plan_stages, run_stages
+from .backbone import get_backbone, run_sampler
+from .sampler import Inpainting, SamplerConfig, lift_chunk, plan_stages
 from .types import InferenceCancelled, Observation, PolicyOutput
 
 #: The released deploy's fixed seed.
@@ -96,7 +97,7 @@ class CosmosPolicy:
                              f"layout {layout.name!r} (actions {layout.action_dim}, proprio {layout.proprio_dim})")
         if not embeddings:
             raise ValueError("expected at least one instruction embedding")
-        d = network.cfg.text_embed_dim
+        d = network.cfg.embedding_dim
         for k, e in embeddings.items():
             if e.ndim != 3 or e.shape[0] != 1 or e.shape[2] != d:
                 raise ValueError(f"embedding of {k!r}: expected shape (1, L, {d}), got {tuple(e.shape)}")
@@ -109,7 +110,9 @@ class CosmosPolicy:
         self.layout = layout
         self.stats = stats
         self.embeddings = {k: v.detach().to("cpu") for k, v in embeddings.items()}
-        self.sampler = sampler or SamplerConfig()
+        self.backbone = get_backbone(network.cfg.backbone)  # the network config's backbone picks the sampler
+        self.sampler = sampler or self.backbone.default_sampler()
+        self.backbone.check_sampler(self.sampler)
         self.image = image or ImageConfig(size=network.cfg.image_size)
         if self.image.size != network.cfg.image_size:
             raise ValueError(f"image size {self.image.size} does not match the network's {network.cfg.image_size}")
@@ -201,6 +204,7 @@ class CosmosPolicy:
             raise ValueError("expected at least one seed")
         self._check_start(start, actions, latents)
         cfg = sampler or self.sampler
+        self.backbone.check_sampler(cfg)
         decode = _check_decode(decode_images if decode_images is not None else self.decode_future_images)
         stages = plan_stages(self.layout, cfg, start)
         clean = self._inject(prep, len(seeds), actions, latents)  # (B, 16, T, h, w) float32
@@ -215,7 +219,7 @@ class CosmosPolicy:
             net = self.network.net_fn(text)
             if cancel is not None:
                 net = _cancellable(net, cancel)
-            res = run_stages(net, clean, stages, seeds, cfg,
+            res = run_sampler(net, clean, stages, seeds, cfg,
                              timer=lambda: (_sync(dev), time.perf_counter())[1], inpaint=inp)
         _sync(res.x0.device)
         t_denoise = time.perf_counter() - t0
@@ -491,20 +495,21 @@ DEFAULT_TINY_INSTRUCTIONS = ("put the candy in the bowl", "transfer the cube", "
 def make_tiny_policy(seed: int = 0, image_size: int = 64, layout: Union[str, LatentLayout] = ALOHA,
                      instructions: Sequence[str] = DEFAULT_TINY_INSTRUCTIONS, stats: Optional[DatasetStats] = None,
                      sampler: Optional[SamplerConfig] = None, network: Optional[NetworkConfig] = None,
-                     policy_id: Optional[str] = None, **kwargs) -> CosmosPolicy:
+                     policy_id: Optional[str] = None, backbone: str = "predict2", **kwargs) -> CosmosPolicy:
     """A small randomly initialised policy (same classes as the 2B one) for tests, the demo and training.
 
-    Deterministic for a given seed; the global torch RNG is left untouched.
+    Deterministic for a given seed; the global torch RNG is left untouched. ``backbone`` picks the tiny
+    network's backbone (``network``, when given, names its own).
     """
     lay = layout if isinstance(layout, LatentLayout) else get_layout(layout)
-    cfg = network or tiny_network_config(image_size=image_size)
+    cfg = network or tiny_network_config(image_size=image_size, backbone=backbone)
     st = stats or aloha_like_stats(lay.action_dim, lay.proprio_dim)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         transformer = build_transformer(cfg)
         vae = build_vae(cfg)
         g = torch.Generator().manual_seed(seed + 1)
-        emb = {ins: torch.randn(1, cfg.text_len, cfg.text_embed_dim, generator=g) for ins in instructions}
+        emb = {ins: torch.randn(1, cfg.text_len, cfg.embedding_dim, generator=g) for ins in instructions}
     net = CosmosNetwork(cfg, transformer, vae)
-    return CosmosPolicy(net, lay, st, emb, sampler or SamplerConfig(), ImageConfig(size=cfg.image_size),
+    return CosmosPolicy(net, lay, st, emb, sampler, ImageConfig(size=cfg.image_size),
                         policy_id=policy_id or f"tiny-{lay.name}-seed{seed}", **kwargs)
