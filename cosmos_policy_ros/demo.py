@@ -337,8 +337,9 @@ def main(argv=None) -> int:
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
     parser.add_argument("--execution", choices=("stream", "pause"), default="pause",
                         help="policy node execution: pause (default here: whole chunks, hold while thinking, as the "
-                             "released deploy; the embedded CPU policy does best this way, docs/training.md) or "
-                             "stream (the launch files' default: re-plan while moving, no idle robot)")
+                             "released deploy; the embedded CPU policy does best this way, see "
+                             "docs/sim_checkpoint_results.md) or stream (the launch files' default: re-plan while "
+                             "moving, no idle robot)")
     parser.add_argument("--execute-horizon", type=int, default=0,
                         help="actions of each chunk executed before the next one (0 = the whole chunk)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")

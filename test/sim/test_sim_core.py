@@ -166,7 +166,7 @@ def test_expert_transfers_the_cube():
 def test_expert_joint_trajectories_take_one_ik_branch():
     """The forearm roll / wrist rotate pair never winds to the flipped IK branch (+-pi), so scenes that differ
     only in the cube pose get the same hand-over motion in joint space: what a policy has to learn is a
-    function of the scene, not of which branch the IK happened to drift into (docs/training.md, diagnosis)."""
+    function of the scene, not of which branch the IK happened to drift into (docs/sim_checkpoint_results.md)."""
     s = AlohaSim("transfer_cube", seed=0, render=False, max_steps=400)
     eps = [rollout_expert(s, seed, render=False) for seed in (4, 11, 1003)]
     for ep in eps:
