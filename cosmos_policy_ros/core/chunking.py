@@ -362,8 +362,8 @@ class ReplanSchedule:
         next observation is taken ``pause_fallback`` after that. Normally the commander's chunk-end re-plan
         request (commander ``execution:=pause``) comes first, at the very tick the robot starts holding; this time
         is the fallback, late enough that chunk delivery and tick jitter cannot put the observation before the
-        hold (the new chunk would then start a few actions in). Timing it from the latency estimate instead (the
-        largest of the last three) made one slow call idle the robot for up to a second extra after each of the
+        hold (the new chunk would then start a few actions in). It is not timed from the latency estimate (the
+        largest of the last three): one slow call would idle the robot for up to a second extra after each of the
         next three chunks, enough to run a 12 s episode out of time.
         """
         if self.execution == "pause" and published is not None:
