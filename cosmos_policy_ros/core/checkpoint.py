@@ -5,11 +5,13 @@ Two on-disk layouts are understood (docs/model_core.md has the full description)
 **Ours** (``config.json`` with ``"format": "cosmos_policy_ros"``): written by :func:`save_checkpoint`
 (training, :func:`cosmos_policy_ros.core.policy.save_policy`, the NVIDIA conversion cache)::
 
-    config.json                 format, format_version, policy_id, layout, network, sampler, image, dtype
+    config.json                 format, format_version, policy_id, layout, network (with its backbone:
+                                "predict2" when absent), sampler (the backbone's kind), image, dtype
     model.safetensors           diffusers CosmosTransformer3DModel state dict (18 input channels)
     vae.safetensors             diffusers AutoencoderKLWan state dict
     dataset_statistics.json     NVIDIA key names (actions_/proprio_ min, max, mean, std, median)
-    t5_embeddings.safetensors   {instruction: (1, text_len, text_dim)}
+    t5_embeddings.safetensors   {instruction: (1, text_len, text_dim)} (Predict2: T5-11B, 1024 wide;
+    reason1_embeddings.safetensors  Predict2.5: Cosmos-Reason1, 100,352 wide)
     latent_norm.safetensors     optional {"mean", "std"}: (16, T, h, w) per-element latent statistics applied after
                                 the Wan ones (``train --latent-norm data``; the small sim network's random VAE)
 
@@ -18,8 +20,12 @@ keys), ``*dataset_statistics.json``, ``*t5_embeddings.pkl``; the VAE comes from 
 (original Wan 2.1 keys) or a diffusers ``vae/`` folder, in the same directory or in ``vae_source``
 (default HF ``nvidia/Cosmos-Predict2-2B-Video2World``). It is converted once (key renames below, strict
 key/shape check) and written in our format into a cache directory, so the next start loads safetensors.
+Predict2.5 policies (HF ``nvidia/Cosmos-Predict2.5-2B``, subfolders ``robot/policy/{libero,robocasa}`` or
+``robot/cosmos-policy/...``) are the same ``.pt`` layout plus ``net.crossattn_proj.0.{weight,bias}``; their
+dataset statistics and ``reason1_embeddings.pkl`` come from the dataset repos, given as ``assets``. A
+distributed (DCP) checkpoint folder is refused with a clear error: it is not supported.
 
-Only tensors are ever loaded: ``torch.load(weights_only=True)``, safetensors, and for the T5 pickle a
+Only tensors are ever loaded: ``torch.load(weights_only=True)``, safetensors, and for the T5 / Reason1 pickles a
 restricted unpickler that allows exactly what a pickled dict of tensors needs.
 """
 from __future__ import annotations
@@ -41,7 +47,7 @@ from .codec import DatasetStats
 from .images import ImageConfig
 from .layout import LatentLayout, get_layout
 from .network import NetworkConfig, VAEConfig
-from .sampler import SamplerConfig
+from .backbone import BACKBONES, get_backbone
 
 FORMAT_NAME = "cosmos_policy_ros"
 FORMAT_VERSION = 1
@@ -123,13 +129,13 @@ class _TensorDictUnpickler(pickle.Unpickler):
 
 
 def load_embeddings_pickle(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """NVIDIA's ``{instruction: tensor}`` T5 pickle through the restricted unpickler."""
+    """NVIDIA's ``{instruction: tensor}`` text-embedding pickle (T5 or Reason1) through the restricted unpickler."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             obj = _TensorDictUnpickler(f).load()
     except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: refused to load the T5 embeddings pickle: {e}") from None
+        raise CheckpointError(f"{path}: refused to load the text embeddings pickle: {e}") from None
     return _check_embeddings(obj, path)
 
 
@@ -179,6 +185,7 @@ _TOP_RENAMES: Tuple[Tuple[str, str], ...] = (
     ("final_layer.adaln_modulation.1", "norm_out.linear_1"),
     ("final_layer.adaln_modulation.2", "norm_out.linear_2"),
     ("final_layer.linear", "proj_out"),
+    ("crossattn_proj", "crossattn_proj"),  # Predict2.5: Linear(100,352 -> 1024) + GELU, same names in diffusers
 )
 #: NVIDIA entries that carry no diffusers weight (training counters, RoPE tables, TE extra state).
 _DROP_PATTERNS = (re.compile(r"^accum_"), re.compile(r"^pos_embedder\."), re.compile(r"(^|\.)_extra_state$"),
@@ -411,9 +418,21 @@ def infer_transformer_config(sd: Mapping[str, torch.Tensor], image_size: int = 2
     except KeyError as e:
         raise CheckpointError(f"transformer weights: missing {e} needed to infer the network size") from None
     layers = 1 + max(int(m.group(1)) for k in sd for m in [re.match(r"^transformer_blocks\.(\d+)\.", k)] if m)
+    backbone, text_in = backbone_of_state_dict(sd)
     return NetworkConfig(name=f"inferred-{layers}x{hidden}", num_layers=layers, num_attention_heads=hidden // head_dim,
                          attention_head_dim=head_dim, mlp_ratio=mlp / hidden, text_embed_dim=text_dim,
-                         text_len=text_len, adaln_lora_dim=lora, image_size=image_size)
+                         text_len=text_len, adaln_lora_dim=lora, image_size=image_size, backbone=backbone,
+                         text_input_dim=text_in)
+
+
+def backbone_of_state_dict(sd: Mapping[str, torch.Tensor]) -> Tuple[str, Optional[int]]:
+    """(backbone name, text input width) of a diffusers-format transformer state dict: a cross-attention
+    projection means Predict2.5 (its input width is the embedding width), none means Predict2."""
+    w = sd.get("crossattn_proj.0.weight")
+    if w is None:
+        return "predict2", None
+    projecting = [b for b in BACKBONES.values() if b.crossattn_projection]
+    return projecting[0].name, int(w.shape[1])
 
 
 # ================================================================================================
@@ -485,7 +504,7 @@ class CheckpointData:
 
     network: NetworkConfig
     layout: LatentLayout
-    sampler: SamplerConfig
+    sampler: object  # the backbone's sampler config (SamplerConfig or RFSamplerConfig)
     image: ImageConfig
     stats: DatasetStats
     embeddings: Dict[str, torch.Tensor]  # instruction -> (1, L, D)
@@ -526,7 +545,8 @@ def save_checkpoint(data: CheckpointData, directory: Union[str, Path]) -> Path:
 
     write(MODEL_FILE, lambda p: save_file(contiguous(data.transformer_state), str(p)))
     write(VAE_FILE, lambda p: save_file(contiguous(data.vae_state), str(p)))
-    write(EMBEDDINGS_FILE, lambda p: save_file(contiguous(data.embeddings), str(p)))
+    emb_file = get_backbone(data.network.backbone).embeddings_file
+    write(emb_file, lambda p: save_file(contiguous(data.embeddings), str(p)))
     write(STATS_FILE, lambda p: data.stats.save(p))
     if data.latent_norm is not None:
         write(LATENT_NORM_FILE, lambda p: save_file(contiguous(data.latent_norm), str(p)))
@@ -552,19 +572,20 @@ def load_our_checkpoint(path: Union[str, Path]) -> CheckpointData:
         raise CheckpointError(f"{d}: config.json format is {config.get('format')!r}, expected {FORMAT_NAME!r}")
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise CheckpointError(f"{d}: format_version {config.get('format_version')} is newer than this code ({FORMAT_VERSION})")
-    for name in (MODEL_FILE, VAE_FILE, STATS_FILE, EMBEDDINGS_FILE):
-        if not (d / name).is_file():
-            raise CheckpointError(f"{d}: missing {name}")
     try:
-        network = NetworkConfig.from_dict(config["network"])
+        network = NetworkConfig.from_dict(config["network"])  # no "backbone" field: Predict2
+        backbone = get_backbone(network.backbone)
         layout_cfg = config["layout"]
         layout = LatentLayout.from_dict(layout_cfg) if isinstance(layout_cfg, dict) else get_layout(str(layout_cfg))
-        sampler = SamplerConfig(**config.get("sampler", {}))
+        sampler = backbone.sampler_from_dict(config.get("sampler", {}))
         img = dict(config.get("image", {}))
         image = ImageConfig(**img) if img else ImageConfig(size=network.image_size)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{d / CONFIG_FILE}: invalid config: {type(e).__name__}: {e}") from None
-    emb = _check_embeddings(load_safetensors(d / EMBEDDINGS_FILE), d / EMBEDDINGS_FILE)
+    for name in (MODEL_FILE, VAE_FILE, STATS_FILE, backbone.embeddings_file):
+        if not (d / name).is_file():
+            raise CheckpointError(f"{d}: missing {name}")
+    emb = _check_embeddings(load_safetensors(d / backbone.embeddings_file), d / backbone.embeddings_file)
     latent_norm = None
     if (d / LATENT_NORM_FILE).is_file():
         latent_norm = load_safetensors(d / LATENT_NORM_FILE)
@@ -624,46 +645,133 @@ def _fingerprint(paths: Sequence[Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def _find(dirs: Sequence[Path], patterns: Sequence[str], what: str) -> Path:
+    """The one file matching the first pattern that matches in the first directory that has it."""
+    for d in dirs:
+        hit = _one(d, patterns, what, required=False)
+        if hit is not None:
+            return hit
+    raise CheckpointError(f"no {what} found in {[str(d) for d in dirs]} (looked for {list(patterns)}); "
+                          "pass the folder that holds it as assets (--assets)")
+
+
+def refuse_dcp(d: Path) -> None:
+    """Raise CheckpointError for a distributed (DCP) checkpoint folder: not supported (only a single ``.pt``)."""
+    dcp = None
+    if (d / "model").is_dir():
+        dcp = d / "model"
+    elif (d / ".metadata").is_file() or any(d.glob("*.distcp")):
+        dcp = d
+    if dcp is not None and not any(d.glob("*.pt")):
+        raise CheckpointError(
+            f"{dcp}: a distributed (DCP) checkpoint folder is not supported; convert it once to a single .pt "
+            "(torch.distributed.checkpoint.format_utils.dcp_to_torch_save) and pass the folder holding that .pt")
+
+
 def convert_nvidia_checkpoint(d: Path, vae_path: Path, layout: LatentLayout, image_size: int = 224,
-                              policy_id: Optional[str] = None, dtype: str = "bfloat16") -> CheckpointData:
+                              policy_id: Optional[str] = None, dtype: str = "bfloat16",
+                              assets: Sequence[Path] = ()) -> CheckpointData:
     """Read an NVIDIA policy directory + a VAE file into :class:`CheckpointData` (renamed keys, reports).
+
+    The backbone follows from the weights (a cross-attention projection = Predict2.5), and with it the text
+    embeddings looked for (``*t5_embeddings.pkl`` / ``*reason1_embeddings.pkl``, pickles only through the
+    restricted unpickler) and the sampler. Statistics and embeddings are looked for in ``d``, then in ``assets``
+    (and their ``success_only/``), ``<layout>_dataset_statistics.json`` first.
     Key/shape problems are raised later by the strict load against the built modules."""
+    refuse_dcp(d)
     pt = _one(d, ["*.pt"], "policy weights (*.pt)")
-    stats = _one(d, ["*dataset_statistics.json"], "dataset statistics (*dataset_statistics.json)")
-    emb_path = _one(d, ["*t5_embeddings.safetensors", "*t5_embeddings.pkl"], "T5 embeddings (*t5_embeddings.pkl)")
+    dirs = [d] + [Path(a) for a in assets] + [Path(a) / "success_only" for a in assets if (Path(a) / "success_only").is_dir()]
+    stats = _find(dirs, [f"{layout.name}_dataset_statistics.json", "*dataset_statistics.json"],
+                  "dataset statistics (*dataset_statistics.json)")
     net_sd, rep_t = convert_nvidia_transformer(load_torch_tensors(pt))
     vae_sd, rep_v = load_vae_file(vae_path)
     if rep_t.unexpected:
         raise CheckpointError(rep_t.format())
     if rep_v.unexpected:
         raise CheckpointError(rep_v.format())
+    backbone = get_backbone(backbone_of_state_dict(net_sd)[0])
+    emb_path = _find(dirs, backbone.nvidia_embeddings, f"{backbone.text_encoder} embeddings ({backbone.nvidia_embeddings[-1]})")
     emb = (_check_embeddings(load_safetensors(emb_path), emb_path) if emb_path.suffix == ".safetensors"
            else load_embeddings_pickle(emb_path))
     text_len = int(next(iter(emb.values())).shape[1])
     network = infer_transformer_config(net_sd, image_size=image_size, text_len=text_len)
     network.vae = infer_wan_vae_config(vae_sd)
-    return CheckpointData(network=network, layout=layout, sampler=SamplerConfig(), image=ImageConfig(size=image_size),
-                          stats=DatasetStats.load(stats), embeddings=emb, transformer_state=net_sd, vae_state=vae_sd,
-                          policy_id=policy_id or pt.stem, dtype=dtype, source=str(d), reports=[rep_t, rep_v])
+    return CheckpointData(network=network, layout=layout, sampler=backbone.default_sampler(),
+                          image=ImageConfig(size=image_size), stats=DatasetStats.load(stats), embeddings=emb,
+                          transformer_state=net_sd, vae_state=vae_sd, policy_id=policy_id or pt.stem, dtype=dtype,
+                          source=str(d), reports=[rep_t, rep_v])
+
+
+def released_subfolders(repo: str, layout: str) -> Tuple[str, ...]:
+    """Subfolders of a released policy of ``layout`` inside the HF model repo ``repo`` (every spelling in the
+    backbone table; empty when the repo holds no such policy, e.g. a Predict2 policy repo)."""
+    for b in BACKBONES.values():
+        if b.hf_repo is not None and b.hf_repo.lower() == repo.lower():
+            return tuple(b.hf_subfolders.get(layout, ()))
+    return ()
+
+
+def _policy_dir(d: Path, layout: str) -> Path:
+    """``d`` itself, or the released policy subfolder of ``layout`` inside it (a Predict2.5 model repo)."""
+    if any(d.glob("*.pt")) or is_our_format(d):
+        return d
+    for b in BACKBONES.values():
+        for sub in b.hf_subfolders.get(layout, ()):
+            if (d / sub).is_dir():
+                return d / sub
+    return d
+
+
+def resolve_policy_source(source: Union[str, Path], layout: str, local_files_only: bool = False) -> Path:
+    """A policy directory from a local path, a HF repo id, ``owner/name/sub/folder`` or a Predict2.5 model repo
+    (``nvidia/Cosmos-Predict2.5-2B``: the layout's released policy subfolder, either spelling)."""
+    s = str(source)
+    p = Path(s).expanduser()
+    if p.is_dir():
+        return _policy_dir(p, layout)
+    parts = s.split("/")
+    if len(parts) > 2 and is_repo_id("/".join(parts[:2])) and not p.exists():
+        repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
+        root = resolve_source(repo, local_files_only=local_files_only, allow_patterns=[f"{sub}/*"])
+        if not (root / sub).is_dir():
+            raise CheckpointError(f"checkpoint source {s!r}: {repo} has no folder {sub!r}")
+        return root / sub
+    subs = released_subfolders(s, layout) if is_repo_id(s) else ()
+    if subs:
+        root = resolve_source(s, local_files_only=local_files_only, allow_patterns=[f"{sub}/*" for sub in subs])
+        for sub in subs:
+            if (root / sub).is_dir():
+                return root / sub
+        raise CheckpointError(f"checkpoint source {s!r}: none of {list(subs)} found for layout {layout!r}")
+    return resolve_source(s, local_files_only=local_files_only)
 
 
 def load_checkpoint(source: Union[str, Path], vae_source: Optional[Union[str, Path]] = None,
                     layout: Union[str, LatentLayout] = "aloha", image_size: int = 224,
                     cache_dir: Optional[Union[str, Path]] = None, write_cache: bool = True,
-                    local_files_only: bool = False) -> CheckpointData:
-    """Resolve ``source`` and read it as :class:`CheckpointData` (ours or NVIDIA's layout).
+                    local_files_only: bool = False, assets: Sequence[Union[str, Path]] = ()) -> CheckpointData:
+    """Resolve ``source`` and read it as :class:`CheckpointData` (ours or NVIDIA's layout, either backbone).
 
     NVIDIA checkpoints are converted and, with ``write_cache``, written in our format under
     ``cache_dir`` (default ``$COSMOS_POLICY_CACHE`` or ``~/.cache/cosmos_policy_ros``)/converted/<name>-<hash>;
-    a later call with the same files loads that copy.
+    a later call with the same files loads that copy. ``assets``: local folders (or HF dataset snapshots already
+    downloaded) holding the dataset statistics and text embeddings when the weights' folder has none, as for
+    the Predict2.5 policies (``nvidia/LIBERO-Cosmos-Policy``: ``libero_dataset_statistics.json``,
+    ``success_only/reason1_embeddings.pkl``).
     """
-    d = resolve_source(source, local_files_only=local_files_only)
+    lay = layout if isinstance(layout, LatentLayout) else get_layout(layout)
+    d = resolve_policy_source(source, lay.name, local_files_only=local_files_only)
     if is_our_format(d):
         return load_our_checkpoint(d)
+    refuse_dcp(d)
     if not any(d.glob("*.pt")):
         raise CheckpointError(f"{d}: neither our format (config.json with \"format\": \"{FORMAT_NAME}\") "
-                              "nor an NVIDIA policy directory (*.pt + *dataset_statistics.json + *t5_embeddings.pkl)")
-    lay = layout if isinstance(layout, LatentLayout) else get_layout(layout)
+                              "nor an NVIDIA policy directory (*.pt + *dataset_statistics.json + *t5_embeddings.pkl "
+                              "or *reason1_embeddings.pkl)")
+    asset_dirs = [Path(a).expanduser() for a in assets]
+    for a in asset_dirs:
+        if not a.is_dir():
+            raise CheckpointError(f"assets {str(a)!r}: no such directory")
     vae_path = find_vae_files(d)
     if vae_path is None:
         vs = vae_source if vae_source is not None else DEFAULT_VAE_REPO
@@ -675,11 +783,12 @@ def load_checkpoint(source: Union[str, Path], vae_source: Optional[Union[str, Pa
             raise CheckpointError(f"VAE source {str(vs)!r} ({vd}) holds no tokenizer.pth, tokenizer/tokenizer.pth, "
                                   "vae/diffusion_pytorch_model.safetensors or vae.safetensors")
     inputs = sorted(p for p in d.iterdir() if p.is_file()) + [vae_path]
+    inputs += sorted(p for a in asset_dirs for p in list(a.iterdir()) + list(a.glob("success_only/*")) if p.is_file())
     root = Path(cache_dir) if cache_dir is not None else _cache_root()
     cached = root / "converted" / f"{d.name}-{lay.name}-{image_size}-{_fingerprint(inputs)}"
     if is_our_format(cached):
         return load_our_checkpoint(cached)
-    data = convert_nvidia_checkpoint(d, vae_path, lay, image_size=image_size)
+    data = convert_nvidia_checkpoint(d, vae_path, lay, image_size=image_size, assets=asset_dirs)
     data.layout = lay
     if write_cache:
         # strict-check before caching: a bad conversion must not become a 'fast' checkpoint

@@ -38,6 +38,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--vae-source", default=None, help="VAE for NVIDIA checkpoints (dir or HF id)")
     parser.add_argument("--image-size", type=int, default=224, help="model image size for NVIDIA checkpoints")
+    parser.add_argument("--layout", default="aloha", choices=("aloha", "libero", "robocasa"),
+                        help="latent layout of an NVIDIA checkpoint (ours records its own); with --tiny, the tiny policy's")
+    parser.add_argument("--assets", action="append", default=[], metavar="DIR",
+                        help="folder with the dataset statistics / text embeddings an NVIDIA checkpoint folder lacks "
+                             "(Predict2.5 policies: the LIBERO / RoboCasa dataset snapshot); repeatable")
+    parser.add_argument("--backbone", default="predict2", choices=("predict2", "predict2.5"),
+                        help="backbone of the --tiny policy (checkpoints record their own)")
     parser.add_argument("--no-images", action="store_true", help="skip decoding the future images")
 
 
@@ -68,15 +75,14 @@ def read_proprio(path: str) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     from .policy import ObservationError, load_policy, make_tiny_policy
     from .checkpoint import CheckpointError
-    from .sampler import SamplerConfig
     from .types import Observation
 
     try:
         if args.tiny is not None:
-            policy = make_tiny_policy(args.tiny)
+            policy = make_tiny_policy(args.tiny, layout=args.layout, backbone=args.backbone)
         else:
             policy = load_policy(args.checkpoint, device=args.device, dtype=args.dtype, vae_source=args.vae_source,
-                                 image_size=args.image_size)
+                                 image_size=args.image_size, layout=args.layout, assets=args.assets)
         images: Dict[str, np.ndarray] = {}
         for item in args.image:
             cam, sep, path = item.partition("=")
@@ -88,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
                           instruction=args.instruction if args.instruction is not None else policy.instructions[0])
         sampler = None
         if args.steps is not None:
-            sampler = SamplerConfig(**{**policy.sampler.to_dict(), "action_steps": args.steps})
+            sampler = type(policy.sampler)(**{**policy.sampler.to_dict(), "action_steps": args.steps})
         seed = policy.default_seed if args.seed is None else args.seed
         out = policy.infer_batch(obs, [seed], sampler=sampler, decode_images=not args.no_images)[0]
     except (ObservationError, CheckpointError, ValueError, OSError) as e:

@@ -455,8 +455,9 @@ def policy_from_data(data: CheckpointData, device: Union[str, torch.device] = "c
 def load_policy(source: Union[str, Path], device: Union[str, torch.device] = "cpu", dtype: Optional[str] = None,
                 vae_source: Optional[Union[str, Path]] = None, layout: Union[str, LatentLayout] = "aloha",
                 image_size: int = 224, cache_dir: Optional[Union[str, Path]] = None, write_cache: bool = True,
-                local_files_only: bool = False, **kwargs) -> CosmosPolicy:
-    """Load a policy from a local directory or a Hugging Face repo id, in our format or NVIDIA's.
+                local_files_only: bool = False, assets: Sequence[Union[str, Path]] = (), **kwargs) -> CosmosPolicy:
+    """Load a policy from a local directory or a Hugging Face repo id, in our format or NVIDIA's (either
+    backbone; ``assets``: folders with the statistics / text embeddings the weights' folder lacks).
 
     NVIDIA checkpoints are converted once (strict key / shape check, readable report on failure) and
     cached in our format (see :func:`cosmos_policy_ros.core.checkpoint.load_checkpoint`). ``dtype``
@@ -464,7 +465,8 @@ def load_policy(source: Union[str, Path], device: Union[str, torch.device] = "cp
     keyword arguments go to :class:`CosmosPolicy` (period, default_seed, decode_future_images, ...).
     """
     data = load_checkpoint(source, vae_source=vae_source, layout=layout, image_size=image_size,
-                           cache_dir=cache_dir, write_cache=write_cache, local_files_only=local_files_only)
+                           cache_dir=cache_dir, write_cache=write_cache, local_files_only=local_files_only,
+                           assets=assets)
     return policy_from_data(data, device=device, dtype=dtype, **kwargs)
 
 
