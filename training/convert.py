@@ -20,7 +20,12 @@ custom_data, else from the EpisodeEvent messages recorded in it.
 
 ALOHA HDF5 demos (raw or JPEG frames, usually 50 Hz) are downsampled by an integer stride to ``--fps``.
 A truncated (crash-left) or corrupt bag is reported and skipped unless ``--recover`` is given; the rest
-still convert. ROS-free: reads bags with ``rosbags``.
+still convert. When a folder holds both a cut bag ``X`` and its ``X.reindexed`` copy (``bags reindex``), only
+the reindexed copy is converted (once, into ``X.hdf5``) and the summary says so.
+
+Joint states are read by name through the follower's :class:`JointNameMap` (``--joint-names``), so the order
+of names in a message does not matter; bags whose JointStates carry no names convert only with
+``--allow-unnamed-joint-states`` (the index layout), never silently. ROS-free: reads bags with ``rosbags``.
 """
 from __future__ import annotations
 
@@ -36,10 +41,12 @@ import h5py
 import numpy as np
 
 from cosmos_policy_ros.core.robot import (
-    ACTION_DIM, GripperConvention, gripper_convention, qpos_from_joint_states)
+    ACTION_DIM, JS_NAMES, GripperConvention, JointNameMap, JointStateError, gripper_convention, qpos_from_joint_states)
 from cosmos_policy_ros.core.types import ALOHA_CAMERAS
 
-from .bags import BagError, open_bag
+from cosmos_policy_ros.core.episode_bag import REINDEXED_SUFFIX
+
+from .bags import BagError, open_bag, reindexed_original
 from .episodes import EpisodeWriter, decode_jpeg, resize_frames, success_from_outcome
 
 ARMS = ("follower_left", "follower_right")
@@ -64,6 +71,8 @@ class ConvertConfig:
     recover: bool = False
     task: Optional[str] = None  # override / default task text
     overwrite: bool = False
+    joint_names: Sequence[str] = JS_NAMES  # published name of each Interbotix joint (JS_NAMES order)
+    allow_unnamed_joint_states: bool = False  # JointStates without names: index layout (opt-in only)
 
     def __post_init__(self):
         if not self.fps > 0:
@@ -81,6 +90,7 @@ class ConvertConfig:
             raise ValueError(f"expected two arms (left, right), got {list(self.arms)}")
         if self.generation is not None:
             gripper_convention(self.generation)
+        self.joint_map = JointNameMap(tuple(self.joint_names), bool(self.allow_unnamed_joint_states))
 
 
 @dataclass
@@ -369,7 +379,12 @@ def convert_bag(path: Path, out_path: Path, cfg: ConvertConfig) -> ConvertResult
                     rs.frames[idx] = (raw, topic)
                 elif role == "js":
                     msg = bag.decode(topic, raw)
-                    rs.js[idx] = np.asarray(msg.position, dtype=np.float64)
+                    try:
+                        rs.js[idx] = cfg.joint_map.canonical(list(msg.name), msg.position, side=cfg.arms[idx])
+                    except JointStateError as exc:
+                        hint = (" (a bag recorded without joint names converts with --allow-unnamed-joint-states, "
+                                "read in the index layout " + ", ".join(JS_NAMES) + ")") if not len(msg.name) else ""
+                        raise ValueError(f"{topic} at {t:.3f} s: {exc}{hint}") from exc
                 elif role == "grp":
                     msg = bag.decode(topic, raw)
                     if msg.name == "arm":
@@ -486,17 +501,35 @@ def discover_sources(inputs: Sequence[str]) -> List[Tuple[str, Path]]:
     return found
 
 
+def prefer_reindexed(sources: Sequence[Tuple[str, Path]]) -> Tuple[List[Tuple[str, Path]], Dict[Path, List[str]]]:
+    """Drop each cut bag ``X`` whose reindexed copy ``X.reindexed`` is also a source: one episode converts once,
+    from the closed copy. Returns the kept sources and a note per kept reindexed copy."""
+    bags = {p.resolve() for kind, p in sources if kind == "bag"}
+    kept, notes = [], {}
+    for kind, p in sources:
+        if kind == "bag" and p.is_dir() and (p.parent / (p.name + REINDEXED_SUFFIX)).resolve() in bags:
+            continue
+        original = reindexed_original(p) if kind == "bag" else None
+        if original is not None and original.resolve() in bags:
+            notes[p] = [f"reindexed copy of {original.name} (converted instead of the cut original)"]
+        kept.append((kind, p))
+    return kept, notes
+
+
 def convert_all(inputs: Sequence[str], cfg: ConvertConfig, progress: bool = True) -> List[ConvertResult]:
     """Convert every source; failures are recorded in the results and never stop the others."""
     from tqdm import tqdm
 
-    sources = discover_sources(inputs)
+    sources, notes = prefer_reindexed(discover_sources(inputs))
     out_dir = Path(cfg.output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     results: List[ConvertResult] = []
     used: set = set()
     for kind, src in tqdm(sources, desc="converting", unit="episode", disable=not progress, file=sys.stderr):
         stem = src.stem if src.is_file() else src.name
+        original = reindexed_original(src) if kind == "bag" and src.is_dir() else None
+        if original is not None:  # X.reindexed -> X.hdf5: the episode keeps its name
+            stem = original.name
         name = stem
         n = 1
         while name in used:
@@ -513,6 +546,7 @@ def convert_all(inputs: Sequence[str], cfg: ConvertConfig, progress: bool = True
             res = ConvertResult(str(src), "error", "", notes=[f"{type(exc).__name__}: {exc}"])
         except Exception as exc:  # a corrupt file can fail deep inside a decoder; report, keep going
             res = ConvertResult(str(src), "error", "", notes=[f"{type(exc).__name__}: {exc}"])
+        res.notes = notes.get(src, []) + res.notes
         results.append(res)
     return results
 
@@ -549,6 +583,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="episodes without outcome: keep (score NaN), skip, or count as failure")
     parser.add_argument("--recover", action="store_true", help="also convert truncated bags (crash-left) as far as readable")
     parser.add_argument("--task", default=None, help="task text for sources that carry none")
+    parser.add_argument("--joint-names", nargs=len(JS_NAMES), default=list(JS_NAMES), metavar="NAME",
+                        help="published JointState name of each joint, in the order " + " ".join(JS_NAMES)
+                        + " (default: the Interbotix names)")
+    parser.add_argument("--allow-unnamed-joint-states", action="store_true",
+                        help="read JointStates that carry no names in the index layout (old bags); without it "
+                             "such a bag fails with a clear error")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -558,7 +598,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ConvertConfig(output_dir=args.output, fps=args.fps, image_size=tuple(args.image_size) if args.image_size else None,
                         jpeg_quality=args.jpeg, cameras=args.cameras, generation=args.generation,
                         demo_fps=args.demo_fps, demo_jpeg_bgr=args.demo_jpeg_bgr, unlabelled=args.unlabelled,
-                        recover=args.recover, task=args.task, overwrite=args.overwrite)
+                        recover=args.recover, task=args.task, overwrite=args.overwrite, joint_names=args.joint_names,
+                        allow_unnamed_joint_states=args.allow_unnamed_joint_states)
     results = convert_all(args.inputs, cfg, progress=not args.no_progress)
     print(summary_table(results))
     return 1 if any(r.status == "error" for r in results) else 0

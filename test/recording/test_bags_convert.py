@@ -1,6 +1,6 @@
 """Bag writer + tolerant reader + converter, with exact control of message times (no DDS, no rclpy.init).
 
-Bags are written by the recorder's own EpisodeBagWriter from real rclpy-serialised messages, so these tests
+Bags are written by the recorder's own EpisodeBagWriter (cosmos_policy_ros.core.episode_bag) from real rclpy-serialised messages, so these tests
 cover the real byte layout (including the JointState padding that rosbags rejects).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from cosmos_policy_ros.core.robot import JS_NAMES, gripper_convention, qpos_from_joint_states
-from cosmos_policy_ros.ros.recorder import (
+from cosmos_policy_ros.core.episode_bag import (
     EpisodeBagWriter, EpisodeMeta, RecorderConfig, RecorderSetupError, TopicSpec, build_typestore, check_output_dir)
 from cosmos_policy_ros.ros.cli_outcome import parse_outcome_answer
 from cosmos_policy_training.bags import open_bag, reindex_bag
@@ -44,11 +44,25 @@ def typestore():
     return build_typestore([t.msgtype for t in TOPICS] + ["cosmos_policy_ros/msg/EpisodeEvent"])
 
 
-def _events(duration_s=2.0, seed=0, cmd_jitter_s=0.008):
+def _joint_state(i, k, layout):
+    """JointState of arm i at sample k: Interbotix names in order, names shuffled plus an extra joint, or none."""
+    from sensor_msgs.msg import JointState
+
+    pos = rt.joint_positions(i, k)
+    if layout == "named":
+        return JointState(name=list(JS_NAMES), position=pos)
+    if layout == "unnamed":
+        return JointState(position=pos)
+    order = np.random.default_rng(100 * i + k).permutation(len(JS_NAMES))
+    names = [JS_NAMES[j] for j in order] + ["camera_mount"]
+    return JointState(name=names, position=[pos[j] for j in order] + [9.9])
+
+
+def _events(duration_s=2.0, seed=0, cmd_jitter_s=0.008, js_layout="named"):
     """(t_ns, topic, CDR bytes) of a synthetic episode: cameras 30 Hz, joints 100 Hz, jittered 25 Hz commands."""
     from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
     from rclpy.serialization import serialize_message
-    from sensor_msgs.msg import Image, JointState
+    from sensor_msgs.msg import Image
 
     rng = np.random.default_rng(seed)
     ev = []
@@ -61,7 +75,7 @@ def _events(duration_s=2.0, seed=0, cmd_jitter_s=0.008):
             ev.append((t + ci * 1000, rt.camera_topic(cam), serialize_message(msg)))
     for k in range(int(duration_s * 100)):
         for i, arm in enumerate(rt.ARMS):
-            msg = JointState(name=list(JS_NAMES), position=rt.joint_positions(i, k))
+            msg = _joint_state(i, k, js_layout)
             ev.append((T0_NS + int(0.002e9 + k * 0.01e9) + 500 * i, f"/{arm}/joint_states", serialize_message(msg)))
     for k in range(int(duration_s * 25) - 5):
         t = T0_NS + int(0.1e9 + k * 0.04e9 + rng.uniform(-cmd_jitter_s, cmd_jitter_s) * 1e9)
@@ -288,3 +302,115 @@ def test_enqueue_never_waits_for_a_stalled_writer_and_counts_overflow(tmp_path, 
     assert read_custom_data(path)["dropped_messages"] == "3"
     with open_bag(path) as b:
         assert b.info.topics[rt.camera_topic("cam_high")].count == 2
+
+
+def _cut_bag(out_dir, typestore, episode_id="cut", duration_s=1.0):
+    """A bag as a killed recorder leaves it (no footer, no metadata.yaml): a copy of an open bag after a flush."""
+    from rclpy.serialization import serialize_message
+
+    from cosmos_policy_ros.msg import EpisodeEvent
+
+    w = _writer(out_dir / "live", typestore)
+    live = w.start_episode(EpisodeMeta(episode_id, task="wipe the table"))
+    w.enqueue("/episode", T0_NS, serialize_message(EpisodeEvent(event=EpisodeEvent.START, episode_id=episode_id,
+                                                                task="wipe the table")))
+    for t, topic, raw in _events(duration_s=duration_s):
+        w.enqueue(topic, t, raw)
+    assert w.wait_idle(), "writer did not catch up"
+    cut = out_dir / live.name
+    shutil.copytree(live, cut)
+    w.close()
+    shutil.rmtree(out_dir / "live")
+    assert not (cut / "metadata.yaml").exists()
+    return cut
+
+
+def test_reindexed_cut_bag_converts_once_from_the_reindexed_copy(tmp_path, typestore):
+    bags = tmp_path / "bags"
+    good, _ = _record(bags, typestore, episode_id="good")
+    cut = _cut_bag(bags, typestore)
+    reindexed = reindex_bag(cut)
+    assert reindexed == cut.with_name(cut.name + ".reindexed") and cut.exists()  # the original is kept
+    results = convert_all([str(bags)], ConvertConfig(output_dir=str(tmp_path / "eps"), recover=True), progress=False)
+    by_source = {Path(r.source).name: r for r in results}
+    assert sorted(by_source) == sorted([good.name, reindexed.name]), "each episode converts once"
+    r = by_source[reindexed.name]
+    assert r.status == "ok" and Path(r.output).name == f"{cut.name}.hdf5" and r.task == "wipe the table"
+    assert any("reindexed copy of " + cut.name in n for n in r.notes), r.notes
+    assert sorted(p.name for p in (tmp_path / "eps").iterdir()) == sorted([f"{good.name}.hdf5", f"{cut.name}.hdf5"])
+
+
+def test_cut_episode_can_be_labelled_afterwards(tmp_path, typestore):
+    from cosmos_policy_training.bags import read_custom_data
+
+    cut = _cut_bag(tmp_path, typestore, episode_id="cut_ep")
+    w = _writer(tmp_path, typestore)  # a new recorder run after the crash
+    ok, text, where = w.label("cut_ep", "partial", 0.3, "arm stalled")
+    w.close()
+    assert ok and where == str(cut), text
+    assert "episode_label.yaml" in text
+    assert not (cut / "metadata.yaml").exists()  # the recovered bag itself is left as it was
+    data = read_custom_data(cut)
+    assert (data["outcome"], data["success_score"], data["note"]) == ("partial", "0.3", "arm stalled")
+    res = convert_all([str(cut)], ConvertConfig(output_dir=str(tmp_path / "eps"), recover=True), progress=False)
+    assert res[0].status == "ok" and res[0].success is False and res[0].success_score == pytest.approx(0.3)
+    assert read_episode(Path(res[0].output)).attrs["note"] == "arm stalled"
+    # the label travels into the closed copy `bags reindex` writes
+    with open_bag(reindex_bag(cut)) as b:
+        assert b.info.custom_data["outcome"] == "partial"
+
+
+def test_joint_states_are_read_by_name(tmp_path, typestore):
+    named, _ = _record(tmp_path / "named", typestore, episode_id="named", duration_s=1.0)
+    shuffled, _ = _record(tmp_path / "shuffled", typestore, episode_id="shuffled", duration_s=1.0,
+                          js_layout="shuffled")
+    res = convert_all([str(named), str(shuffled)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
+    assert [r.status for r in res] == ["ok", "ok"], res
+    a, b = (read_episode(Path(r.output)) for r in res)
+    assert a.num_steps == b.num_steps > 0
+    np.testing.assert_array_equal(b.qpos, a.qpos)  # names in any order, an extra joint ignored: same proprio
+
+    # another robot's names (prefixed), mapped through --joint-names
+    cfg = ConvertConfig(output_dir=str(tmp_path / "eps_prefixed"), joint_names=[f"left_{n}" for n in JS_NAMES])
+    bad = convert_all([str(named)], cfg, progress=False)
+    assert bad[0].status == "error" and "missing required joint" in bad[0].notes[0], bad[0].notes
+
+
+def test_unnamed_joint_states_need_an_explicit_opt_in(tmp_path, typestore):
+    bag, _ = _record(tmp_path / "bags", typestore, episode_id="old", duration_s=1.0, js_layout="unnamed")
+    res = convert_all([str(bag)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
+    assert res[0].status == "error", res
+    assert "no joint names" in res[0].notes[0] and "--allow-unnamed-joint-states" in res[0].notes[0]
+    ok = convert_all([str(bag)], ConvertConfig(output_dir=str(tmp_path / "eps2"), allow_unnamed_joint_states=True),
+                     progress=False)
+    assert ok[0].status == "ok" and ok[0].steps > 0
+    named, _ = _record(tmp_path / "named", typestore, episode_id="named", duration_s=1.0)
+    ref = convert_all([str(named)], ConvertConfig(output_dir=str(tmp_path / "eps3")), progress=False)
+    np.testing.assert_array_equal(read_episode(Path(ok[0].output)).qpos, read_episode(Path(ref[0].output)).qpos)
+
+
+def test_offered_qos_profiles_are_stored_per_channel(tmp_path, typestore):
+    """What the writer is told the publishers offer lands in each MCAP channel's metadata, in rosbag2's YAML."""
+    from rosbags.rosbag2 import Reader
+
+    from cosmos_policy_ros.core.episode_bag import OfferedQos
+
+    w = _writer(tmp_path, typestore)
+    cam = rt.camera_topic("cam_high")
+    w.set_offered_qos(cam, [OfferedQos(depth=1, reliability="best_effort")])
+    w.set_offered_qos("/follower_left/joint_states", [OfferedQos(depth=10), OfferedQos(depth=5, durability="transient_local")])
+    path = w.start_episode(EpisodeMeta("qos"))
+    for t, topic, raw in _events(duration_s=0.3):
+        w.enqueue(topic, t, raw)
+    w.stop_episode("done")
+    w.close()
+    with Reader(path) as r:  # rosbags' own reader parses the channel metadata back
+        qos = {c.topic: c.ext.offered_qos_profiles for c in r.connections}
+    assert [q.reliability.name for q in qos[cam]] == ["BEST_EFFORT"] and qos[cam][0].depth == 1
+    assert [q.durability.name for q in qos["/follower_left/joint_states"]] == ["VOLATILE", "TRANSIENT_LOCAL"]
+    assert qos["/follower_right/joint_states"] == []  # no publisher known
+    mcap = next(path.glob("*.mcap")).read_bytes()
+    assert b"offered_qos_profiles" in mcap and b"reliability: best_effort" in mcap
+    with open_bag(path) as b:
+        assert b.info.topics[cam].offered_qos_profiles[0]["reliability"] == "best_effort"
+        assert b.info.topics[cam].offered_qos_profiles[0]["deadline"] == {"sec": 9223372036, "nsec": 854775807}
