@@ -37,7 +37,7 @@ from cosmos_policy_ros.srv import LabelEpisode
 
 from ..core.episode import (DEFAULT_REST_POSE, DEFAULT_START_POSE, EpisodeConfig, Lifecycle, LifecycleError, State,
                             hold_actions, max_steps, plan_move, pose_errors, stale_inputs, stop_cause)
-from ..core.robot import JS_ARM, JS_GRIPPER, SIDES, gripper_convention
+from ..core.robot import JS_ARM, JS_GRIPPER, JS_NAMES, SIDES, JointStateError, gripper_convention, joint_name_map
 from . import diagnostics as dg
 from .commander_logic import HOLD_ESTOP, TRACE_FIELDS
 from .conversions import chunk_to_msg, stamp_to_sec
@@ -53,6 +53,11 @@ PARAMS = (
     Param("period", 0.04, "commander tick period (s); the manager's chunks use it"),
     Param("generation", "aloha2", "ALOHA generation (gripper joint <-> normalised command)"),
     Param("arms", ["follower_left", "follower_right"], "follower namespaces, left then right"),
+    Param("joint_names", list(JS_NAMES), "published JointState name of each Interbotix joint (waist, shoulder, "
+          "elbow, forearm_roll, wrist_angle, wrist_rotate, gripper, left_finger, right_finger), both followers; "
+          "joint states are read by name, in any order, extra joints ignored"),
+    Param("allow_unnamed_joint_states", False, "accept JointState messages with an empty name list in the index "
+          "layout of joint_names (otherwise they are refused: the order cannot be checked)"),
     Param("camera_topics", ["/cam_high/camera/color/image_rect_raw", "/cam_left_wrist/camera/color/image_rect_raw",
                             "/cam_right_wrist/camera/color/image_rect_raw"],
           "cameras that must be fresh before an episode starts"),
@@ -111,6 +116,7 @@ class EpisodeManagerNode(Node):
                                    arm_mode=p["prep_arm_mode"], gripper_mode=p["prep_gripper_mode"],
                                    timeout=p["driver_timeout"], arms=p["arms"])
         self.gripper = gripper_convention(p["generation"])
+        self.joints = joint_name_map(p["joint_names"], p["allow_unnamed_joint_states"])
         self.life = Lifecycle()
         self._lock = threading.RLock()
         self._abort = threading.Event()
@@ -120,6 +126,7 @@ class EpisodeManagerNode(Node):
         # inputs (receive times: monotonic seconds)
         self._seen: Dict[str, Optional[float]] = {}
         self._measured: Dict[str, np.ndarray] = {}
+        self._js_error: Dict[str, str] = {}  # side -> why its latest joint state was refused ("" once valid)
         self._last_command: Optional[np.ndarray] = None
         self._last_command_t = 0.0
         self._hold_t = 0.0  # monotonic time of the last hold chunk
@@ -238,8 +245,8 @@ class EpisodeManagerNode(Node):
     def measured(self) -> Optional[np.ndarray]:
         """(14,) measured joints with grippers as normalised commands (comparable to commands), or None."""
         with self._lock:
-            if any(s not in self._measured for s in SIDES):
-                return None
+            if any(s not in self._measured or self._js_error.get(s) for s in SIDES):
+                return None  # never plan or judge a pose from a joint state older than a refused one
             return np.concatenate([self._measured["left"], self._measured["right"]])
 
     def _publish_chunk(self, actions: np.ndarray) -> float:
@@ -288,14 +295,21 @@ class EpisodeManagerNode(Node):
         self._seen[key] = time.monotonic()
 
     def _on_js(self, side: str, key: str, msg: JointState) -> None:
-        pos = np.asarray(msg.position, dtype=np.float64)
-        if pos.shape[0] <= JS_GRIPPER or not np.all(np.isfinite(pos[:JS_GRIPPER + 1])):
-            return  # invalid: not fresh (the commander reports it)
+        try:  # by name: any order, extra joints ignored; a missing / non-finite joint refuses the message
+            pos = self.joints.canonical(msg.name, msg.position, side=side)
+        except JointStateError as exc:
+            with self._lock:
+                first = self._js_error.get(side) != str(exc)
+                self._js_error[side] = str(exc)
+            if first:  # not fresh: a start is refused with this reason (the commander holds on it too)
+                self.get_logger().error(f"refusing joint state: {exc}")
+            return
         q = np.empty(7)
         q[:6] = pos[JS_ARM]
         q[6] = float(self.gripper.joint_to_command(pos[JS_GRIPPER]))
         with self._lock:
             self._measured[side] = q
+            self._js_error[side] = ""
         self._touch(key)
 
     def _on_command(self, msg: JointState) -> None:
@@ -344,6 +358,8 @@ class EpisodeManagerNode(Node):
         """Why an episode may not start now (stale / missing inputs, policy fault); empty when fine."""
         now = time.monotonic()
         problems = stale_inputs(dict(self._seen), now, self.p["max_input_age"])
+        with self._lock:
+            problems += [f"{side} joint states refused: {err}" for side, err in self._js_error.items() if err]
         if self.p["require_policy_ok"]:
             if self._policy_t is None:
                 problems.append(f"policy status ({self.p['policy_status_topic']}): nothing received")
