@@ -149,7 +149,7 @@ def bench_preprocess(h: int, w: int, reps: int):
 
 def bench_logic(reps: int):
     from cosmos_policy_ros.core.chunking import Chunk, SpliceConfig
-    from cosmos_policy_ros.core.robot import gripper_convention
+    from cosmos_policy_ros.core.robot import JS_NAMES, gripper_convention
     from cosmos_policy_ros.core.safety import SafetyConfig
     from cosmos_policy_ros.ros.commander_logic import CommanderLogic
 
@@ -161,8 +161,8 @@ def bench_logic(reps: int):
     out = []
     t = 0.0
     for k in range(reps):
-        logic.on_joint_state("left", t, js)
-        logic.on_joint_state("right", t, js)
+        logic.on_joint_state("left", t, JS_NAMES, js)
+        logic.on_joint_state("right", t, JS_NAMES, js)
         if k % 25 == 1:
             logic.on_chunk(Chunk(k, t, 0.04, acts), t)
         t0 = time.perf_counter()

@@ -14,6 +14,10 @@ Time model (all times in seconds, passed in by the caller; nothing here reads a 
   the hold began after it, the chunk starts at the action planned for the tick the hold began.
 * When the running chunk ends before the next one arrives, the caller holds: chunks are never padded and
   never extrapolated. A chunk that arrives after its last planned tick is rejected.
+* A chunk is checked whole on arrival (:func:`validate_chunk`) before any of its actions can run: action_dim,
+  every value finite, period, stamp not in the future beyond a tolerance, not older than its own horizon.
+  Ordering (a chunk must be observed after the newest accepted one) restarts at an episode start or an
+  e-stop reset (:meth:`ChunkSplicer.restart_order`), so no earlier stamp can keep blocking later chunks.
 """
 from __future__ import annotations
 
@@ -84,6 +88,35 @@ class SpliceConfig:
         self.blend_ticks = int(self.blend_ticks)
 
 
+def validate_chunk(chunk: Chunk, config: SpliceConfig, now: float,
+                   future_tolerance: float) -> Optional[Tuple[str, str]]:
+    """Check a whole chunk on arrival; (reason, detail) when it must be rejected, else None.
+
+    Reasons: "action_dim", "nonfinite" (any value of any action), "period", "future_stamp" (stamped more than
+    ``future_tolerance`` s after ``now``), "expired" (every action planned for a time already past: the stamp
+    is older than the chunk's horizon). The detail names the values (first non-finite action and index, the
+    offset of the stamp).
+    """
+    if chunk.action_dim != config.action_dim:
+        return "action_dim", f"{chunk.action_dim} values per action, expected {config.action_dim}"
+    finite = np.isfinite(chunk.actions)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        k, j = int(bad[0, 0]), int(bad[0, 1])
+        return "nonfinite", (f"{len(bad)} non-finite value(s), the first at action {k} index {j} "
+                             f"({chunk.actions[k, j]})")
+    if abs(chunk.period - config.period) > config.period_tolerance:
+        return "period", f"period {chunk.period:g} s, expected {config.period:g} s"
+    ahead = chunk.stamp - now
+    if ahead > future_tolerance:
+        return "future_stamp", (f"stamped {ahead:.3f} s in the future (tolerance {future_tolerance:g} s; "
+                                f"clock skew or a bad stamp)")
+    if -ahead > chunk.horizon * chunk.period:
+        return "expired", (f"observed {-ahead:.3f} s ago, longer than its horizon "
+                           f"({chunk.horizon} x {chunk.period:g} s)")
+    return None
+
+
 class TickClock:
     """Tick numbering for a periodic timer: tolerant to jitter, honest about missed ticks.
 
@@ -134,9 +167,11 @@ class Acceptance:
     """What happened to a chunk handed to :meth:`ChunkSplicer.add_chunk`.
 
     accepted: the chunk runs from ``first_tick`` at index ``start_index``.
-    reason: "ok", "cold_start" or why it was rejected ("expired", "out_of_order", "period", "action_dim").
+    reason: "ok", "cold_start" or why it was rejected ("expired", "out_of_order", "period", "action_dim", and
+        from :func:`validate_chunk` "nonfinite", "future_stamp").
     margin_ticks: ticks the previously running chunk still had left at ``next_tick`` (negative: it had
         already run out that many ticks ago; None when nothing was running).
+    detail: for a rejection, the values behind the reason (a sentence for logs and diagnostics).
     """
 
     accepted: bool
@@ -145,6 +180,7 @@ class Acceptance:
     first_tick: int = 0
     start_index: int = 0
     margin_ticks: Optional[int] = None
+    detail: str = ""
 
 
 @dataclass
@@ -201,19 +237,24 @@ class ChunkSplicer:
         """Splice ``chunk`` in, effective from tick ``next_tick`` (the next tick the caller will run)."""
         cfg = self.config
         if abs(chunk.period - cfg.period) > cfg.period_tolerance:
-            return Acceptance(False, "period", chunk.chunk_id)
+            return Acceptance(False, "period", chunk.chunk_id,
+                              detail=f"period {chunk.period:g} s, expected {cfg.period:g} s")
         if chunk.action_dim != cfg.action_dim:
-            return Acceptance(False, "action_dim", chunk.chunk_id)
+            return Acceptance(False, "action_dim", chunk.chunk_id,
+                              detail=f"{chunk.action_dim} values per action, expected {cfg.action_dim}")
         if chunk.stamp <= self._last_stamp:
-            return Acceptance(False, "out_of_order", chunk.chunk_id)
+            return Acceptance(False, "out_of_order", chunk.chunk_id,
+                              detail=f"not observed after {self._last_stamp:.3f} (the newest accepted chunk, "
+                                     f"or the start of a fault / episode / e-stop reset)")
         base = clock.tick_of(chunk.stamp)
         end = self.end_tick()
         margin = None if end is None else end - next_tick
+        expired = f"its last action was planned before tick {next_tick}"
         if self._active is None:
             # The robot stood still since `_hold_since`: start where the plan meets a standing robot.
             start_index = max(0, self._hold_since - base)
             if start_index >= chunk.horizon:
-                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin)
+                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin, detail=expired)
             self._active = _Active(chunk, next_tick - start_index)
             self._previous = None
             self._switch_tick = None
@@ -221,7 +262,7 @@ class ChunkSplicer:
         else:
             start_index = next_tick - base
             if start_index >= chunk.horizon:
-                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin)
+                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin, detail=expired)
             if start_index < 0:
                 # Observation stamped in the future relative to the tick grid (clock skew): start at 0.
                 base = next_tick
@@ -245,6 +286,12 @@ class ChunkSplicer:
     def reject_before(self, stamp: float) -> None:
         """Refuse chunks observed at or before ``stamp`` (planned from an observation a fault invalidated)."""
         self._last_stamp = max(self._last_stamp, stamp)
+
+    def restart_order(self, stamp: float) -> None:
+        """Accept exactly the chunks observed after ``stamp`` from now on (episode start, e-stop reset): unlike
+        :meth:`reject_before`, this also forgets a newer stamp accepted earlier, so a chunk with a bad future
+        stamp that slipped through cannot keep refusing correctly stamped chunks."""
+        self._last_stamp = float(stamp)
 
     def action_at(self, tick: int) -> Planned:
         """The planned action for ``tick`` (call once per tick, in increasing order)."""

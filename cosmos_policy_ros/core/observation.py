@@ -3,7 +3,9 @@
 The policy node stores the latest stamped input of each kind here; :meth:`ObservationAssembler.assemble`
 returns an :class:`~cosmos_policy_ros.core.types.Observation` only when every input is present, fresh
 (age <= ``max_age``), well-formed, and all stamps agree within ``stamp_tolerance``. Otherwise it returns
-the list of problems (each one a clear, loggable sentence) and the robot holds.
+the list of problems (each one a clear, loggable sentence) and the robot holds. Joint states are read by name
+(:class:`~cosmos_policy_ros.core.robot.JointNameMap`, the same minimum joints as the commander): any order,
+extra joints ignored, a missing / duplicate / non-finite joint a problem naming it.
 
 Image decoding works on plain buffers (bytes / memoryview / array) with the fields of sensor_msgs/Image, so
 it is tested without ROS. Decoding is zero-copy wherever the layout allows (rgb8: a strided view; bgr8: a
@@ -18,7 +20,8 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .robot import GripperConvention, JS_LEFT_FINGER, SIDES, qpos_from_joint_states
+from .robot import (REQUIRED_FOR_COMMAND_AND_OBS, SIDES, GripperConvention, JointNameMap, JointStateError,
+                    qpos_from_joint_states)
 from .types import ALOHA_CAMERAS, Observation
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8")
@@ -112,9 +115,10 @@ class _Input:
 class ObservationAssembler:
     """Latest stamped input per camera slot and per arm; thread-safe (callbacks write, a worker reads)."""
 
-    def __init__(self, config: ObservationConfig, gripper: GripperConvention):
+    def __init__(self, config: ObservationConfig, gripper: GripperConvention, joints: Optional[JointNameMap] = None):
         self.config = config
         self.gripper = gripper
+        self.joints = joints or JointNameMap()
         self._lock = threading.Lock()
         self._cams: Dict[str, _Input] = {}
         self._arms: Dict[str, _Input] = {}
@@ -138,16 +142,19 @@ class ObservationAssembler:
         self.set_image(slot, stamp, img)
         return None
 
-    def set_joint_state(self, side: str, stamp: float, position: Sequence[float]) -> Optional[str]:
-        """Store one follower's JointState.position (Interbotix layout); returns the problem or None."""
+    def set_joint_state(self, side: str, stamp: float, names: Sequence[str], position: Sequence[float]) -> Optional[str]:
+        """Store one follower's JointState (names and positions, mapped by name onto the Interbotix layout);
+        returns the problem (also stored) or None."""
         if side not in SIDES:
             raise KeyError(f"unknown arm {side!r}; expected one of {SIDES}")
-        pos = np.asarray(position, dtype=np.float64)
         error = None
-        if pos.ndim != 1 or pos.shape[0] <= JS_LEFT_FINGER:
-            error = f"{side} arm: joint state has {pos.size} positions, expected at least {JS_LEFT_FINGER + 1}"
-        elif not np.all(np.isfinite(pos[:JS_LEFT_FINGER + 1])):
-            error = f"{side} arm: joint state contains NaN/inf"
+        pos = None
+        try:
+            pos = self.joints.canonical(names, position, REQUIRED_FOR_COMMAND_AND_OBS, side)
+        except JointStateError as exc:
+            error = str(exc)
+        except (TypeError, ValueError) as exc:  # positions that are not numbers
+            error = f"{side} follower joint state unusable: {exc}"
         with self._lock:
             self._arms[side] = _Input(float(stamp), None if error else pos, error)
         return error

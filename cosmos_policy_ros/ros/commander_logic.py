@@ -1,30 +1,50 @@
 """The commander's per-tick decision logic, free of rclpy (tested without ``rclpy.init``).
 
-:class:`CommanderLogic` owns the tick clock, the chunk splicer, the safety filter, the e-stop latch and the
+:class:`CommanderLogic` owns the tick clock, the chunk splicer, the command gate, the e-stop latch and the
 hold rules. The node only feeds it messages (as plain values) and publishes what :meth:`CommanderLogic.tick`
-returns. Time is always an argument.
+returns, nothing else. Time is always an argument.
 
-Hold rules (the robot holds the last safe command; before the first command, its measured position):
+Order of one tick: pick what to ask for (a hold, or the running chunk's action for this tick), then pass it
+through the one final gate (:class:`~cosmos_policy_ros.core.safety.CommandGate`: max_deviation pre-stage for
+chunk actions, joint limits, per-tick step from the last command sent). Every command of every kind -- chunk
+actions, holds, e-stop holds, the first command -- is the gate's output; nothing runs after it. Before the
+first command the gate steps from the measured pose; a measured pose beyond a joint limit by more than one
+step is refused (nothing published, :attr:`CommanderLogic.refusal` says why).
+
+Joint states are read by name (:class:`~cosmos_policy_ros.core.robot.JointNameMap`): any order, extra joints
+ignored; a missing, duplicate or non-finite joint (or an unnamed message without ``allow_unnamed``) is a
+fault with a message naming it.
+
+Chunks are validated whole on arrival (:func:`~cosmos_policy_ros.core.chunking.validate_chunk`: action_dim,
+finite everywhere, period, stamp not in the future beyond ``chunk_future_tolerance``, not older than its own
+horizon); a rejected chunk never runs an action, is counted and reported with its reason and stamp
+(:attr:`CommanderLogic.last_rejection`), and leaves no ordering state behind.
+
+Hold rules (the robot holds the last command sent; before the first command, its measured position):
 * nothing is published until both arms' joint states have arrived;
 * e-stop latched (until reset; then a *new* chunk is needed);
-* a follower's joint states missing, stale (``joint_state_max_age``) or invalid (NaN, too short);
-* the policy node reports a fault (status level ERROR) or has been silent for ``policy_timeout``;
+* a follower's joint states missing, stale or stamped in the future (``joint_state_max_age``) or invalid;
+* the policy node reports a fault (status level ERROR) or has been silent for ``policy_timeout`` (silence is
+  reported as such, also after a fault: a crashed policy node sends nothing more);
 * no chunk yet, or the running chunk ran out (chunks are never padded or extrapolated);
-* the safety filter refuses the planned action (NaN / wrong length).
-After a fault hold, only a chunk observed after the fault began is accepted.
+* the gate refuses the planned action (NaN / wrong length).
+After a fault hold, only a chunk observed after the fault began is accepted. An episode start and an e-stop
+reset restart the chunk ordering at their own time.
 """
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..core.chunking import Acceptance, Chunk, ChunkSplicer, SpliceConfig, TickClock
-from ..core.robot import (ACTION_DIM, JS_ARM, JS_GRIPPER, SIDES, GripperConvention)
-from ..core.safety import SafetyConfig, filter_action
+from ..core.chunking import Acceptance, Chunk, ChunkSplicer, SpliceConfig, TickClock, validate_chunk
+from ..core.robot import (ACTION_DIM, JS_ARM, JS_GRIPPER, REQUIRED_FOR_COMMAND_AND_OBS, SIDES, GripperConvention,
+                          JointNameMap, JointStateError)
+from ..core.safety import CommandGate, SafetyConfig
 
 #: Layout of the commander's per-tick trace (std_msgs/Float64MultiArray on ~/trace): these fields, then the
 #: 14 command values actually sent.
@@ -34,27 +54,41 @@ TRACE_FIELDS = ("tick", "tick_time", "held", "hold_code", "chunk_id", "index", "
 HOLD_RUNNING, HOLD_IDLE, HOLD_FAULT, HOLD_ESTOP, HOLD_SAFETY = 0, 1, 2, 3, 4
 
 
+def _reason_key(reason: str) -> str:
+    """A hold reason without its numbers and details, for counting ("... stale (0.31 s > 0.25 s)" -> "... stale")."""
+    return re.split(r"[:(]| -?\d", reason, maxsplit=1)[0].strip()
+
+
 @dataclass
 class CommanderConfig:
     """Commander settings besides splicing and safety.
 
-    joint_state_max_age: hold when a follower's latest joint state is older (s).
+    joint_state_max_age: hold when a follower's latest joint state is older, or stamped further in the future (s).
     policy_timeout: hold when the policy node's status has not been heard for this long (s); 0 disables.
     replan_on_chunk_end: when a chunk has run to its last action, ask the policy to plan from an observation
         taken after it (execution:=pause). The policy's own clock cannot know when the commander started the
         chunk (delivery and tick jitter under load), so without the ask its next observation may be taken a few
         ticks before the robot holds and the new chunk would start a few actions in.
+    joints: how the followers' JointState names map onto the Interbotix layout (same for both followers).
+    chunk_future_tolerance: a chunk stamped further in the future than this (s) is rejected (clock skew, or a
+        bad stamp that would otherwise run at once and then block every correctly stamped chunk).
     """
 
     joint_state_max_age: float = 0.25
     policy_timeout: float = 1.0
     replan_on_chunk_end: bool = False
+    joints: JointNameMap = field(default_factory=JointNameMap)
+    chunk_future_tolerance: float = 0.2
 
     def __post_init__(self):
         if not (self.joint_state_max_age > 0 and math.isfinite(self.joint_state_max_age)):
             raise ValueError(f"joint_state_max_age: expected a positive number of seconds, got {self.joint_state_max_age}")
         if not (self.policy_timeout >= 0 and math.isfinite(self.policy_timeout)):
             raise ValueError(f"policy_timeout: expected >= 0 seconds (0 disables), got {self.policy_timeout}")
+        if not (self.chunk_future_tolerance >= 0 and math.isfinite(self.chunk_future_tolerance)):
+            raise ValueError(f"chunk_future_tolerance: expected >= 0 seconds, got {self.chunk_future_tolerance}")
+        if not isinstance(self.joints, JointNameMap):
+            raise ValueError(f"joints: expected a JointNameMap, got {type(self.joints).__name__}")
 
 
 @dataclass
@@ -97,8 +131,8 @@ class CommanderLogic:
         self.config = config or CommanderConfig()
         self.clock = TickClock(splice.period)
         self.splicer = ChunkSplicer(splice)
+        self.gate = CommandGate(safety)
         self._arms: Dict[str, _ArmState] = {}
-        self.last_command: Optional[np.ndarray] = None
         self.estopped = False
         self.estop_reason = ""
         self._policy_fault: Optional[str] = None
@@ -109,6 +143,10 @@ class CommanderLogic:
         self._replan_after: Optional[float] = None  # ask the policy for a chunk observed after this, now
         self._replan_asked = -math.inf  # newest time asked for (a request covers every older one)
         self.replan_reason = ""  # why the newest request was made (episode start, ...)
+        #: why nothing is published although joint states arrived (the gate refused the measured pose), or ""
+        self.refusal = ""
+        #: the last rejected chunk: "chunk 7 (stamp 12.345): future_stamp: ..." (for logs and diagnostics)
+        self.last_rejection = ""
         # statistics for diagnostics
         self.ticks = 0
         self.held_ticks = 0
@@ -123,18 +161,24 @@ class CommanderLogic:
         self._idle_reason = "no chunk received yet"
         self.hold_reasons: Counter = Counter()
 
+    @property
+    def last_command(self) -> Optional[np.ndarray]:
+        """The last command the gate passed (and the node published), or None before the first one."""
+        return self.gate.last_sent
+
     # -- inputs -------------------------------------------------------------------------------------
-    def on_joint_state(self, side: str, stamp: float, position: Sequence[float]) -> Optional[str]:
-        """Store one follower's JointState.position (Interbotix layout); returns the problem or None."""
+    def on_joint_state(self, side: str, stamp: float, names: Sequence[str], position: Sequence[float]) -> Optional[str]:
+        """Store one follower's JointState (names and positions, mapped by name); returns the problem or None."""
         if side not in SIDES:
             raise KeyError(f"unknown arm {side!r}")
-        pos = np.asarray(position, dtype=np.float64).reshape(-1)
         error = None
         ref = None
-        if pos.shape[0] <= JS_GRIPPER:
-            error = f"{side} arm joint state has {pos.shape[0]} positions, expected at least {JS_GRIPPER + 1}"
-        elif not np.all(np.isfinite(pos[:JS_GRIPPER + 1])):
-            error = f"{side} arm joint state contains NaN/inf"
+        try:
+            pos = self.config.joints.canonical(names, position, REQUIRED_FOR_COMMAND_AND_OBS, side)
+        except JointStateError as exc:
+            error = str(exc)
+        except (TypeError, ValueError) as exc:  # positions that are not numbers
+            error = f"{side} follower joint state unusable: {exc}"
         else:
             ref = np.empty(7)
             ref[:6] = pos[JS_ARM]
@@ -163,15 +207,25 @@ class CommanderLogic:
             return f"policy recovered (was: {was})"
         return None
 
+    def reject_chunk(self, chunk_id: int, stamp: float, reason: str, detail: str = "") -> Acceptance:
+        """Count and remember a rejected chunk (also for rejections decided by the node, e.g. malformed)."""
+        self.chunks_rejected[reason] += 1
+        stamp_text = f"{stamp:.3f}" if math.isfinite(stamp) else str(stamp)
+        self.last_rejection = f"chunk {chunk_id} (stamp {stamp_text}): {reason}" + (f": {detail}" if detail else "")
+        return Acceptance(False, reason, chunk_id, detail=detail)
+
     def on_chunk(self, chunk: Chunk, now: float) -> Acceptance:
-        """Splice a received chunk in from the next tick (or keep it until the current fault clears)."""
+        """Validate a received chunk whole, then splice it in from the next tick (or keep it until the current
+        fault clears). A rejected chunk runs no action and changes no ordering state."""
+        bad = validate_chunk(chunk, self.splice_config, now, self.config.chunk_future_tolerance)
+        if bad is not None:
+            return self.reject_chunk(chunk.chunk_id, chunk.stamp, *bad)
         if self.clock.tick is None:
-            self.chunks_rejected["not_started"] += 1
-            return Acceptance(False, "not_started", chunk.chunk_id)
+            return self.reject_chunk(chunk.chunk_id, chunk.stamp, "not_started", "the commander has not ticked yet")
         if self._fault_active(now):
             if self._fault_since is not None and chunk.stamp <= self._fault_since:
-                self.chunks_rejected["before_fault"] += 1
-                return Acceptance(False, "before_fault", chunk.chunk_id)
+                return self.reject_chunk(chunk.chunk_id, chunk.stamp, "before_fault",
+                                         f"observed before the fault that began at {self._fault_since:.3f}")
             self._pending = chunk
             return Acceptance(False, "pending_fault", chunk.chunk_id)
         return self._splice(chunk, self.clock.tick + 1)
@@ -183,7 +237,7 @@ class CommanderLogic:
             if acc.margin_ticks is not None:
                 self.margins.append(acc.margin_ticks)
         else:
-            self.chunks_rejected[acc.reason] += 1
+            self.reject_chunk(chunk.chunk_id, chunk.stamp, acc.reason, acc.detail)
         return acc
 
     def estop(self, reason: str = "operator") -> None:
@@ -196,15 +250,17 @@ class CommanderLogic:
     def begin_episode(self, now: float, hold_at_measured: bool = True) -> None:
         """An episode starts: stop the running chunk (planned before the episode, possibly for another scene)
         and hold until a chunk observed after ``now`` arrives, so every action of the episode was planned from
-        one of its own observations.
+        one of its own observations. The chunk ordering restarts at ``now`` (a chunk accepted earlier with a
+        later stamp cannot block the episode's chunks).
 
         hold_at_measured: hold where the robot is (joint states newer than ``now``), as at start-up, instead of
-        at the last command. Matters when the robot was put somewhere else between episodes (a simulator
-        reset, an operator moving the arms); on a robot at rest the two differ by the tracking error.
+        at the last command: the gate then steps from the measured pose (:meth:`CommandGate.anchor`). Matters
+        when the robot was put somewhere else between episodes (a simulator reset, an operator moving the
+        arms); on a robot at rest the two differ by the tracking error.
         """
         if self.clock.tick is not None:
             self.splicer.hold(self.clock.tick + 1)
-        self.splicer.reject_before(now)
+        self.splicer.restart_order(now)
         self._pending = None
         self._anchor_after = float(now) if hold_at_measured else None
         self._idle_reason = "waiting for a chunk observed after the episode start"
@@ -233,7 +289,7 @@ class CommanderLogic:
             return "e-stop was not engaged"
         self.estopped = False
         self.estop_reason = ""
-        self.splicer.reject_before(now)
+        self.splicer.restart_order(now)
         self._pending = None
         self._idle_reason = "waiting for a chunk observed after the e-stop reset"
         self._ask_replan(now, "e-stop reset")
@@ -242,22 +298,29 @@ class CommanderLogic:
     # -- per tick -------------------------------------------------------------------------------------
     def _joint_problems(self, now: float) -> List[str]:
         out = []
+        max_age = self.config.joint_state_max_age
         for side in SIDES:
             st = self._arms.get(side)
             if st is None:
                 out.append(f"no joint states from the {side} arm")
             elif st.error:
                 out.append(st.error)
-            elif now - st.stamp > self.config.joint_state_max_age:
-                out.append(f"{side} arm joint states stale ({now - st.stamp:.3f} s > {self.config.joint_state_max_age:.3f} s)")
+            elif now - st.stamp > max_age:
+                out.append(f"{side} arm joint states stale ({now - st.stamp:.3f} s > {max_age:.3f} s)")
+            elif st.stamp - now > max_age:
+                out.append(f"{side} arm joint states stamped {st.stamp - now:.3f} s in the future "
+                           f"(> {max_age:.3f} s; clock skew?)")
         return out
 
     def _policy_problem(self, now: float) -> Optional[str]:
-        if self._policy_fault is not None:
-            return f"policy fault: {self._policy_fault}"
         timeout = self.config.policy_timeout
         if timeout > 0 and self._policy_heard is not None and now - self._policy_heard > timeout:
-            return f"policy node silent for {now - self._policy_heard:.2f} s"
+            # checked first: a faulted policy node that then exits sends nothing more, and its last fault
+            # text would otherwise stand for a process that is gone
+            last = f" (its last status: {self._policy_fault})" if self._policy_fault else ""
+            return f"policy node silent for {now - self._policy_heard:.2f} s{last}"
+        if self._policy_fault is not None:
+            return f"policy fault: {self._policy_fault}"
         return None
 
     def _fault_active(self, now: float) -> bool:
@@ -277,10 +340,12 @@ class CommanderLogic:
         return np.concatenate([self._arms["left"].reference, self._arms["right"].reference])
 
     def tick(self, now: float) -> Optional[TickResult]:
-        """Decide the command for the timer callback at ``now``; None means publish nothing (no state yet)."""
+        """Decide the command for the timer callback at ``now``; None means publish nothing (no state yet, or
+        the gate refuses to step from the measured pose: :attr:`refusal`). Every returned command is the
+        gate's output and is recorded as sent."""
         k, missed = self.clock.advance(now)
         measured = self.measured_reference()
-        if self.last_command is None and measured is None:
+        if self.gate.last_sent is None and measured is None:
             return None  # never commanded and never saw both arms: nothing safe to send
         if self._anchor_after is not None:
             if not self.splicer.holding:
@@ -288,9 +353,12 @@ class CommanderLogic:
                 # (lagging) measured pose now could make the next command jump on the wire
                 self._anchor_after = None
             elif measured is not None and min(self._arms[s].stamp for s in SIDES) >= self._anchor_after:
-                self.last_command = measured  # re-anchored once; chunks are checked against it from now on
+                problem = self.gate.anchor(measured)  # the holds below step from where the robot is
+                if problem:
+                    self.hold_reasons["anchor refused"] += 1
+                    self.last_safety_reasons = [f"episode start: holding the last command, not the measured pose: "
+                                                f"{problem}"]
                 self._anchor_after = None
-        hold_cmd = self.last_command if self.last_command is not None else measured
         self.ticks += 1
 
         problems: List[str] = []
@@ -304,7 +372,7 @@ class CommanderLogic:
             self.splicer.hold(k)  # first: the hold begins at this tick
             self._begin_fault(now)
             code = HOLD_ESTOP if self.estopped else HOLD_FAULT
-            return self._hold(k, missed, hold_cmd, "; ".join(problems), code)
+            return self._hold(k, missed, measured, "; ".join(problems), code)
         if self._fault_since is not None:
             # fault cleared: a chunk received meanwhile (observed after the fault began) may start now
             since, self._fault_since = self._fault_since, None
@@ -321,8 +389,11 @@ class CommanderLogic:
                 if self.config.replan_on_chunk_end:
                     # the hold starts at this tick: an observation stamped after it sees the robot holding
                     self._ask_replan(now, "chunk ended")
-            return self._hold(k, missed, hold_cmd, self._idle_reason, HOLD_IDLE)
-        result = filter_action(planned.action, hold_cmd, self.safety, measured)
+            return self._hold(k, missed, measured, self._idle_reason, HOLD_IDLE)
+        result = self.gate.send(planned.action, measured, deviation=True)
+        if result.command is None:
+            return self._refused(result.reasons)
+        self.refusal = ""
         if result.kinds:
             self.safety_interventions += 1
             self.safety_kinds.update(result.kinds)
@@ -330,20 +401,36 @@ class CommanderLogic:
         if result.fault:
             self.safety_faults += 1
             self.splicer.hold(k)
-            out = self._hold(k, missed, hold_cmd, "safety fault: " + "; ".join(result.reasons), HOLD_SAFETY)
-            out.safety_kinds, out.safety_reasons = result.kinds, result.reasons
-            return out
-        self.last_command = result.command
+            return self._held(k, missed, result.command, "safety fault: " + "; ".join(result.reasons), HOLD_SAFETY,
+                              result.kinds, result.reasons)
         self.hold_reason = ""
         return TickResult(k, missed, result.command, False, planned.reason, planned.chunk_id, planned.index,
                           result.kinds, result.reasons, planned.blended)
 
-    def _hold(self, k: int, missed: int, command: np.ndarray, reason: str, code: int) -> TickResult:
+    def _refused(self, reasons: List[str]) -> None:
+        self.refusal = "; ".join(reasons)
+        self.hold_reason = self.refusal
+        return None
+
+    def _hold(self, k: int, missed: int, measured: Optional[np.ndarray], reason: str, code: int
+              ) -> Optional[TickResult]:
+        result = self.gate.hold(measured)
+        if result.command is None:
+            return self._refused(result.reasons)
+        self.refusal = ""
+        if result.kinds:  # only when the reference was beyond a limit (first command): say so
+            self.safety_interventions += 1
+            self.safety_kinds.update(result.kinds)
+            self.last_safety_reasons = result.reasons
+        return self._held(k, missed, result.command, reason, code, result.kinds, result.reasons)
+
+    def _held(self, k: int, missed: int, command: np.ndarray, reason: str, code: int,
+              kinds: List[str], reasons: List[str]) -> TickResult:
         self.held_ticks += 1
         self.hold_reason = reason
-        self.hold_reasons[reason.split(":")[0].split(" (")[0]] += 1
-        self.last_command = np.array(command, dtype=np.float64)
-        return TickResult(k, missed, self.last_command, True, reason, hold_code=code)
+        self.hold_reasons[_reason_key(reason)] += 1
+        return TickResult(k, missed, command, True, reason, hold_code=code, safety_kinds=list(kinds),
+                          safety_reasons=list(reasons))
 
 
 def joint_commands(command: np.ndarray, gripper: GripperConvention):

@@ -2,7 +2,8 @@
 
 Runs in its own process so a slow or crashed policy (GPU) process can never stall or corrupt the command
 stream. All decisions live in :class:`~cosmos_policy_ros.ros.commander_logic.CommanderLogic`; this node only
-converts messages, publishes and serves the e-stop / episode services. See docs/runtime.md.
+converts messages, publishes exactly the commands the logic's gate returned (and nothing else) and serves the
+e-stop / episode services. See docs/runtime.md ("Faults and bad inputs").
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 
 from ..core.chunking import ReplanSchedule, SpliceConfig
-from ..core.robot import DEFAULT_ARM_LIMITS, JOINT_NAMES, SIDES, gripper_convention
+from ..core.robot import DEFAULT_ARM_LIMITS, JOINT_NAMES, JS_NAMES, SIDES, gripper_convention, joint_name_map
 from ..core.safety import SafetyConfig
 from . import diagnostics as dg
 from .commander_logic import CommanderConfig, CommanderLogic, TickResult, joint_commands
@@ -46,14 +47,22 @@ PARAMS = (
     Param("policy_status_topic", "/policy/status", "policy node health (diagnostic_msgs/DiagnosticStatus); "
           "level ERROR makes the commander hold"),
     Param("policy_timeout", 1.0, "hold when the policy status has been silent this long (s); 0 disables"),
-    Param("joint_state_max_age", 0.25, "hold when a follower's joint states are older than this (s)"),
+    Param("joint_state_max_age", 0.25, "hold when a follower's joint states are older than this (s), or stamped "
+          "further than this in the future"),
+    Param("joint_names", list(JS_NAMES), "published JointState name of each Interbotix joint (waist, shoulder, "
+          "elbow, forearm_roll, wrist_angle, wrist_rotate, gripper, left_finger, right_finger), both followers; "
+          "joint states are read by name, in any order, extra joints ignored"),
+    Param("allow_unnamed_joint_states", False, "accept JointState messages with an empty name list in the index "
+          "layout of joint_names (otherwise they are a fault: the order cannot be checked)"),
+    Param("chunk_future_tolerance", 0.2, "reject a chunk stamped further than this in the future (s)"),
     Param("arm_lower_limits", [float(lo) for lo, _ in DEFAULT_ARM_LIMITS], "arm joint lower limits (rad), 6 values"),
     Param("arm_upper_limits", [float(hi) for _, hi in DEFAULT_ARM_LIMITS], "arm joint upper limits (rad), 6 values"),
     Param("gripper_min", 0.0, "lowest normalised gripper command (0 = closed)"),
     Param("gripper_max", 1.0, "highest normalised gripper command (1 = open)"),
     Param("max_step_arm", 0.1, "largest arm joint change per tick, both directions (rad)"),
     Param("max_step_gripper", 0.2, "largest normalised gripper change per tick, both directions"),
-    Param("max_deviation", 0.0, "largest |command - measured| per arm joint (rad); 0 disables"),
+    Param("max_deviation", 0.0, "largest |command - measured| per arm joint (rad), applied to chunk actions before "
+          "the limit and step clamps; 0 disables"),
     Param("fresh_chunks_on_episode_start", True, "~/start_episode stops the running chunk and holds until a chunk "
           "observed after the start arrives (every action of an episode is planned inside it; a reset scene is not "
           "driven by a chunk planned for the old one)"),
@@ -91,8 +100,11 @@ class CommanderNode(Node):
         if p["execution"] not in ReplanSchedule.EXECUTIONS:
             raise ValueError(f"execution: expected one of {ReplanSchedule.EXECUTIONS}, got {p['execution']!r}")
         self.logic = CommanderLogic(SpliceConfig(period=p["period"], blend_ticks=p["blend_ticks"]), safety,
-                                    self.gripper, CommanderConfig(p["joint_state_max_age"], p["policy_timeout"],
-                                                                  replan_on_chunk_end=p["execution"] == "pause"))
+                                    self.gripper, CommanderConfig(
+                                        p["joint_state_max_age"], p["policy_timeout"],
+                                        replan_on_chunk_end=p["execution"] == "pause",
+                                        joints=joint_name_map(p["joint_names"], p["allow_unnamed_joint_states"]),
+                                        chunk_future_tolerance=p["chunk_future_tolerance"]))
         self._lock = threading.Lock()  # callbacks and timer share the logic (single-threaded executor anyway)
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
 
@@ -123,6 +135,7 @@ class CommanderNode(Node):
         self._last_tick_mono: Optional[float] = None
         self._last_logged_reason: Optional[str] = None
         self._last_safety_log = 0.0
+        self._last_refusal = ""
         self.timer = self.create_timer(p["period"], self._on_tick)
         self.create_timer(p["diagnostics_period"], self._publish_diagnostics)
         self.get_logger().info(
@@ -137,7 +150,7 @@ class CommanderNode(Node):
     def _on_js(self, side: str, msg: JointState) -> None:
         self.js_rates[side].tick(time.monotonic())
         with self._lock:
-            err = self.logic.on_joint_state(side, stamp_to_sec(msg.header.stamp), msg.position)
+            err = self.logic.on_joint_state(side, stamp_to_sec(msg.header.stamp), msg.name, msg.position)
         if err:
             self.get_logger().error(f"bad joint state: {err}", throttle_duration_sec=1.0)
 
@@ -151,27 +164,33 @@ class CommanderNode(Node):
             self.get_logger().error(line)
 
     def _on_chunk(self, msg: ActionChunk) -> None:
+        stamp = stamp_to_sec(msg.header.stamp)
         try:
             chunk = msg_to_chunk(msg)
         except ValueError as exc:
-            self.get_logger().error(f"malformed chunk rejected: {exc}")
             with self._lock:
-                self.logic.chunks_rejected["malformed"] += 1
+                self.logic.reject_chunk(msg.chunk_id, stamp, "malformed", str(exc))
+                line = self.logic.last_rejection
+            self.get_logger().error(f"rejected {line}", throttle_duration_sec=1.0)
             return
         if list(msg.joint_names) and list(msg.joint_names) != list(JOINT_NAMES):
-            self.get_logger().error(f"chunk {msg.chunk_id} rejected: joint_names {list(msg.joint_names)} are not the "
-                                    f"ALOHA layout {list(JOINT_NAMES)}", throttle_duration_sec=5.0)
             with self._lock:
-                self.logic.chunks_rejected["joint_names"] += 1
+                self.logic.reject_chunk(msg.chunk_id, stamp, "joint_names", f"{list(msg.joint_names)} are not the "
+                                        f"ALOHA layout {list(JOINT_NAMES)}")
+                line = self.logic.last_rejection
+            self.get_logger().error(f"rejected {line}", throttle_duration_sec=5.0)
             return
         self.chunk_policy_id = chunk.policy_id
         with self._lock:
             acc = self.logic.on_chunk(chunk, self._now())
+            line = self.logic.last_rejection
         if acc.accepted:
             self.get_logger().debug(f"chunk {acc.chunk_id} from tick {acc.first_tick} at index {acc.start_index} "
                                     f"({acc.reason}, margin {acc.margin_ticks} ticks)")
         elif acc.reason != "pending_fault":
-            self.get_logger().warning(f"chunk {acc.chunk_id} rejected: {acc.reason}", throttle_duration_sec=1.0)
+            log = self.get_logger().error if acc.reason in ("nonfinite", "future_stamp") else \
+                self.get_logger().warning
+            log(f"rejected {line}", throttle_duration_sec=1.0)
 
     def _on_tick(self) -> None:
         mono = time.monotonic()
@@ -183,14 +202,18 @@ class CommanderNode(Node):
             with self._lock:
                 res = self.logic.tick(now)
                 missed_total = self.logic.clock.missed_total
+                refusal = self.logic.refusal
                 replan = self._take_replan()
         except Exception:  # noqa: BLE001 - a bug must not kill the loop; publishing nothing keeps the motors still
             self.get_logger().error("tick failed, nothing published:\n" + traceback.format_exc(),
                                     throttle_duration_sec=1.0)
             return
-        if res is not None:  # None: no joint states yet, publish nothing
+        if res is not None:  # None: no joint states yet, or the gate refuses to start: publish nothing
             self._publish(res, now, missed_total)
             self._log_transitions(res)
+        if refusal and refusal != self._last_refusal:
+            self.get_logger().error(f"publishing nothing: {refusal}")
+        self._last_refusal = refusal
         self._request_replan(replan)  # fault cleared, or a chunk ran out with execution:=pause
 
     def _take_replan(self) -> Optional[Tuple[float, str]]:
@@ -208,7 +231,8 @@ class CommanderNode(Node):
         msg.frame_id = why
         self.replan_pub.publish(msg)
 
-    def _publish(self, res: TickResult, now: float, missed_total: int) -> None:
+    def _publish(self, res: TickResult, now: float, missed_total: int) -> np.ndarray:
+        """Publish one tick's command, which the logic's gate returned; returns what was sent (14,)."""
         for side, (joints, grip) in joint_commands(res.command, self.gripper).items():
             group, single = arm_command_msgs(joints, grip)
             self.group_pubs[side].publish(group)
@@ -222,6 +246,7 @@ class CommanderNode(Node):
             tr = Float64MultiArray()
             tr.data = array.array("d", res.trace(missed_total, self.logic.clock.time_of(res.tick)))
             self.trace_pub.publish(tr)
+        return res.command
 
     def _log_transitions(self, res: TickResult) -> None:
         log = self.get_logger()
@@ -316,6 +341,7 @@ class CommanderNode(Node):
                 "safety_kinds": dict(lg.safety_kinds) or "none",
                 "last_safety_reasons": "; ".join(lg.last_safety_reasons) or "none",
                 "chunks_accepted": lg.chunks_accepted, "chunks_rejected": dict(lg.chunks_rejected) or "none",
+                "last_chunk_rejected": lg.last_rejection or "none", "refusal": lg.refusal or "none",
                 "chunk_margin_last_ticks": margins[-1] if margins else "n/a",
                 "chunk_margin_min_ticks": min(margins) if margins else "n/a",
                 "active_chunk": lg.splicer.active_chunk_id, "episode": self.episode_id or "none",
@@ -326,7 +352,9 @@ class CommanderNode(Node):
                 values[f"{side}_joint_states_rate_hz"] = self.js_rates[side].rate(mono)
         tp = self.tick_periods.summary()
         values.update({"tick_period_p50_s": tp["p50"], "tick_period_p99_s": tp["p99"], "tick_period_max_s": tp["max"]})
-        if ticks is None or values["ticks"] == 0:
+        if lg.refusal:
+            level, message = dg.ERROR, f"publishing nothing: {lg.refusal}"
+        elif ticks is None or values["ticks"] == 0:
             level, message = dg.WARN, "waiting for joint states (publishing nothing)"
         elif lg.estopped:
             level, message = dg.ERROR, "e-stop latched"

@@ -14,7 +14,7 @@ from sensor_msgs.msg import Image
 
 from ..core.chunking import Chunk
 from ..core.observation import decode_image, encode_image
-from ..core.robot import ACTION_DIM, JOINT_NAMES
+from ..core.robot import ACTION_DIM, JOINT_NAMES, REQUIRED_FOR_COMMAND_AND_OBS, JointNameMap
 
 
 def stamp_to_sec(stamp) -> float:
@@ -89,9 +89,12 @@ def arm_command_msgs(joints: Sequence[float], gripper_rad: float):
     return group, single
 
 
-def joint_state_positions(msg) -> np.ndarray:
-    """sensor_msgs/JointState -> positions as float64 (Interbotix index layout assumed)."""
-    return np.asarray(msg.position, dtype=np.float64)
+def joint_state_positions(msg, joints: Optional[JointNameMap] = None,
+                          required: Sequence[str] = REQUIRED_FOR_COMMAND_AND_OBS, side: str = "") -> np.ndarray:
+    """sensor_msgs/JointState -> (9,) float64 positions in the Interbotix layout (``JS_NAMES`` order), mapped by
+    name (any order, extra joints ignored); JointStateError for a missing / duplicate / non-finite required
+    joint, or an unnamed message unless ``joints.allow_unnamed``."""
+    return (joints or JointNameMap()).canonical(msg.name, msg.position, required, side)
 
 
 __all__ = ["stamp_to_sec", "sec_to_stamp", "image_msg_to_rgb", "rgb_to_image_msg", "chunk_to_msg", "msg_to_chunk",

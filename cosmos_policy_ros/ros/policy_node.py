@@ -35,7 +35,7 @@ from cosmos_policy_ros.msg import ActionChunk
 
 from ..core.chunking import ReplanRequests, ReplanSchedule
 from ..core.observation import ObservationAssembler, ObservationConfig
-from ..core.robot import ACTION_DIM, SIDES, gripper_convention
+from ..core.robot import ACTION_DIM, JS_NAMES, SIDES, gripper_convention, joint_name_map
 from ..core.types import ALOHA_CAMERAS, InferenceCancelled, PolicyOutput
 from . import diagnostics as dg
 from .conversions import chunk_to_msg, rgb_to_image_msg, stamp_to_sec
@@ -53,6 +53,11 @@ PARAMS = (
     Param("camera_topics", DEFAULT_CAMERA_TOPICS, "sensor_msgs/Image topics, one per camera slot"),
     Param("camera_slots", list(ALOHA_CAMERAS), "model camera slot of each camera topic (same order)"),
     Param("arms", ["follower_left", "follower_right"], "follower namespaces (left, right); joint states on <ns>/joint_states"),
+    Param("joint_names", list(JS_NAMES), "published JointState name of each Interbotix joint (waist, shoulder, "
+          "elbow, forearm_roll, wrist_angle, wrist_rotate, gripper, left_finger, right_finger), both followers; "
+          "joint states are read by name, in any order, extra joints ignored"),
+    Param("allow_unnamed_joint_states", False, "accept JointState messages with an empty name list in the index "
+          "layout of joint_names (otherwise they are a fault: the order cannot be checked)"),
     Param("image_height", 480, "required camera image height (0 = any)"),
     Param("image_width", 640, "required camera image width (0 = any)"),
     Param("max_input_age", 0.2, "an input older than this (s) makes the observation invalid"),
@@ -150,7 +155,7 @@ class PolicyNode(Node):
         self.assembler = ObservationAssembler(
             ObservationConfig(cameras=p["camera_slots"], max_age=p["max_input_age"],
                               stamp_tolerance=p["stamp_tolerance"], expected_size=size),
-            gripper_convention(p["generation"]))
+            gripper_convention(p["generation"]), joint_name_map(p["joint_names"], p["allow_unnamed_joint_states"]))
         self.rates: Dict[str, dg.RateMeter] = {}
         for topic, slot in zip(p["camera_topics"], p["camera_slots"]):
             self.rates[slot] = dg.RateMeter()
@@ -220,7 +225,7 @@ class PolicyNode(Node):
 
     def _on_js(self, side: str, msg: JointState) -> None:
         self.rates[f"{side}_joint_states"].tick(time.monotonic())
-        err = self.assembler.set_joint_state(side, stamp_to_sec(msg.header.stamp), msg.position)
+        err = self.assembler.set_joint_state(side, stamp_to_sec(msg.header.stamp), msg.name, msg.position)
         if err:
             self.get_logger().error(f"unusable joint state: {err}", throttle_duration_sec=1.0)
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from cosmos_policy_ros.core.chunking import Chunk, SpliceConfig
-from cosmos_policy_ros.core.robot import gripper_convention
+from cosmos_policy_ros.core.robot import JS_NAMES, gripper_convention
 from cosmos_policy_ros.core.safety import SafetyConfig
 from cosmos_policy_ros.ros.commander_logic import (HOLD_ESTOP, HOLD_FAULT, HOLD_IDLE, HOLD_SAFETY, CommanderConfig,
                                                    CommanderLogic, joint_commands)
@@ -18,8 +18,8 @@ def make(**cfg):
 
 
 def feed(logic, t):
-    logic.on_joint_state("left", t, JS)
-    logic.on_joint_state("right", t, JS)
+    logic.on_joint_state("left", t, JS_NAMES, JS)
+    logic.on_joint_state("right", t, JS_NAMES, JS)
     logic.on_policy_status(True, "ready", t)
 
 
@@ -42,9 +42,9 @@ def run(logic, t0, n):
 def test_nothing_published_before_both_arms_and_hold_at_measured():
     logic = make()
     assert logic.tick(0.0) is None
-    logic.on_joint_state("left", 0.02, JS)
+    logic.on_joint_state("left", 0.02, JS_NAMES, JS)
     assert logic.tick(0.04) is None  # one arm is not enough
-    logic.on_joint_state("right", 0.05, JS)
+    logic.on_joint_state("right", 0.05, JS_NAMES, JS)
     res = logic.tick(0.08)
     assert res is not None and res.held and res.hold_code == HOLD_IDLE
     np.testing.assert_allclose(res.command[6], 0.5)  # gripper joint -> normalised command
@@ -93,14 +93,14 @@ def test_joint_state_faults_hold_within_one_tick():
     run(logic, 0.0, 2)
     logic.on_chunk(ramp(1, 0.04), 0.05)
     assert not run(logic, 0.08, 2)[-1].held
-    logic.on_joint_state("left", 0.17, [np.nan] * 9)
+    logic.on_joint_state("left", 0.17, JS_NAMES, [np.nan] * 9)
     r = logic.tick(0.16 + P)
-    assert r.held and "left arm joint state contains NaN" in r.reason
+    assert r.held and "left follower joint state: joint(s) ['waist'" in r.reason and "not finite" in r.reason
     np.testing.assert_array_equal(r.command, logic.last_command)
     # one arm only: the right arm goes silent
     logic2 = make(joint_state_max_age=0.1)
     run(logic2, 0.0, 2)
-    logic2.on_joint_state("left", 0.2, JS)
+    logic2.on_joint_state("left", 0.2, JS_NAMES, JS)
     logic2.on_policy_status(True, "ok", 0.2)
     r = logic2.tick(0.2)
     assert r.held and "right arm joint states stale" in r.reason
@@ -109,8 +109,8 @@ def test_joint_state_faults_hold_within_one_tick():
 def test_policy_silence_holds():
     logic = make(policy_timeout=0.5)
     run(logic, 0.0, 2)
-    logic.on_joint_state("left", 1.0, JS)
-    logic.on_joint_state("right", 1.0, JS)
+    logic.on_joint_state("left", 1.0, JS_NAMES, JS)
+    logic.on_joint_state("right", 1.0, JS_NAMES, JS)
     r = logic.tick(1.0)
     assert r.held and "silent" in r.reason
 
@@ -165,8 +165,8 @@ def test_episode_start_never_re_anchors_under_a_running_chunk():
     sent = []
     for k in range(3, 8):  # joint states still stamped before the episode start (fresh enough)
         t = k * P
-        logic.on_joint_state("left", 0.09, JS)
-        logic.on_joint_state("right", 0.09, JS)
+        logic.on_joint_state("left", 0.09, JS_NAMES, JS)
+        logic.on_joint_state("right", 0.09, JS_NAMES, JS)
         logic.on_policy_status(True, "ready", t)
         sent.append(logic.tick(t).command[0])
     sent += [r.command[0] for r in run(logic, 8 * P, 3)]  # now newer joint states arrive
@@ -185,19 +185,28 @@ def test_episode_start_can_hold_at_the_last_command():
     np.testing.assert_allclose(res[0].command, before[-1].command)
 
 
-def test_safety_fault_holds_and_interventions_are_counted():
+def test_step_clamps_are_counted_and_a_nan_at_action_k_refuses_the_whole_chunk_before_any_action_runs():
     logic = make()
     run(logic, 0.0, 2)
     a = np.zeros((50, 14))
     a[:, 6] = a[:, 13] = 0.5
     a[:, 2] = 1.0
-    a[10:, 5] = np.nan
-    logic.on_chunk(Chunk(1, 0.04, P, a), 0.05)
-    res = run(logic, 0.08, 12)
-    assert [round(r.command[2], 3) for r in res[:10]] == [round(0.1 * (i + 1), 3) for i in range(10)]
-    assert logic.safety_interventions >= 10 and logic.safety_kinds["step"] >= 9
-    assert res[10].held and res[10].hold_code == HOLD_SAFETY and "nonfinite" in res[10].reason
-    assert res[11].held  # the refused chunk is dropped
+    assert logic.on_chunk(Chunk(1, 0.04, P, a), 0.05).accepted
+    res = run(logic, 0.08, 4)
+    assert [round(r.command[2], 3) for r in res] == [0.1, 0.2, 0.3, 0.4]
+    assert logic.safety_interventions == 4 and logic.safety_kinds["step"] == 4
+    bad = np.zeros((50, 14))
+    bad[:, 6] = bad[:, 13] = 0.5
+    bad[:, 0] = -0.5  # would move the waist if any action ran
+    bad[10, 5] = np.nan
+    acc = logic.on_chunk(Chunk(2, 0.2, P, bad), 0.22)
+    assert not acc.accepted and acc.reason == "nonfinite" and "action 10 index 5" in acc.detail
+    assert logic.chunks_rejected["nonfinite"] == 1
+    assert "chunk 2 (stamp 0.200): nonfinite" in logic.last_rejection
+    res = run(logic, 0.24, 12)
+    # none of chunk 2's actions ran: the accepted chunk goes on (a refused chunk never replaces a valid plan)
+    assert all(r.chunk_id == 1 and r.command[0] == 0.0 for r in res)
+    assert [round(r.command[2], 3) for r in res[:6]] == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 
 
 def test_joint_commands_convert_gripper_per_generation():
@@ -229,16 +238,16 @@ def test_replan_requests_name_the_time_the_next_chunk_must_be_observed_after():
     # a policy fault from 0.4 to 0.6, no chunk meanwhile: after it clears, plan past the fault's start
     logic.on_policy_status(False, "inference failed", 0.4)
     for k in range(10, 15):
-        logic.on_joint_state("left", k * P, JS)
-        logic.on_joint_state("right", k * P, JS)
+        logic.on_joint_state("left", k * P, JS_NAMES, JS)
+        logic.on_joint_state("right", k * P, JS_NAMES, JS)
         assert logic.tick(k * P).hold_code == HOLD_FAULT
     assert logic.take_replan_request() is None  # not while the fault lasts
     run(logic, 0.6, 1)
     assert logic.take_replan_request() == 0.4 and logic.replan_reason == "fault cleared"
     # the same with a chunk observed during the fault: it starts when the fault clears, no request
     logic.on_policy_status(False, "inference failed", 0.7)
-    logic.on_joint_state("left", 0.72, JS)
-    logic.on_joint_state("right", 0.72, JS)
+    logic.on_joint_state("left", 0.72, JS_NAMES, JS)
+    logic.on_joint_state("right", 0.72, JS_NAMES, JS)
     logic.tick(0.72)
     logic.on_chunk(ramp(5, 0.75), 0.75)
     r = run(logic, 0.76, 1)[0]

@@ -77,7 +77,7 @@ FAULTS = {
     "one_arm_only": (lambda r, n: r.stopped_arms.add("right"), "commander", "right arm joint states stale", 12),
     "wrong_encoding": (lambda r, n: r.encoding.__setitem__("cam_high", "yuv422"), "policy", "unsupported encoding", 6),
     "wrong_size": (lambda r, n: r.size.__setitem__("cam_high", (32, 32)), "policy", "expected 48x64", 6),
-    "nan_joint_state": (lambda r, n: r.nan_arms.add("left"), "commander", "left arm joint state contains NaN", 4),
+    "nan_joint_state": (lambda r, n: r.nan_arms.add("left"), "commander", "left follower joint state: joint(s) ['elbow'] not finite", 4),
     "inference_exception": (lambda r, n: set_policy_fault(n, "exception"), "policy", "inference failed", 60),
 }
 

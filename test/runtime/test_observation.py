@@ -6,7 +6,7 @@ import pytest
 
 from cosmos_policy_ros.core.observation import (ImageError, ObservationAssembler, ObservationConfig, decode_image,
                                                 encode_image)
-from cosmos_policy_ros.core.robot import gripper_convention
+from cosmos_policy_ros.core.robot import JS_NAMES, gripper_convention
 from cosmos_policy_ros.core.test_doubles import (LatencyPolicyTestDouble, decode_plan_step, encode_plan_steps,
                                                  plan_step_delta)
 from cosmos_policy_ros.core.types import Observation, PolicyBackend
@@ -57,8 +57,8 @@ def filled(cfg=None, t=10.0):
     asm = ObservationAssembler(cfg or ObservationConfig(expected_size=(4, 5)), gripper_convention("aloha2"))
     for i, cam in enumerate(asm.config.cameras):
         assert asm.set_image_fields(cam, t - 0.01 * i, rgb().tobytes(), 4, 5, "rgb8", 15) is None
-    asm.set_joint_state("left", t, js(True))
-    asm.set_joint_state("right", t - 0.005, js(False))
+    asm.set_joint_state("left", t, JS_NAMES, js(True))
+    asm.set_joint_state("right", t - 0.005, JS_NAMES, js(False))
     return asm
 
 
@@ -80,8 +80,9 @@ def test_stale_missing_one_arm_nan_wrong_size_and_stamp_spread():
     asm = filled()
     assert any("stale" in p for p in asm.assemble(10.5, "x")[1])
     asm = filled()
-    asm.set_joint_state("right", 10.0, [float("nan")] * 9)
-    assert asm.assemble(10.05, "x")[1] == ["right arm: joint state contains NaN/inf"]
+    asm.set_joint_state("right", 10.0, JS_NAMES, [float("nan")] * 9)
+    (problem,) = asm.assemble(10.05, "x")[1]
+    assert problem.startswith("right follower joint state: joint(s) ['waist'") and "not finite" in problem
     asm = filled()
     asm.set_image_fields("cam_high", 10.0, rgb(8, 8).tobytes(), 8, 8, "rgb8", 24)
     assert "expected 4x5" in asm.assemble(10.05, "x")[1][0]

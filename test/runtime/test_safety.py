@@ -59,6 +59,23 @@ def test_deviation_from_measured():
     assert r.kinds == ["deviation"] and r.command[0] == pytest.approx(0.2)
 
 
+def test_deviation_runs_before_the_step_and_limit_clamps():
+    """Measured pose far from the last command (an arm pushed or blocked): the deviation stage may ask for a
+    big move, yet what is sent moves at most one step and stays within the joint limits."""
+    cfg = SafetyConfig(max_step_arm=0.1, max_deviation=0.3)
+    ref = REF.copy()
+    ref[1] = -1.8  # left shoulder near its lower limit (-1.85005)
+    measured = ref.copy()
+    measured[0] = 1.0  # waist pushed 1 rad away
+    measured[1] = -2.5  # shoulder measured beyond the limit
+    a = ref.copy()
+    r = filter_action(a, ref, cfg, measured=measured)
+    assert r.command[0] == pytest.approx(0.1)  # one step towards measured - 0.3, not 0.7 at once
+    assert r.command[1] == pytest.approx(-1.85005)  # limit wins over deviation
+    assert np.all(np.abs(r.command - ref) <= cfg.step + 1e-12)
+    assert "deviation" in r.kinds and "step" in r.kinds and "joint_limit" in r.kinds
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="max_step_arm"):
         SafetyConfig(max_step_arm=0)
