@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "sim-demos": ("cosmos_policy_ros.sim.generate_demos", "generate scripted simulated ALOHA demonstrations"),
     "convert": ("cosmos_policy_training.convert", "convert rosbag2 rollouts / ALOHA HDF5 demos to training episodes"),
     "train": ("cosmos_policy_training.cli", "train or refine a Cosmos Policy checkpoint"),
+    "report": ("cosmos_policy_training.report", "plot a recorded episode: commands vs joints, holds, value, safety"),
 }
 
 
