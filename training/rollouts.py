@@ -36,6 +36,9 @@ class RolloutResult:
     values: List[float] = field(default_factory=list)  # the policy's value estimate at each query
     infer_seconds: float = 0.0
     path: Optional[str] = None
+    held_ticks: int = 0  # 25 Hz ticks the robot held waiting for a chunk (streaming loop)
+    max_switch_jump: float = 0.0  # largest arm-joint command change (rad) at a tick where a new chunk took over
+    success_tick: Optional[int] = None  # robot ticks (held ones included) until the first success
 
 
 def expert_actions(sim, seed: int, on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
@@ -210,6 +213,99 @@ def run_noisy_expert_episode(sim, seed: int, noise: float, cameras: Sequence[str
                       extra_attrs={"policy_name": f"noisy_expert_{noise:g}", "seed": int(seed)})
         res.path = str(record)
     return res
+
+
+ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
+
+
+def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execution_horizon: int = 0,
+                       margin_ticks: int = 8, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
+                       policy_seed: Optional[int] = None) -> RolloutResult:
+    """One episode with the ROS graph's streaming execution, simulated tick by tick without ROS.
+
+    The policy is queried while the robot moves; its chunk becomes available ``delay_ticks`` 25 Hz ticks after
+    the observation (the inference delay), and the commander's splice by observation time applies: the new chunk
+    takes over at its action ``delay_ticks`` while the running chunk executed the ticks in between. When the
+    running chunk ends before the new one arrives the robot holds its last command (counted in ``held_ticks``)
+    and the new chunk starts at the action for the tick the hold began. The first chunk starts at its first
+    action (the robot stood still while it was computed; those ticks are held ticks too).
+    Next observation: ``execution_horizon`` ticks after the last (0: as the policy node's stream schedule, so the
+    chunk arrives ``margin_ticks`` before the running one ends: ``horizon - delay_ticks - margin_ticks``).
+    rtc: a :class:`cosmos_policy_ros.core.rtc.RtcConfig`; with a method other than off each chunk is inpainted
+    toward the running one (frozen prefix ``delay_ticks + rtc.delay_margin``).
+    The episode's budget is its ``max_steps`` of executed ticks (held ticks come on top, as in the pause loop).
+    """
+    from cosmos_policy_ros.core.rtc import RtcConfig, build_prefix
+
+    rtc = rtc or RtcConfig()
+    H = int(policy.horizon)
+    d = int(delay_ticks)
+    if d < 0:
+        raise ValueError(f"delay_ticks: expected >= 0, got {delay_ticks}")
+    s = int(execution_horizon) or max(1, H - d - int(margin_ticks))
+    size = tuple(int(v) for v in image_size)
+    sim.reset(seed, render=False)
+    T = sim.config.max_steps // 2
+    chunk: Optional[np.ndarray] = None
+    base = 0  # timeline tick of chunk[0]
+    pending = None  # (actions, observation tick, arrival tick)
+    next_obs = 0
+    last: Optional[np.ndarray] = None
+    queries, held, t_inf, robot_ticks = 0, 0, 0.0, 0
+    jump, success_tick, values = 0.0, None, []
+
+    def tick(a: np.ndarray) -> None:
+        nonlocal robot_ticks, success_tick
+        for _ in range(2):
+            sim.step(a, render=False)
+        robot_ticks += 1
+        if success_tick is None and sim.ever_success:
+            success_tick = robot_ticks
+
+    t = 0
+    while t < T:
+        if t >= next_obs and pending is None:  # (a new observation waits for the chunk still being computed)
+            obs = sim.policy_observation(size=size)
+            prefix = None
+            if chunk is not None and rtc.enabled:
+                prefix = build_prefix(chunk, base * policy.period, t * policy.period, policy.period, d, rtc)
+            t0 = time.perf_counter()
+            out = policy.infer(obs, seed=policy_seed, **({"prefix": prefix} if prefix is not None else {}))
+            t_inf += time.perf_counter() - t0
+            values.append(float(out.value))
+            queries += 1
+            pending = (np.asarray(out.actions, dtype=np.float64), t, t + (d if chunk is not None else 0))
+            next_obs = t + s
+        if pending is not None and t >= pending[2]:
+            new, obs_t, _ = pending
+            pending = None
+            base = obs_t
+            if chunk is None:  # cold start: the robot stood still (scene at rest) while the first chunk was computed
+                held += d
+                robot_ticks += d
+            if t - base < H:
+                if chunk is not None and last is not None:
+                    jump = max(jump, float(np.abs(new[t - base][ARM_JOINTS] - last[ARM_JOINTS]).max()))
+                chunk = new
+        i = t - base
+        if chunk is None or i >= H:  # ran out before the next chunk arrived: hold until it does
+            if pending is None:
+                next_obs = t  # observe now (the policy node's schedule would have done so earlier)
+                continue
+            if last is not None:
+                tick(last)
+            else:
+                robot_ticks += 1
+            held += 1
+            pending = (pending[0], pending[1], pending[2] - 1)  # the arrival comes one held tick closer
+            continue
+        a = chunk[i]
+        tick(a)
+        last = a
+        t += 1
+    return RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
+                         queries=queries, values=values, infer_seconds=t_inf, held_ticks=held,
+                         max_switch_jump=jump, success_tick=success_tick)
 
 
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,

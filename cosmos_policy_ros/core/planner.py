@@ -453,12 +453,13 @@ def candidate_seeds(base_seed: int, n: int) -> List[int]:
 
 
 def plan(policy, planner: Planner, obs: Observation, num_candidates: int = 8,
-         base_seed: Optional[int] = None) -> Tuple[PolicyOutput, PlanResult, List[PolicyOutput]]:
+         base_seed: Optional[int] = None, prefix=None) -> Tuple[PolicyOutput, PlanResult, List[PolicyOutput]]:
     """Sample N candidates with ``policy`` (one batch), score them with ``planner``; returns
-    (chosen output, plan result, all candidate outputs)."""
+    (chosen output, plan result, all candidate outputs). prefix: real-time chunking
+    (:class:`cosmos_policy_ros.core.rtc.ChunkPrefix`), the same for every candidate."""
     seed = getattr(policy, "default_seed", 195) if base_seed is None else int(base_seed)
     seeds = candidate_seeds(seed, num_candidates)
-    outs = policy.infer_batch(obs, seeds)
+    outs = policy.infer_batch(obs, seeds, **({"prefix": prefix} if prefix is not None else {}))
     result = planner.score(obs, np.stack([o.actions for o in outs]), seeds)
     return outs[result.chosen], result, outs
 
@@ -485,12 +486,12 @@ class LocalPlanningBackend:
     def instructions(self) -> List[str]:
         return list(self.base.instructions)
 
-    def infer(self, obs: Observation, seed: Optional[int] = None) -> PolicyOutput:
-        out, result, _ = plan(self.base, self.planner, obs, self.num_candidates, seed)
+    def infer(self, obs: Observation, seed: Optional[int] = None, prefix=None) -> PolicyOutput:
+        out, result, _ = plan(self.base, self.planner, obs, self.num_candidates, seed, prefix=prefix)
         self.last_result = result
         out.timings = dict(out.timings)
         out.timings["planning"] = result.timings["total"]
         return out
 
-    def infer_batch(self, obs: Observation, seeds: Sequence[int]) -> List[PolicyOutput]:
-        return self.base.infer_batch(obs, seeds)
+    def infer_batch(self, obs: Observation, seeds: Sequence[int], prefix=None) -> List[PolicyOutput]:
+        return self.base.infer_batch(obs, seeds, **({"prefix": prefix} if prefix is not None else {}))

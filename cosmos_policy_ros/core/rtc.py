@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -134,8 +134,10 @@ def blend_prefix(actions: np.ndarray, prefix: Optional[ChunkPrefix]) -> np.ndarr
 
 class DelayEstimator:
     """Inference delay in ticks for the frozen prefix: the largest of the last ``window`` measured delays
-    (observation to arrival), the first (warm-up) measurement excluded, so one cold start does not freeze
-    long prefixes for the rest of the run; until a second measurement: ``guess`` ticks."""
+    (observation to publication), the first (warm-up) measurement excluded, so one cold start does not freeze
+    long prefixes for the rest of the run. Until a second measurement the warm-up stands in (or ``guess`` ticks
+    when larger): freezing too long only keeps more of the running chunk (:func:`build_prefix` clamps it to what
+    that chunk still executes), freezing too short would let the switch land past the frozen actions."""
 
     def __init__(self, period: float, window: int = 3, guess: int = 0):
         if not period > 0 or window < 1 or guess < 0:
@@ -143,12 +145,12 @@ class DelayEstimator:
         self.period = float(period)
         self.window = int(window)
         self.guess = int(guess)
-        self._warmup_seen = False
+        self._warmup: Optional[float] = None
         self._recent: list = []
 
     def record(self, latency_s: float) -> None:
-        if not self._warmup_seen:
-            self._warmup_seen = True
+        if self._warmup is None:
+            self._warmup = float(latency_s)
             return
         self._recent.append(float(latency_s))
         del self._recent[:-self.window]
@@ -156,5 +158,81 @@ class DelayEstimator:
     @property
     def ticks(self) -> int:
         if not self._recent:
-            return self.guess
+            warm = 0 if self._warmup is None else int(math.ceil(self._warmup / self.period - 1e-9))
+            return max(self.guess, warm)
         return int(math.ceil(max(self._recent) / self.period - 1e-9))
+
+
+@dataclass
+class _Sent:
+    stamp: float
+    actions: np.ndarray
+    published: float
+    base: Optional[float] = None  # time of action 0 as the commander really runs it (from its trace)
+
+
+class RunningChunk:
+    """Which chunk the commander is executing, and on which ticks: the policy node's own published chunks plus
+    the commander's per-tick trace (chunk id, index, tick time, held).
+
+    The commander splices by observation time, so a chunk normally runs action ``i`` at ``stamp + i * period``;
+    after a hold (cold start) it re-bases it, and its trace then tells the real timing (``tick_time - index *
+    period``). A chunk the commander never took (refused, or still in flight while it runs an older one of
+    ours) is recognised from the trace, and while it holds nothing runs: no prefix (the robot stands still).
+    Without any trace (``publish_trace`` off) the last published chunk is assumed to run as stamped.
+    Thread-safe: the ROS callbacks write, the inference worker reads.
+    """
+
+    def __init__(self, period: float, keep: int = 4, refusal_grace: float = 0.2):
+        import threading
+
+        self.period = float(period)
+        self.keep = int(keep)
+        self.refusal_grace = float(refusal_grace)
+        self._sent: "dict[int, _Sent]" = {}
+        self._last_id: Optional[int] = None
+        self._trace: Optional[tuple] = None  # (chunk_id, index, tick_time, held)
+        self._lock = threading.Lock()
+
+    def published(self, chunk_id: int, stamp: float, actions: np.ndarray, now: float) -> None:
+        """Our chunk ``chunk_id`` (observed at ``stamp``; ``actions`` exactly as sent) went out at ``now``."""
+        with self._lock:
+            self._sent[int(chunk_id)] = _Sent(float(stamp), np.array(actions, dtype=np.float64), float(now))
+            self._last_id = int(chunk_id)
+            for k in sorted(self._sent)[:-self.keep]:
+                del self._sent[k]
+
+    def on_trace(self, chunk_id: int, index: int, tick_time: float, held: bool) -> None:
+        """One commander trace row."""
+        with self._lock:
+            self._trace = (int(chunk_id), int(index), float(tick_time), bool(held))
+            s = self._sent.get(int(chunk_id))
+            if s is not None and not held and index >= 0:
+                s.base = float(tick_time) - index * self.period
+
+    def reset(self) -> None:
+        """Forget every chunk (episode start: the commander refuses older chunks and holds)."""
+        with self._lock:
+            self._sent.clear()
+            self._last_id = None
+            self._trace = None
+
+    def running(self, now: float) -> Optional[Tuple[np.ndarray, float]]:
+        """(actions, time of action 0) of the chunk whose actions execute from now on, or None."""
+        with self._lock:
+            if self._last_id is None:
+                return None
+            last = self._sent[self._last_id]
+            if self._trace is None:
+                return last.actions, last.stamp
+            cid, _, _, held = self._trace
+            if held:
+                return None
+            if cid == self._last_id:
+                return last.actions, (last.base if last.base is not None else last.stamp)
+            old = self._sent.get(cid)
+            if old is None:
+                return None  # not one of ours (another publisher's chunk)
+            if now - last.published > self.refusal_grace:  # the commander kept the older one: ours was refused
+                return old.actions, (old.base if old.base is not None else old.stamp)
+            return last.actions, last.stamp  # in flight: the commander splices it in by its observation time

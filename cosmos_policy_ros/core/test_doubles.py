@@ -25,6 +25,7 @@ from .types import InferenceCancelled, Observation, PolicyOutput
 
 WAIST = JOINT_NAMES.index("left_waist")
 ROLL = JOINT_NAMES.index("left_forearm_roll")
+SHOULDER = JOINT_NAMES.index("left_shoulder")
 DEFAULT_AMPLITUDE = 0.05  # rad
 DEFAULT_CYCLE = 1000  # plan steps per phase turn (40 s at 25 Hz)
 
@@ -66,7 +67,8 @@ class LatencyPolicyTestDouble:
     def __init__(self, latency: float = 0.8, horizon: int = 50, period: float = 0.04, action_dim: int = ACTION_DIM,
                  first_latency: Optional[float] = None, policy_id: str = "latency-test-double",
                  instructions: Sequence[str] = (), future_image_size: int = 32,
-                 amplitude: float = DEFAULT_AMPLITUDE, cycle: int = DEFAULT_CYCLE, busy: bool = False):
+                 amplitude: float = DEFAULT_AMPLITUDE, cycle: int = DEFAULT_CYCLE, busy: bool = False,
+                 mode_shift: float = 0.0):
         if latency < 0 or (first_latency is not None and first_latency < 0):
             raise ValueError(f"latency: expected >= 0 seconds, got {latency} / {first_latency}")
         if horizon < 1 or period <= 0:
@@ -84,6 +86,9 @@ class LatencyPolicyTestDouble:
         self.amplitude = float(amplitude)
         self.cycle = int(cycle)
         self.busy = bool(busy)  # burn CPU during the latency (like a CPU-bound model) instead of sleeping
+        # each chunk picks "another mode": its shoulder joints sit mode_shift rad away from the previous chunk's
+        # (a switch without real-time chunking jumps by that much; with it the frozen prefix hides it)
+        self.mode_shift = float(mode_shift)
         self.fault = ""
         self.calls = 0
         self.cancelled = 0
@@ -97,7 +102,7 @@ class LatencyPolicyTestDouble:
         for part in filter(None, (p.strip() for p in body.split(","))):
             key, _, value = part.partition("=")
             key = key.strip()
-            if key in ("latency", "first_latency", "period", "amplitude"):
+            if key in ("latency", "first_latency", "period", "amplitude", "mode_shift"):
                 kwargs[key] = float(value)
             elif key in ("horizon", "cycle", "future_image_size"):
                 kwargs[key] = int(value)
@@ -107,7 +112,7 @@ class LatencyPolicyTestDouble:
                 kwargs[key] = value
             else:
                 raise ValueError(f"test double spec {spec!r}: unknown key {key!r}; expected latency, first_latency, "
-                                 "period, amplitude, horizon, cycle, future_image_size, policy_id, busy")
+                                 "period, amplitude, horizon, cycle, future_image_size, policy_id, busy, mode_shift")
         return cls(**kwargs)
 
     @property
@@ -146,9 +151,12 @@ class LatencyPolicyTestDouble:
     supports_cancel = True
 
     def infer(self, obs: Observation, seed: Optional[int] = None,
-              cancel: Optional[Callable[[], bool]] = None) -> PolicyOutput:
+              cancel: Optional[Callable[[], bool]] = None, prefix=None) -> PolicyOutput:
         """Sleep (or burn CPU) for the latency, then return the deterministic chunk for ``obs.stamp``;
-        ``cancel``: polled while waiting, True -> :class:`InferenceCancelled` (as :class:`CosmosPolicy`)."""
+        ``cancel``: polled while waiting, True -> :class:`InferenceCancelled` (as :class:`CosmosPolicy`).
+        ``prefix`` (real-time chunking, :class:`~cosmos_policy_ros.core.rtc.ChunkPrefix`): applied in action space
+        (:func:`~cosmos_policy_ros.core.rtc.blend_prefix`: frozen actions exact, the ramp blended), the double's
+        stand-in for the sampler's inpainting."""
         t_start = time.perf_counter()
         with self._lock:
             first = self.calls == 0
@@ -157,7 +165,16 @@ class LatencyPolicyTestDouble:
         self._wait(self.first_latency if first else self.latency, cancel)
         if fault == "exception":
             raise RuntimeError("LatencyPolicyTestDouble: injected inference failure")
-        actions = self.chunk_for(obs.stamp).astype(np.float32)
+        actions = self.chunk_for(obs.stamp)
+        if self.mode_shift:
+            mode = 1 if (self.calls % 2) else -1  # alternate between two modes
+            actions[:, SHOULDER] += mode * self.mode_shift / 2
+            actions[:, SHOULDER + 7] += mode * self.mode_shift / 2
+        if prefix is not None:
+            from .rtc import blend_prefix
+
+            actions = blend_prefix(actions, prefix)
+        actions = actions.astype(np.float32)
         if fault == "nan":
             actions[:, 0] = np.nan
         s = self.future_image_size
@@ -170,9 +187,9 @@ class LatencyPolicyTestDouble:
                             value=0.5, timings={"total": total}, seed=0 if seed is None else int(seed))
 
     def infer_batch(self, obs: Observation, seeds: Sequence[int],
-                    cancel: Optional[Callable[[], bool]] = None) -> List[PolicyOutput]:
+                    cancel: Optional[Callable[[], bool]] = None, prefix=None) -> List[PolicyOutput]:
         """One :meth:`infer` per seed (same latency once, as a batched model would take)."""
-        first = self.infer(obs, seeds[0] if seeds else None, cancel=cancel)
+        first = self.infer(obs, seeds[0] if seeds else None, cancel=cancel, prefix=prefix)
         return [first] + [PolicyOutput(actions=first.actions.copy(), future_images=dict(first.future_images),
                                        future_proprio=first.future_proprio, value=first.value,
                                        timings=dict(first.timings), seed=int(s)) for s in seeds[1:]]

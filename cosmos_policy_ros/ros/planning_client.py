@@ -355,16 +355,18 @@ class PlanningBackend:
     def instructions(self) -> List[str]:
         return list(getattr(self.base, "instructions", []) or [])
 
-    def infer_batch(self, obs: Observation, seeds: Sequence[int]) -> List[PolicyOutput]:
+    def infer_batch(self, obs: Observation, seeds: Sequence[int], prefix=None) -> List[PolicyOutput]:
         """Plain batched sampling (no planning), delegated to the base backend."""
-        return self.base.infer_batch(obs, seeds)
+        return self.base.infer_batch(obs, seeds, **({"prefix": prefix} if prefix is not None else {}))
 
-    def infer(self, obs: Observation, seed: Optional[int] = None) -> PolicyOutput:
-        """N candidates -> planner decision (or candidate 0 on timeout / error / no planner)."""
+    def infer(self, obs: Observation, seed: Optional[int] = None, prefix=None) -> PolicyOutput:
+        """N candidates -> planner decision (or candidate 0 on timeout / error / no planner). prefix: real-time
+        chunking (core.rtc.ChunkPrefix): every candidate is inpainted toward the same running chunk, so whichever
+        the planner picks keeps the actions that execute during inference."""
         n = self.config.num_candidates
         base_seed = int(seed) if seed is not None else int(getattr(self.base, "default_seed", 195))
         seeds = [base_seed + i for i in range(n)]
-        outs = self.base.infer_batch(obs, seeds)
+        outs = self.infer_batch(obs, seeds, prefix=prefix)
         if n == 1:
             return outs[0]
         t0 = time.monotonic()

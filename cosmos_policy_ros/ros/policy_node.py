@@ -29,12 +29,13 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
-from std_msgs.msg import Float32, Header
+from std_msgs.msg import Float32, Float64MultiArray, Header
 
 from cosmos_policy_ros.msg import ActionChunk
 
 from ..core.chunking import ReplanRequests, ReplanSchedule
 from ..core.observation import ObservationAssembler, ObservationConfig
+from ..core.rtc import DelayEstimator, RtcConfig, RunningChunk, build_prefix
 from ..core.robot import ACTION_DIM, JS_NAMES, SIDES, gripper_convention, joint_name_map
 from ..core.types import ALOHA_CAMERAS, InferenceCancelled, PolicyOutput
 from . import diagnostics as dg
@@ -79,6 +80,16 @@ PARAMS = (
           "spinning OpenMP threads beside other busy processes made inference ~40x slower than one thread"),
     Param("execute_horizon", 0, "actions of each chunk sent to the commander (0 = the whole chunk): fewer means "
           "re-planning sooner from a fresh observation (closed loop) at the cost of more inferences"),
+    Param("rtc", "off", "real-time chunking with execution 'stream': 'off', 'replace' (x0-space inpainting, no extra "
+          "cost) or 'guided' (exact guidance, one backward pass per network call): each chunk keeps the actions the "
+          "commander executes while it is computed (the running chunk's) and moves smoothly away from them"),
+    Param("rtc_schedule", "exp", "rtc: weights of the running chunk past the frozen prefix (exp, linear, ones, zeros)"),
+    Param("rtc_beta", 5.0, "rtc: guidance cap beta"),
+    Param("rtc_delay_margin", 2, "rtc: ticks frozen beyond the measured inference delay (freezing more is safe)"),
+    Param("rtc_execution_horizon", 0, "rtc: ticks from one observation to the next while streaming (0: the schedule's "
+          "just-in-time start; smaller re-plans more often from fresher observations)"),
+    Param("rtc_trace_topic", "/commander/trace", "the commander's per-tick trace: which chunk it runs, at which "
+          "index, or whether it holds (rtc freezes only actions it really executes)"),
     Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
     Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch (0 or 1 = off); scored by the planning "
           "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
@@ -193,6 +204,13 @@ class PolicyNode(Node):
         self._published_at = 0.0  # clock time of the last chunk publication
         self._last_obs_stamp: Optional[float] = None
         self._last_input_log = 0.0
+        self.rtc: Optional[RtcConfig] = None
+        self.running_chunk: Optional[RunningChunk] = None
+        self.rtc_delay: Optional[DelayEstimator] = None
+        self.rtc_frozen_last = 0
+        self.rtc_chunks = 0
+        if p["rtc_trace_topic"]:
+            self.create_subscription(Float64MultiArray, p["rtc_trace_topic"], self._on_trace, 50)
 
         self.add_on_set_parameters_callback(self._on_set_params)
         self.create_timer(1.0 / p["status_rate"], self._on_status_timer)
@@ -215,6 +233,13 @@ class PolicyNode(Node):
             self.get_logger().debug("re-plan requested by the commander (chunk ended)")
         else:
             self.get_logger().info(f"re-plan requested by the commander ({why})")
+
+    def _on_trace(self, msg: Float64MultiArray) -> None:
+        rc = self.running_chunk
+        if rc is None or len(msg.data) < 9:
+            return
+        d = msg.data  # TRACE_FIELDS: tick, tick_time, held, hold_code, chunk_id, index, ...
+        rc.on_trace(int(d[4]), int(d[5]), float(d[1]), d[2] > 0)
 
     def _on_image(self, slot: str, msg: Image) -> None:
         self.rates[slot].tick(time.monotonic())
@@ -344,8 +369,25 @@ class PolicyNode(Node):
             self._publish_status()
             return False
         self.execute_horizon = n_exec or backend.horizon
+        replan_period = self.p["replan_period"]
         try:
-            self.schedule = ReplanSchedule(self.execute_horizon, backend.period, self.p["replan_period"],
+            self.rtc = RtcConfig(self.p["rtc"], self.p["rtc_schedule"], self.p["rtc_beta"], self.p["rtc_delay_margin"],
+                                 self.p["rtc_execution_horizon"])
+            if self.rtc.enabled and self.p["execution"] != "stream":
+                raise ValueError(f"rtc {self.rtc.method!r} needs execution 'stream' (with 'pause' nothing runs while "
+                                 f"the policy thinks), got {self.p['execution']!r}")
+            if self.rtc.enabled and self.rtc.execution_horizon and not replan_period:
+                replan_period = self.rtc.execution_horizon * backend.period
+        except ValueError as exc:
+            with self._state_lock:
+                self._config_fault = f"bad real-time chunking parameters: {exc}"
+            self.get_logger().error(self._config_fault)
+            self._publish_status()
+            return False
+        self.rtc_delay = DelayEstimator(backend.period, guess=int(math.ceil(self.p["latency_guess"] / backend.period)))
+        self.running_chunk = RunningChunk(backend.period)
+        try:
+            self.schedule = ReplanSchedule(self.execute_horizon, backend.period, replan_period,
                                            self.p["replan_margin"], self.p["latency_guess"],
                                            execution=self.p["execution"])
         except ValueError as exc:  # a bad schedule setting: hold and say why, like any configuration fault
@@ -424,6 +466,9 @@ class PolicyNode(Node):
         kwargs = {}
         if getattr(self.backend, "supports_cancel", False):
             kwargs["cancel"] = lambda: not self.replan_requests.usable(obs.observed_since, self._now())
+        prefix = self._rtc_prefix(obs)
+        if prefix is not None:  # every candidate, local or through the planner, is inpainted the same way
+            kwargs["prefix"] = prefix
         try:
             if n > 1 and not self.p["planning_checkpoint"] and not self.planning_params["planning"]:
                 outs = self.backend.infer_batch(obs, [self.p["seed"] + i for i in range(n)], **kwargs)
@@ -449,6 +494,7 @@ class PolicyNode(Node):
         # Latency from the observation stamp to publication: what the commander experiences.
         latency = self._now() - obs.stamp
         self.schedule.record_latency(latency)
+        self.rtc_delay.record(latency)
         self.latency.add(wall)
         warning = None
         if self.schedule.slower_than_chunk and self.schedule.execution == "stream":
@@ -463,9 +509,13 @@ class PolicyNode(Node):
             self.get_logger().info("inference recovered")
         self._publish_status()  # status first: the commander accepts chunks only once the fault is cleared
         self._chunk_id += 1
-        self.chunk_pub.publish(chunk_to_msg(out.actions[: self.execute_horizon], obs.stamp, self._chunk_id, self.backend.period,
+        sent = out.actions[: self.execute_horizon]
+        self.chunk_pub.publish(chunk_to_msg(sent, obs.stamp, self._chunk_id, self.backend.period,
                                             self.backend.policy_id, out.value))
         self._published_at = self._now()  # the pause schedule counts the chunk's motion from here
+        self.running_chunk.published(self._chunk_id, obs.stamp, sent, self._published_at)
+        self.rtc_frozen_last = 0 if prefix is None else prefix.frozen
+        self.rtc_chunks += prefix is not None
         self.chunks_published += 1
         self._last_obs_stamp = obs.stamp
         self.value_pub.publish(Float32(data=float(out.value)))
@@ -481,6 +531,16 @@ class PolicyNode(Node):
             if pub is not None:
                 pub.publish(rgb_to_image_msg(img, future_stamp, slot))
         return "ok"
+
+    def _rtc_prefix(self, obs):
+        """The running chunk's actions this chunk must keep (real-time chunking), or None."""
+        if self.rtc is None or not self.rtc.enabled:
+            return None
+        running = self.running_chunk.running(self._now())
+        if running is None:  # nothing runs (start, hold): the commander starts the new chunk at its first action
+            return None
+        actions, base = running
+        return build_prefix(actions, base, obs.stamp, self.backend.period, self.rtc_delay.ticks, self.rtc)
 
     # -- diagnostics ---------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -499,7 +559,9 @@ class PolicyNode(Node):
                        "invalid_observations": self.invalid_observations,
                        "replan_requests": self.replan_requests.received,
                        "replan_requests_expired": self.replan_requests.expired,
-                       "chunk_end_requests": self.chunk_end_requests})
+                       "chunk_end_requests": self.chunk_end_requests,
+                       "rtc": self.p["rtc"], "rtc_chunks": self.rtc_chunks, "rtc_frozen_last": self.rtc_frozen_last,
+                       "rtc_delay_ticks": self.rtc_delay.ticks if self.rtc_delay is not None else 0})
         if self.schedule is not None:
             values.update({"warmup_latency_s": self.schedule.warmup if self.schedule.warmup is not None else float("nan"),
                            "latency_estimate_s": self.schedule.latency_estimate,

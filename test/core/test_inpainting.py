@@ -161,8 +161,9 @@ def test_build_prefix_aligns_the_running_chunk_to_the_new_observation_and_clamps
 
 def test_delay_estimator_excludes_the_warm_up_call():
     est = DelayEstimator(0.04, window=3, guess=4)
-    est.record(5.0)  # warm-up: slow, ignored
     assert est.ticks == 4
+    est.record(2.0)  # warm-up: slow; stands in (freezing long is safe) until a real measurement
+    assert est.ticks == 50
     est.record(0.41)
     assert est.ticks == 11
     for _ in range(3):
