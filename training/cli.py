@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m = parser.add_argument_group("model")
     m.add_argument("--init", default=None, help="start from a checkpoint (our folder, NVIDIA folder or HF id)")
     m.add_argument("--network", default="sim", help="preset when not --init: tiny, sim, 2b")
+    m.add_argument("--backbone", choices=("predict2", "predict2.5"), default=None,
+                   help="backbone of a network trained from a preset (default predict2; --init keeps the checkpoint's). "
+                        "It picks the training objective (predict2: EDM-style x0 loss; predict2.5: rectified flow, "
+                        "velocity target, shift-5 logit-normal times, action frame x16) and the optimiser defaults")
     m.add_argument("--extra-pos-embed", choices=("none", "learnable"), default=None,
                    help="override the preset's absolute position embedding (not with --init)")
     m.add_argument("--layout", default="aloha")
@@ -83,18 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--steps", type=int, default=50000)
     t.add_argument("--batch", type=int, default=200, help="global batch (all ranks together)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--lr", type=float, default=1e-4)
+    t.add_argument("--lr", type=float, default=None, help="default: the backbone's recipe (1e-4 / 2e-4 for predict2.5)")
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--grad-clip", type=float, default=1.0)
-    t.add_argument("--warmup", type=int, default=2000)
-    t.add_argument("--decay-steps", type=int, default=20000)
-    t.add_argument("--decay-factor", type=float, default=0.3)
-    t.add_argument("--final-factor", type=float, default=0.06)
+    t.add_argument("--warmup", type=int, default=None, help="default: the backbone's recipe (2000 / 1000)")
+    t.add_argument("--decay-steps", type=int, default=None, help="default: the backbone's recipe (20000 / 42800)")
+    t.add_argument("--decay-factor", type=float, default=None, help="default: the backbone's recipe (0.3 / 0.06)")
+    t.add_argument("--final-factor", type=float, default=None, help="default: the backbone's recipe (0.06)")
     t.add_argument("--split", type=float, nargs=3, default=(0.5, 0.25, 0.25), metavar=("POLICY", "WORLD", "VALUE"))
     t.add_argument("--proprio-dropout", type=float, default=0.0,
                    help="probability that a policy sample's current proprio is generated instead of given "
                         "(forces the policy to read the cameras; reference: 0)")
-    t.add_argument("--action-weight", type=float, default=1.0,
+    t.add_argument("--action-weight", type=float, default=None,
                    help="loss weight of the action latent frame relative to the other frames (reference: 1)")
     t.add_argument("--value-mode", choices=("value_q", "value_v"), default="value_q",
                    help="value_v: current state and action masked (planning model, V(s'))")
@@ -158,7 +162,7 @@ def build_from_args(args: argparse.Namespace):
     demos, rollouts = episode_files(args.demos), episode_files(args.rollouts)
     if not demos and not rollouts:
         raise SystemExit("cosmos-policy train: expected --demos and/or --rollouts episode files")
-    network = None if args.init else network_preset(args.network)
+    network = None if args.init else network_preset(args.network, backbone=args.backbone or "predict2")
     if getattr(args, "extra_pos_embed", None) is not None:
         if network is None:
             raise SystemExit("--extra-pos-embed: a network from --init keeps its own architecture")
@@ -177,6 +181,9 @@ def build_from_args(args: argparse.Namespace):
     if args.init:
         from cosmos_policy_ros.core.checkpoint import load_checkpoint
         init_data = load_checkpoint(args.init, layout=layout)
+        backbone = init_data.network.backbone
+        if args.backbone is not None and args.backbone != backbone:
+            raise SystemExit(f"--backbone {args.backbone}: the --init checkpoint is a {backbone} network")
         image_cfg = init_data.image
         init_relative = [int(i) for i in np.flatnonzero(init_data.stats.relative_actions)]
         if args.relative_actions is None:
@@ -188,6 +195,7 @@ def build_from_args(args: argparse.Namespace):
                                  f"(the checkpoint's relative dimensions are {init_relative})")
         del init_data
     else:
+        backbone = network.backbone
         image_cfg = image_config_for(network)
     rois = parse_rois(getattr(args, "roi", []) or [])
     if rois:
@@ -206,14 +214,19 @@ def build_from_args(args: argparse.Namespace):
     policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
                           embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id,
                           image=image_cfg)
+    from cosmos_policy_ros.core.backbone import get_backbone
+    optim = dict(get_backbone(backbone).optim)  # the backbone's recipe, then explicit flags
+    optim.update({k: v for k, v in (("lr", args.lr), ("warmup_steps", args.warmup), ("decay_steps", args.decay_steps),
+                                    ("decay_factor", args.decay_factor), ("final_factor", args.final_factor))
+                  if v is not None})
+    optim["decay_steps"] = max(optim.get("decay_steps", OptimConfig.decay_steps),
+                               optim.get("warmup_steps", OptimConfig.warmup_steps))
     tcfg = TrainConfig(
         steps=args.steps, global_batch=args.batch, seed=args.seed,
-        optim=OptimConfig(lr=args.lr, weight_decay=args.weight_decay, grad_clip=args.grad_clip,
-                          warmup_steps=args.warmup, decay_steps=max(args.decay_steps, args.warmup),
-                          decay_factor=args.decay_factor, final_factor=args.final_factor),
-        objective=ObjectiveConfig(policy=args.split[0], world_model=args.split[1], value=args.split[2],
-                                  value_mode=args.value_mode, action_weight=args.action_weight,
-                                  proprio_dropout=args.proprio_dropout),
+        optim=OptimConfig(weight_decay=args.weight_decay, grad_clip=args.grad_clip, **optim),
+        objective=ObjectiveConfig.for_backbone(backbone, policy=args.split[0], world_model=args.split[1],
+                                               value=args.split[2], value_mode=args.value_mode,
+                                               action_weight=args.action_weight, proprio_dropout=args.proprio_dropout),
         log_every=args.log_every, save_every=args.save_every, precision=args.precision,
         grad_checkpointing=args.grad_checkpointing, distributed=args.distributed, train_vae=args.train_vae,
         cache_latents=args.cache_latents, cache_dir=args.cache_dir, latent_norm=args.latent_norm,

@@ -5,6 +5,7 @@ hidden 64, 64 px) and ``sim`` (the small simulated-ALOHA model: 4 layers, hidden
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Union
@@ -36,11 +37,21 @@ def sim_network_config() -> NetworkConfig:
 PRESETS = {"2b": lambda: NetworkConfig(), "tiny": lambda: tiny_network_config(), "sim": sim_network_config}
 
 
-def network_preset(name: str) -> NetworkConfig:
+def network_preset(name: str, backbone: str = "predict2") -> NetworkConfig:
+    """A preset on ``backbone``. ``2b`` is the released network (Predict2.5: 100,352-wide Reason1 embeddings);
+    the small presets on a backbone with a text projection take stand-in embeddings 4x ``text_embed_dim`` wide
+    (random per task, so the width only has to be small)."""
     try:
-        return PRESETS[name]()
+        cfg = PRESETS[name]()
     except KeyError:
         raise ValueError(f"network preset: expected one of {sorted(PRESETS)}, got {name!r}") from None
+    from cosmos_policy_ros.core.backbone import get_backbone
+    from cosmos_policy_ros.core.network import network_2b
+    bb = get_backbone(backbone)
+    if name == "2b":
+        return network_2b(bb.name)
+    wide = 4 * cfg.text_embed_dim if bb.crossattn_projection else None
+    return dataclasses.replace(cfg, backbone=bb.name, text_input_dim=wide)
 
 
 def image_config_for(network: NetworkConfig) -> ImageConfig:
@@ -59,7 +70,7 @@ def stand_in_embeddings(tasks: Sequence[str], network: NetworkConfig) -> Dict[st
     for t in tasks:
         seed = int.from_bytes(hashlib.sha1(t.encode("utf-8")).digest()[:8], "little") >> 1
         g = torch.Generator().manual_seed(seed)
-        out[t] = torch.randn(1, network.text_len, network.text_embed_dim, generator=g)
+        out[t] = torch.randn(1, network.text_len, network.embedding_dim, generator=g)
     return out
 
 
@@ -107,5 +118,5 @@ def build_policy(stats: DatasetStats, tasks: Sequence[str], init: Optional[str] 
         vae = build_vae(cfg)
     net = CosmosNetwork(cfg, transformer, vae)
     emb = dict(embeddings) if embeddings else stand_in_embeddings(tasks, cfg)
-    return CosmosPolicy(net, lay, stats, emb, sampler or SamplerConfig(), image or image_config_for(cfg),
+    return CosmosPolicy(net, lay, stats, emb, sampler, image or image_config_for(cfg),
                         policy_id=policy_id or f"{cfg.name}-{lay.name}")

@@ -9,9 +9,16 @@ conditioning (given clean, zero loss) and which are noised and predicted:
 - ``value``       (25%): base run: everything but the value frame (layout mode ``value_q``); planning
   recipe: the current state and the action are masked too, so the model learns V(s') (``value_v``).
 
-Noise: per sample one sigma for all its frames: with probability 0.7 log-normal (mean ln 4, std 1.2),
-else uniform in [1, 85]; times sqrt(number of latent frames). Loss:
-``10 * mean((x0 - x0_hat)^2 * (1 + sigma)^2 / sigma^2)`` over all elements, conditioning frames adding 0.
+Two formulations, one per backbone (``cosmos_policy_ros.core.backbone``: the network config's backbone picks
+``ObjectiveConfig.formulation`` and its defaults):
+
+- ``edm`` (Predict2): per sample one sigma for all its frames: with probability 0.7 log-normal (mean ln 4, std
+  1.2), else uniform in [1, 85]; times sqrt(number of latent frames). Loss:
+  ``10 * mean((x0 - x0_hat)^2 * (1 + sigma)^2 / sigma^2)`` over all elements, conditioning frames adding 0.
+- ``rf`` (Predict2.5, facts sheet predict2.5 section 3): ``x = sigma * eps + (1 - sigma) * x0``, sigma in [0, 1]
+  drawn as ``u = sigmoid(N(0, 1))``, ``s = (1000 - floor(1000 u)) / 1000``, ``sigma = 5 s / (1 + 4 s)``; the
+  network predicts the velocity ``eps - x0``; loss ``mean((v - v_hat)^2)`` over all elements (conditioning
+  frames: the output is replaced by the target, so they add 0) with the action frame weighted x16.
 """
 from __future__ import annotations
 
@@ -26,11 +33,13 @@ from cosmos_policy_ros.core.sampler import rf_scalings
 
 OBJECTIVES = ("policy", "world_model", "value")
 VALUE_MODES = ("value_q", "value_v")
+FORMULATIONS = ("edm", "rf")
 
 
 @dataclass
 class ObjectiveConfig:
-    """Objective split and noise distribution (defaults: the reference's base run)."""
+    """Objective split, formulation and noise distribution (defaults: the Predict2 reference's base run; a
+    backbone's own defaults come from :meth:`for_backbone`)."""
 
     policy: float = 0.5
     world_model: float = 0.25
@@ -53,8 +62,30 @@ class ObjectiveConfig:
     # so a policy that always sees it can learn to ignore the cameras and then has nothing to go on at t = 0,
     # where every episode starts from the same pose; without the proprio it must read the images.
     proprio_dropout: float = 0.0
+    #: "edm" (Predict2: sigma in [0, inf), x0 loss) or "rf" (Predict2.5: sigma in [0, 1], velocity loss)
+    formulation: str = "edm"
+    #: rf only: the time shift of the training sigmas (reference 5)
+    shift: float = 5.0
+
+    @classmethod
+    def for_backbone(cls, backbone: str, **overrides) -> "ObjectiveConfig":
+        """The backbone's objective defaults (its table entry), then ``overrides`` (None values ignored)."""
+        from cosmos_policy_ros.core.backbone import get_backbone
+        kw = dict(get_backbone(backbone).objective)
+        kw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**kw)
+
+    @property
+    def eval_sigma(self) -> float:
+        """A fixed mid-range noise level for yardstick evaluations: EDM sigma 4, and the same noise-to-signal
+        ratio for rf (4 / (1 + 4) = 0.8)."""
+        return 0.8 if self.formulation == "rf" else 4.0
 
     def __post_init__(self):
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"objective formulation: expected one of {FORMULATIONS}, got {self.formulation!r}")
+        if not self.shift > 0:
+            raise ValueError(f"objective shift: expected > 0, got {self.shift}")
         fr = (self.policy, self.world_model, self.value)
         if min(fr) < 0 or sum(fr) <= 0:
             raise ValueError(f"objective split: expected non-negative fractions with a positive sum, got {fr}")
@@ -108,7 +139,21 @@ def condition_masks(objectives: Sequence[str], layout: LatentLayout, cfg: Object
 
 
 def sample_sigma(gen: torch.Generator, cfg: ObjectiveConfig, num_frames: int) -> float:
-    """One noise level: 70% log-normal(ln 4, 1.2), 30% uniform [1, 85], times sqrt(num_frames)."""
+    """One training noise level of ``cfg.formulation``."""
+    return _SIGMA_SAMPLERS[cfg.formulation](gen, cfg, num_frames)
+
+
+def sample_sigma_rf(gen: torch.Generator, cfg: ObjectiveConfig, num_frames: int) -> float:
+    """rf: ``u = sigmoid(N(0, 1))`` on a 1000-point grid, ``s = (1000 - floor(1000 u)) / 1000`` in (0, 1],
+    shifted: ``shift * s / (1 + (shift - 1) s)`` (``num_frames`` unused: no per-length scaling)."""
+    n = float(torch.randn(1, generator=gen, dtype=torch.float64))
+    k = math.floor(1000.0 / (1.0 + math.exp(-n)))
+    s = (1000 - min(k, 999)) / 1000.0
+    return cfg.shift * s / (1.0 + (cfg.shift - 1.0) * s)
+
+
+def sample_sigma_edm(gen: torch.Generator, cfg: ObjectiveConfig, num_frames: int) -> float:
+    """edm: 70% log-normal(ln 4, 1.2), 30% uniform [1, 85], times sqrt(num_frames)."""
     u, z, v = torch.rand(3, generator=gen, dtype=torch.float64).tolist()
     if u < cfg.p_lognormal:
         # Box-Muller from the same generator keeps the draw count fixed (3 uniforms + this pair)
@@ -134,7 +179,43 @@ class LossOutput:
 
 def denoising_loss(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
                    cfg: ObjectiveConfig, frame_weights: Optional[torch.Tensor] = None) -> LossOutput:
-    """The rectified-flow loss of one batch.
+    """The loss of one batch in ``cfg.formulation`` (arguments as :func:`denoising_loss_edm`)."""
+    return _LOSSES[cfg.formulation](net_fn, x0, cond, sigma, eps, cfg, frame_weights)
+
+
+def _check_frame_weights(frame_weights: Optional[torch.Tensor], t: int) -> None:
+    if frame_weights is not None and frame_weights.shape != (t,):
+        raise ValueError(f"frame_weights: expected shape ({t},), got {tuple(frame_weights.shape)}")
+
+
+def velocity_loss(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
+                  cfg: ObjectiveConfig, frame_weights: Optional[torch.Tensor] = None) -> LossOutput:
+    """The Predict2.5 loss: ``x = sigma * eps + (1 - sigma) * x0`` (sigma (B,) in [0, 1]), the network (time input
+    sigma per frame, 0 on conditioning frames, which are fed clean) predicts ``v = eps - x0``; conditioning frames'
+    output is replaced by the target (zero loss). ``loss_scale * mean((v - v_hat)^2 * frame_weights)`` per sample;
+    ``x0_hat = x - sigma * v_hat``."""
+    b, _, t = x0.shape[:3]
+    _check_frame_weights(frame_weights, t)
+    cond = cond.to(x0.device)
+    s = sigma.to(x0)
+    sig = torch.where(cond, torch.zeros((), dtype=x0.dtype, device=x0.device), s[:, None])  # (B, T)
+    cond5 = cond[:, None, :, None, None]
+    s5 = s[:, None, None, None, None]
+    x = torch.where(cond5, x0, s5 * eps + (1.0 - s5) * x0)
+    target = eps - x0
+    out = net_fn(x, sig, cond).to(x0.dtype)
+    v_hat = torch.where(cond5, target, out)
+    w = torch.ones((), dtype=x0.dtype, device=x0.device)
+    if frame_weights is not None:
+        w = frame_weights.to(x0)[None, None, :, None, None]
+    per_sample = cfg.loss_scale * ((target - v_hat) ** 2 * w).flatten(1).mean(dim=1)  # (B,)
+    x0_hat = torch.where(cond5, x0, x - s5 * v_hat)
+    return LossOutput(loss=per_sample.mean(), per_sample=per_sample.detach(), x0_hat=x0_hat.detach())
+
+
+def denoising_loss_edm(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Tensor, eps: torch.Tensor,
+                       cfg: ObjectiveConfig, frame_weights: Optional[torch.Tensor] = None) -> LossOutput:
+    """The Predict2 loss of one batch (rectified-flow scaling in sigma space).
 
     net_fn(x_in, c_noise, cond) -> F (the raw network, e.g. ``CosmosNetwork.net_fn(text)``);
     x0: (B, C, T, h, w) clean latents (vectors injected); cond: (B, T) bool; sigma: (B,); eps: like x0.
@@ -153,8 +234,7 @@ def denoising_loss(net_fn, x0: torch.Tensor, cond: torch.Tensor, sigma: torch.Te
     x0_hat = torch.where(cond5, x0, c5(c_skip) * x + c5(c_out) * out)
     w = ((1.0 + sigma.to(x0)) ** 2 / sigma.to(x0) ** 2)[:, None, None, None, None]
     if frame_weights is not None:
-        if frame_weights.shape != (t,):
-            raise ValueError(f"frame_weights: expected shape ({t},), got {tuple(frame_weights.shape)}")
+        _check_frame_weights(frame_weights, t)
         w = w * frame_weights.to(x0)[None, None, :, None, None]  # (B, 1, T, 1, 1)
     per_sample = cfg.loss_scale * ((x0 - x0_hat) ** 2 * w).flatten(1).mean(dim=1)  # (B,)
     return LossOutput(loss=per_sample.mean(), per_sample=per_sample.detach(), x0_hat=x0_hat.detach())
@@ -202,3 +282,7 @@ def modality_l1(x0: torch.Tensor, x0_hat: torch.Tensor, cond: torch.Tensor, layo
             if n:
                 out[f"{obj}/{name}"] = (float(e[sel].sum()), n)
     return out
+
+
+_SIGMA_SAMPLERS = {"edm": sample_sigma_edm, "rf": sample_sigma_rf}
+_LOSSES = {"edm": denoising_loss_edm, "rf": velocity_loss}

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from cosmos_policy_ros.core.backbone import get_backbone
 from cosmos_policy_ros.core.checkpoint import CheckpointData, load_checkpoint, save_checkpoint
 from cosmos_policy_ros.core.policy import CosmosPolicy
 
@@ -217,6 +218,11 @@ class Trainer:
                 and np.allclose(dataset.stats.proprio_min, policy.stats.proprio_min)
                 and np.allclose(dataset.stats.proprio_max, policy.stats.proprio_max)):
             raise ValueError("the dataset was normalised with other statistics than the policy's")
+        backbone = get_backbone(policy.network.cfg.backbone)
+        want = backbone.objective.get("formulation", "edm")
+        if cfg.objective.formulation != want:
+            raise ValueError(f"objective formulation {cfg.objective.formulation!r} does not match the network's backbone "
+                             f"{backbone.name!r} ({want!r}); use ObjectiveConfig.for_backbone({backbone.name!r})")
         self.info = init_distributed(cfg.distributed, device)
         if cfg.global_batch % self.info.world:
             raise ValueError(f"global_batch {cfg.global_batch} is not divisible by the {self.info.world} ranks")
@@ -352,10 +358,12 @@ class Trainer:
         return stats
 
     @torch.no_grad()
-    def evaluate(self, objective: str = "policy", sigma: float = 4.0, batch: int = 16, seed: int = 1234,
+    def evaluate(self, objective: str = "policy", sigma: Optional[float] = None, batch: int = 16, seed: int = 1234,
                  max_samples: Optional[int] = None) -> Dict[str, float]:
         """Mean latent L1 per modality over the dataset's samples (no augmentation) for one objective at a
-        fixed noise level and fixed noise draws (a deterministic yardstick; main-rank only, no gradients)."""
+        fixed noise level and fixed noise draws (a deterministic yardstick; main-rank only, no gradients).
+        sigma: default the formulation's ``ObjectiveConfig.eval_sigma`` (EDM 4, rf 0.8)."""
+        sigma = self.cfg.objective.eval_sigma if sigma is None else sigma
         self.prepare_latent_norm()
         lay = self.layout
         fs = self.net.cfg.latent_frame_shape

@@ -33,7 +33,8 @@ FORMULATIONS = ("edm", "rf")
 @dataclass(frozen=True)
 class Backbone:
     """One backbone's choices. ``objective`` holds training-objective defaults (keys of
-    ``cosmos_policy_training.objectives.ObjectiveConfig``), ``hf_subfolders`` the released policies inside
+    ``cosmos_policy_training.objectives.ObjectiveConfig``), ``optim`` optimiser defaults (keys of
+    ``cosmos_policy_training.trainer.OptimConfig``), ``hf_subfolders`` the released policies inside
     ``hf_repo`` per layout (every spelling NVIDIA's pages use)."""
 
     name: str
@@ -47,6 +48,7 @@ class Backbone:
     embeddings_file: str = "t5_embeddings.safetensors"  # in our checkpoint format
     nvidia_embeddings: Tuple[str, ...] = ("*t5_embeddings.safetensors", "*t5_embeddings.pkl")
     objective: Mapping[str, Any] = field(default_factory=dict)
+    optim: Mapping[str, Any] = field(default_factory=dict)  # optimiser defaults (OptimConfig keys) of its recipe
     hf_repo: Optional[str] = None
     hf_subfolders: Mapping[str, Tuple[str, ...]] = field(default_factory=dict)
 
@@ -86,6 +88,8 @@ PREDICT2_5 = Backbone(
     embeddings_file="reason1_embeddings.safetensors",
     nvidia_embeddings=("*reason1_embeddings.safetensors", "*reason1_embeddings.pkl"),
     objective={"formulation": "rf", "shift": 5.0, "action_weight": 16.0, "loss_scale": 1.0},
+    optim={"lr": 2e-4, "betas": (0.9, 0.999), "warmup_steps": 1000, "decay_steps": 42800, "decay_factor": 0.06,
+           "final_factor": 0.06},
     hf_repo="nvidia/Cosmos-Predict2.5-2B",
     hf_subfolders={"libero": ("robot/policy/libero", "robot/cosmos-policy/libero"),
                    "robocasa": ("robot/policy/robocasa", "robot/cosmos-policy/robocasa")})
