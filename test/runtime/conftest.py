@@ -21,7 +21,9 @@ class SyntheticRobot:
 
     CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
-    def __init__(self, session, generation="aloha2"):
+    def __init__(self, session, generation="aloha2", arm=None, name_order=None, extra_joints=()):
+        """arm: {side: (6,) start pose}; name_order: {side: permutation of the 9 joints} (the order of names and
+        positions in each JointState); extra_joints: (name, value) pairs appended to every JointState."""
         from interbotix_xs_msgs.msg import JointGroupCommand, JointSingleCommand
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image, JointState
@@ -36,7 +38,9 @@ class SyntheticRobot:
         self.js_pubs = {s: self.node.create_publisher(JointState, f"/follower_{s}/joint_states", 10)  # reliable, like xs_sdk
                         for s in ("left", "right")}
         self._lock = threading.Lock()
-        self.arm = {s: np.zeros(6) for s in ("left", "right")}
+        self.arm = {s: np.array((arm or {}).get(s, np.zeros(6)), dtype=np.float64) for s in ("left", "right")}
+        self.name_order = dict(name_order or {})
+        self.extra_joints = list(extra_joints)
         self.gripper_rad = {s: float(self.conv.command_to_joint(0.5)) for s in ("left", "right")}
         for s in ("left", "right"):
             self.node.create_subscription(JointGroupCommand, f"/follower_{s}/commands/joint_group",
@@ -105,9 +109,13 @@ class SyntheticRobot:
                 pos[2] = float("nan")
             msg = self.JointState()
             msg.header.stamp = stamp
-            msg.name = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper",
-                        "left_finger", "right_finger"]
-            msg.position = pos
+            names = ["waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate", "gripper",
+                     "left_finger", "right_finger"]
+            order = self.name_order.get(side)
+            if order is not None:
+                names, pos = [names[i] for i in order], [pos[i] for i in order]
+            msg.name = names + [n for n, _ in self.extra_joints]
+            msg.position = [float(v) for v in pos] + [float(v) for _, v in self.extra_joints]
             pub.publish(msg)
 
     def clear_faults(self):
