@@ -82,8 +82,14 @@ class Lifecycle:
             raise LifecycleError(f"unknown command {command!r}; expected one of {sorted(ALLOWED)}")
         if self.state not in ALLOWED[command]:
             allowed = [c for c, states in ALLOWED.items() if self.state in states]
+            hint = ""
+            if self.state == State.ESTOPPED:
+                hint = "; release the e-stop first: cosmos-policy episode reset"
+            elif command == "start" and self.state == State.RUNNING:
+                hint = ("; stop the episode first (cosmos-policy episode stop) or replace it: "
+                        "cosmos-policy episode start --restart")
             raise LifecycleError(f"{command} refused in state {self.state.value} ({self.detail}); "
-                                 f"allowed now: {', '.join(allowed)}")
+                                 f"allowed now: {', '.join(allowed)}{hint}")
 
     def enter(self, state: State, detail: str = "") -> None:
         """Move to ``state`` (the node's procedures call this); ``detail`` says why, for status and logs."""

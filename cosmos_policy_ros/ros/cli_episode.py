@@ -4,6 +4,9 @@ start / stop publish EpisodeEvent START / STOP through the commander (the record
 estop latches a hold, reset releases it; status prints the commander's latest /diagnostics entry.
 Label outcomes with `cosmos-policy outcome` (recorder).
 
+start refuses (exit 1, nothing published, no bag) while the e-stop is latched (run `cosmos-policy episode reset`
+first) and while an episode runs: `--restart` stops the running episode and starts a new one.
+
 When the episode manager runs (its ~/start service answers), start / stop / label / estop / reset go through it
 instead (cosmos_policy_ros/ros/cli_lifecycle.py): start = reset to the start pose, then run; stop = hold, then
 STOP; label = recorder label, then the rest pose. `--no-manager` talks to the commander directly.
@@ -22,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the commander")
     parser.add_argument("--manager", default="/episode_manager", help="episode manager node, used when it runs")
     parser.add_argument("--no-manager", action="store_true", help="use the commander's services even if a manager runs")
+    parser.add_argument("--restart", action="store_true",
+                        help="start: stop the running episode and start a new one (without it, start refuses while "
+                             "an episode runs)")
     parser.add_argument("--outcome", choices=["success", "failure", "partial"], help="label: the episode's outcome")
     parser.add_argument("--score", type=float, default=float("nan"), help="label: success score 0..1")
     parser.add_argument("--note", default="", help="label: free-form note")
@@ -78,24 +84,54 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "status":
             return _status(node, args)
-        from std_srvs.srv import Trigger
-
-        name = f"{args.commander.rstrip('/')}/{ACTIONS[args.action]}"
-        client = node.create_client(Trigger, name)
-        if not client.wait_for_service(timeout_sec=args.timeout):
-            print(f"no service {name}: is the commander running (same ROS_DOMAIN_ID)?")
+        if args.action == "start":
+            state = _call(node, args, "episode_status")
+            if state is None:
+                return 2
+            refusal = start_refusal(state.success, state.message, args.restart)
+            if refusal:
+                print(f"start: refused: {refusal}")
+                return 1
+        res = _call(node, args, ACTIONS[args.action])
+        if res is None:
             return 2
-        fut = client.call_async(Trigger.Request())
-        rclpy.spin_until_future_complete(node, fut, timeout_sec=args.timeout)
-        if not fut.done():
-            print(f"{name}: no answer within {args.timeout} s")
-            return 2
-        res = fut.result()
         print(f"{args.action}: {'ok' if res.success else 'refused'}: {res.message}")
         return 0 if res.success else 1
     finally:
         node.destroy_node()
         rclpy.shutdown()
+
+
+def start_refusal(running: bool, message: str, restart: bool) -> str:
+    """Why ``episode start`` must not call the commander's start_episode ("" = go ahead).
+
+    ``running`` / ``message``: the commander's ~/episode_status answer (an episode id, "e-stop latched" or
+    "no episode running").
+    """
+    if message == "e-stop latched":
+        return "the e-stop is latched (the robot holds); release it first: cosmos-policy episode reset"
+    if running and not restart:
+        return (f"episode {message} is running; stop it first (cosmos-policy episode stop) or replace it: "
+                "cosmos-policy episode start --restart")
+    return ""
+
+
+def _call(node, args, service: str):
+    """Call the commander's Trigger ``service``; its response, or None after printing why there is none."""
+    import rclpy
+    from std_srvs.srv import Trigger
+
+    name = f"{args.commander.rstrip('/')}/{service}"
+    client = node.create_client(Trigger, name)
+    if not client.wait_for_service(timeout_sec=args.timeout):
+        print(f"no service {name}: is the commander running (same ROS_DOMAIN_ID)?")
+        return None
+    fut = client.call_async(Trigger.Request())
+    rclpy.spin_until_future_complete(node, fut, timeout_sec=args.timeout)
+    if not fut.done():
+        print(f"{name}: no answer within {args.timeout} s")
+        return None
+    return fut.result()
 
 
 def _status(node, args) -> int:

@@ -1,11 +1,13 @@
 """`cosmos-policy lifecycle ...`: drive the episode manager from a second terminal or a script.
 
-    cosmos-policy lifecycle start [--go] [--no-wait]   # reset to the start pose (waits for READY); --go: then run
+    cosmos-policy lifecycle start [--go] [--no-wait] [--restart]   # reset to the start pose (waits for READY);
+                                                    # --go: then run; --restart: stop a running episode first
     cosmos-policy lifecycle go | stop | rest | estop | reset
     cosmos-policy lifecycle label --outcome success|failure|partial [--score 0.6] [--note TEXT] [--episode-id ID]
     cosmos-policy lifecycle status
 
-Exit codes: 0 done, 1 refused / failed (the manager's message is printed), 2 manager not reachable.
+start is refused while the e-stop is latched (reset it first) and while an episode runs (--restart stops it
+first). Exit codes: 0 done, 1 refused / failed (the manager's message is printed), 2 manager not reachable.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the manager's services")
     parser.add_argument("--go", action="store_true", help="start: run the episode as soon as the start pose is reached")
     parser.add_argument("--no-wait", action="store_true", help="start / rest: return once the request is accepted")
+    parser.add_argument("--restart", action="store_true",
+                        help="start: stop the running episode first (without it, start refuses while one runs)")
     parser.add_argument("--move-timeout", type=float, default=60.0, help="start / rest: seconds to wait for the move")
     parser.add_argument("--outcome", choices=["success", "failure", "partial"], help="label: the episode's outcome")
     parser.add_argument("--score", type=float, default=float("nan"), help="label: success score 0..1 (default from outcome)")
@@ -143,6 +147,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"label: {'ok' if res.ok else 'refused'}: {res.message}" + (f" ({res.bag_path})" if res.bag_path else ""))
             return 0 if res.ok else 1
         before = cli.status(2.0)  # subscribe before the request (latched: the current status arrives at once)
+        if args.action == "start" and getattr(args, "restart", False) and before is not None \
+                and _values(before).get("state") == "RUNNING":
+            res = cli.call("stop", Trigger, Trigger.Request())
+            print(f"stop: {'ok' if res.success else 'refused'}: {res.message}")
+            if not res.success:
+                return 1
+            before = cli.status(2.0)
         moves_before = _int(_values(before).get("moves")) if before is not None else -1
         res = cli.call(ACTIONS[args.action], Trigger, Trigger.Request())
         print(f"{args.action}: {'ok' if res.success else 'refused'}: {res.message}")

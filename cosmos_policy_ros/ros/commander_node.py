@@ -128,6 +128,7 @@ class CommanderNode(Node):
         self.create_service(Trigger, "~/estop", self._srv_estop)
         self.create_service(Trigger, "~/reset_estop", self._srv_reset)
         self.create_service(Trigger, "~/start_episode", self._srv_start)
+        self.create_service(Trigger, "~/episode_status", self._srv_episode_status)
         self.create_service(Trigger, "~/stop_episode", self._srv_stop)
         self.episode_id = ""
         self.chunk_policy_id = ""
@@ -298,7 +299,22 @@ class CommanderNode(Node):
         self.episode_pub.publish(ev)
         return ev
 
+    def _srv_episode_status(self, request, response):
+        """success: an episode runs (message: its id); else message "e-stop latched" or "no episode running"."""
+        with self._lock:
+            estopped = self.logic.estopped
+        response.success = bool(self.episode_id)
+        response.message = self.episode_id or ("e-stop latched" if estopped else "no episode running")
+        return response
+
     def _srv_start(self, request, response):
+        with self._lock:
+            estopped = self.logic.estopped
+        if estopped:  # the robot stays latched: no START event, so no bag of a robot that cannot move
+            response.success = False
+            response.message = "e-stop latched, no episode started; release it first: cosmos-policy episode reset"
+            self.get_logger().warning(f"start_episode refused: {response.message}")
+            return response
         if self.episode_id:
             self._episode_event(EpisodeEvent.STOP, reason="restarted")
         # one instant for both: the START stamp is the time after which chunks are accepted (a chunk observed

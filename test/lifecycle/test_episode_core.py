@@ -35,6 +35,27 @@ def test_lifecycle_allows_the_episode_sequence_and_refuses_the_rest_with_reasons
         life.request("jump")
 
 
+def test_start_refusals_say_what_to_run():
+    """A start refused while e-stopped or while an episode runs names the command that gets the operator on."""
+    from cosmos_policy_ros.ros.cli_episode import start_refusal
+
+    life = Lifecycle()
+    life.enter(State.ESTOPPED, "e-stop engaged")
+    for cmd in ("start", "go", "rest"):
+        with pytest.raises(LifecycleError, match="release the e-stop first: cosmos-policy episode reset"):
+            life.request(cmd)
+    life.enter(State.RUNNING)
+    with pytest.raises(LifecycleError, match=r"stop it first|stop the episode first.*episode start --restart"):
+        life.request("start")
+    # the CLI's own check against the commander's ~/episode_status answer
+    assert "cosmos-policy episode reset" in start_refusal(False, "e-stop latched", False)
+    assert "cosmos-policy episode reset" in start_refusal(False, "e-stop latched", True)  # --restart: still latched
+    msg = start_refusal(True, "20260101-000000-abcdef", False)
+    assert "episode 20260101-000000-abcdef is running" in msg and "--restart" in msg
+    assert start_refusal(True, "20260101-000000-abcdef", True) == ""
+    assert start_refusal(False, "no episode running", False) == ""
+
+
 @pytest.mark.parametrize("speed,grip_speed", [(0.8, 1.5), (0.2, 0.5), (2.0, 4.0)])
 def test_plan_move_stays_under_the_speed_limit_and_ends_at_the_goal(speed, grip_speed):
     cfg = EpisodeConfig(max_joint_speed=speed, max_gripper_speed=grip_speed)

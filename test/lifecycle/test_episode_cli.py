@@ -1,0 +1,105 @@
+"""`cosmos-policy episode start` over DDS against the real commander (and then the episode manager): a start while
+the e-stop is latched or while an episode runs is refused with what to run instead, and publishes no EpisodeEvent
+(so the recorder opens no bag); `--restart` replaces a running episode; after `episode reset` a start works."""
+import subprocess
+import sys
+import time
+
+import pytest
+
+from cosmos_policy_ros.ros.harness import Collector, NodeProcess, NodeSpec, launch, wait_for
+
+pytestmark = pytest.mark.ros
+
+
+def _cli(*args):
+    out = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.cli", "episode", *args], capture_output=True,
+                         text=True, timeout=90)
+    return out.returncode, out.stdout + out.stderr
+
+
+def _new_events(events, n, settle=0.5):
+    time.sleep(settle)  # an event published by the command would have arrived by now
+    return [(e.event, e.reason) for e in events.snapshot()[n:]]
+
+
+def test_episode_start_refuses_while_estopped_or_running(ros_session, node_log_dir):
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.msg import EpisodeEvent
+    from cosmos_policy_ros.ros.graph import graph_nodes
+
+    START, STOP = EpisodeEvent.START, EpisodeEvent.STOP
+    node = ros_session.make_node("episode_cli_test")
+    events = Collector(node, EpisodeEvent, "/episode", 50)
+    spec = [n.spec for n in graph_nodes("aloha", {"record": False, "task": "fold"}) if n.name == "commander"]
+    with launch(spec, node_log_dir) as procs:
+        start_srv = node.create_client(Trigger, "/commander/start_episode")
+        assert start_srv.wait_for_service(timeout_sec=30.0)
+        # the commander alone (no episode manager): the CLI finds none and talks to the commander
+        rc, out = _cli("start")
+        assert rc == 0 and "start: ok:" in out, out
+        wait_for(lambda: len(events) >= 1, 10.0, what="the START event")
+        first_id = events.snapshot()[0].episode_id
+        assert events.snapshot()[0].event == START
+
+        # a second start while it runs: refused, the episode goes on (no STOP, no new START)
+        n = len(events)
+        rc, out = _cli("start", "--no-manager")
+        assert rc == 1, out
+        assert f"start: refused: episode {first_id} is running" in out and "--restart" in out, out
+        assert "ok" not in out.split("refused")[0], out
+        assert _new_events(events, n) == []
+
+        # --restart: explicitly replaces it
+        rc, out = _cli("start", "--no-manager", "--restart")
+        assert rc == 0 and "start: ok:" in out, out
+        wait_for(lambda: len(events) >= n + 2, 10.0, what="STOP + START of the restart")
+        assert _new_events(events, n, 0.0) == [(STOP, "restarted"), (START, "")]
+
+        # e-stop: the episode stops; a start while latched is refused and publishes nothing
+        rc, out = _cli("estop", "--no-manager")
+        assert rc == 0 and "estop: ok" in out, out
+        wait_for(lambda: len(events) >= n + 3, 10.0, what="the e-stop's STOP")
+        assert events.snapshot()[-1].reason == "estop"
+        n = len(events)
+        rc, out = _cli("start", "--no-manager")
+        assert rc == 1 and "start: refused: the e-stop is latched" in out, out
+        assert "cosmos-policy episode reset" in out, out
+        # the commander's own service refuses too (any client: a script, an older CLI)
+        fut = start_srv.call_async(Trigger.Request())
+        wait_for(fut.done, 10.0, what="~/start_episode")
+        assert not fut.result().success and "cosmos-policy episode reset" in fut.result().message
+        assert _new_events(events, n) == []
+
+        # released: a start works again
+        rc, out = _cli("reset", "--no-manager")
+        assert rc == 0 and "reset: ok" in out, out
+        rc, out = _cli("start", "--no-manager")
+        assert rc == 0 and "start: ok:" in out, out
+        wait_for(lambda: len(events) >= n + 1, 10.0, what="the START after the reset")
+        assert events.snapshot()[-1].event == START
+        rc, out = _cli("stop", "--no-manager")
+        assert rc == 0, out
+
+        # with the episode manager running the CLI goes through it: its refusal says what to run as well
+        manager = NodeSpec(module="cosmos_policy_ros.ros.episode_manager", name="episode_manager",
+                           parameters={"camera_topics": [""], "require_policy_ok": False, "prep_enabled": False})
+        with NodeProcess(manager, node_log_dir) as mproc:
+            deadline = time.monotonic() + 30
+            while True:  # until the manager has discovered the commander's e-stop service (late under load)
+                rc, out = _cli("estop")
+                if rc == 0 or time.monotonic() > deadline:
+                    break
+                assert "not available" in out, out
+                time.sleep(0.5)
+            assert rc == 0 and "estop: ok" in out, out + mproc.output()[-2000:]
+            n = len(events)
+            rc, out = _cli("start")
+            assert rc == 1, out
+            assert "start: refused: start refused in state ESTOPPED" in out, out
+            assert "release the e-stop first: cosmos-policy episode reset" in out, out
+            assert _new_events(events, n) == []
+            rc, out = _cli("reset")
+            assert rc == 0 and "reset: ok" in out, out
+        assert all(p.alive() for p in procs)
