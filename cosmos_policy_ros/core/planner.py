@@ -45,7 +45,7 @@ import torch
 
 from . import codec
 from .images import ImageConfig, preprocess_batch
-from .sampler import initial_noise, karras_sigmas, rf_scalings
+from .sampler import SamplerConfig, initial_noise, karras_sigmas, rf_scalings
 from .types import Observation, PolicyOutput
 
 AGGREGATIONS = ("majority_mean", "mean", "lcb")
@@ -314,6 +314,13 @@ class Planner:
         self.model = model
         self.config = config or PlannerConfig()
         self.layout = model.layout
+        sampler = getattr(model, "sampler", None)
+        if sampler is not None and not isinstance(sampler, SamplerConfig):
+            # the batched sigma grids below are the Predict2 (EDM-style) sampler's; a rectified-flow model would be
+            # called at the wrong noise levels and score garbage
+            raise ValueError(f"planner: expected a Predict2 planning model (SamplerConfig), got one sampling with "
+                             f"{type(sampler).__name__} (backbone {getattr(model.network.cfg, 'backbone', '?')!r}); "
+                             "the planner supports the Predict2 backbone only")
         for mode in ("world_model", self.config.score):
             if not self.layout.generated_indices(mode):
                 raise ValueError(f"layout {self.layout.name!r} generates nothing in mode {mode!r}")

@@ -315,3 +315,10 @@ def test_infer_cli_on_tiny_checkpoints_of_both_backbones(layout, backbone, tmp_p
     assert result["timings"]["network_calls"] == 2.0 and 0.0 <= result["value"] <= 1.0
     assert sorted(result["future_images"]) == sorted(f"future_{c}.png" for c in lay.cameras)
     assert json.loads((ckpt / "config.json").read_text())["network"]["backbone"] == backbone
+
+
+def test_planner_refuses_a_predict25_model_instead_of_scoring_at_wrong_noise_levels():
+    from cosmos_policy_ros.core.planner import Planner
+    Planner(make_tiny_policy(0))  # Predict2: fine
+    with pytest.raises(ValueError, match="planner supports the Predict2 backbone only"):
+        Planner(make_tiny_policy(0, backbone="predict2.5"))
