@@ -128,3 +128,33 @@ def test_an_observation_counts_as_observed_after_a_time_only_when_every_input_is
     obs, _ = asm.assemble(10.03, "x")
     assert req.usable(obs.observed_since, 10.03)
     assert Observation(images={}, proprio=np.zeros(14), instruction="x", stamp=3.0).observed_since == 3.0
+
+
+@pytest.mark.parametrize("order", [[1, 0, 2, 3, 4, 5, 6, 7, 8], list(reversed(range(9))), [4, 8, 0, 6, 2, 7, 1, 5, 3]])
+def test_observation_reads_joint_states_by_name(order):
+    """Reordered (and extra) joints give the same proprio as the Interbotix order; the policy needs the same
+    minimum joints as the commander."""
+    ref = filled().assemble(10.05, "x")[0].proprio
+    asm = filled()
+    for side, opened in (("left", True), ("right", False)):
+        pos = js(opened)
+        names = [JS_NAMES[i] for i in order] + ["camera_pan"]
+        assert asm.set_joint_state(side, 10.0, names, [pos[i] for i in order] + [3.0]) is None
+    obs, problems = asm.assemble(10.05, "x")
+    assert problems == []
+    np.testing.assert_array_equal(obs.proprio, ref)
+
+
+def test_observation_missing_or_unnamed_joint_is_a_problem_naming_it():
+    asm = filled()
+    names = [n for n in JS_NAMES if n != "left_finger"]
+    pos = [v for n, v in zip(JS_NAMES, js()) if n != "left_finger"]
+    err = asm.set_joint_state("left", 10.0, names, pos)
+    assert "missing required joint(s) ['left_finger']" in err
+    assert asm.assemble(10.05, "x")[1] == [err]
+    asm = filled()
+    assert "allow_unnamed_joint_states" in asm.set_joint_state("right", 10.0, [], js())
+    from cosmos_policy_ros.core.robot import JointNameMap
+    asm = ObservationAssembler(ObservationConfig(expected_size=(4, 5)), gripper_convention("aloha2"),
+                               JointNameMap(allow_unnamed=True))
+    assert asm.set_joint_state("right", 10.0, [], js()) is None
