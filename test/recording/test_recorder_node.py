@@ -315,3 +315,176 @@ def test_parameters_configure_topics_and_bad_values_fail_clearly(ros_session, tm
         Recorder(context=ros_session.context, parameter_overrides=[
             Parameter("output_dir", value=str(tmp_path / "b3")), Parameter("min_free_space_mb", value=1.0),
             Parameter("extra_topics", value=["/x:no_such_pkg/msg/Thing"])])
+
+
+def _latest_recorder_status(diag):
+    """(level, message, values) of the recorder's newest status on /diagnostics, or None."""
+    for msg in reversed(diag.snapshot()):
+        for st in msg.status:
+            if st.hardware_id == "recorder":
+                return st.level, st.message, {kv.key: kv.value for kv in st.values}
+    return None
+
+
+def _small_image(k):
+    from sensor_msgs.msg import Image
+
+    data = np.full((8, 8, 3), k % 256, np.uint8)
+    return Image(height=8, width=8, encoding="rgb8", step=24, data=data.tobytes())
+
+
+def test_best_effort_publishers_are_recorded_with_their_offered_qos(ros_session, tmp_path, node_log_dir):
+    """A best-effort camera publisher that appears after the recorder started is recorded; each topic's offered
+    QoS is in the bag's channel metadata; /diagnostics names the topic without a publisher."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import JointState
+
+    from cosmos_policy_ros.msg import EpisodeEvent
+    from cosmos_policy_ros.ros.harness import Collector
+
+    cam, js, silent = "/qos_test/cam/image_raw", "/qos_test/left/joint_states", "/qos_test/right/joint_states"
+    out = tmp_path / "bags"
+    with _start_recorder(out, node_log_dir, publish_diagnostics=True, qos_check_period_s=0.2,
+                         camera_topics=[cam], joint_state_topics=[js, silent]) as proc:
+        node = ros_session.make_node("qos_publishers")
+        diag = Collector(node, DiagnosticArray, "/diagnostics", qos=100)
+        events = node.create_publisher(EpisodeEvent, "/episode", QoSProfile(depth=10))
+        wait_for_subscribers(node, "/episode", 1, timeout=30.0)
+        cam_pub = node.create_publisher(_small_image(0).__class__, cam,
+                                        QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+        js_pub = node.create_publisher(JointState, js, QoSProfile(
+            depth=50, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        # the recorder notices the new publishers and re-subscribes to match them
+        wait_for(lambda: f"{cam}: subscribing best_effort/volatile" in proc.output() or not proc.alive(), 30.0,
+                 what="recorder to re-match the camera QoS")
+        wait_for(lambda: f"{js}: subscribing reliable/transient_local" in proc.output() or not proc.alive(), 30.0,
+                 what="recorder to re-match the joint state QoS")
+        events.publish(EpisodeEvent(event=EpisodeEvent.START, episode_id="be", task="t"))
+        wait_for(lambda: "episode 'be' ->" in proc.output(), 15.0, what="episode start")
+        k = 0
+
+        def written(topic):
+            st = _latest_recorder_status(diag)
+            return int(st[2].get(f"written {topic}", 0)) if st else 0
+
+        deadline = time.monotonic() + 30.0
+        while written(cam) == 0 and time.monotonic() < deadline:  # discovery of the new subscription
+            cam_pub.publish(_small_image(k))
+            js_pub.publish(JointState(name=["waist"], position=[0.01 * k]))
+            k += 1
+            time.sleep(0.05)
+        for _ in range(20):
+            cam_pub.publish(_small_image(k))
+            js_pub.publish(JointState(name=["waist"], position=[0.01 * k]))
+            k += 1
+            time.sleep(0.03)
+        wait_for(lambda: written(js) >= k - 5, 20.0, what="joint states written")
+        level, message, values = _latest_recorder_status(diag)
+        assert values["recording"] == "True" and silent in values["no publisher"], values
+        assert level == DiagnosticStatus.WARN and silent in message, message
+        assert cam not in values["no publisher"] and values["incompatible QoS"] == "", values
+        events.publish(EpisodeEvent(event=EpisodeEvent.STOP, episode_id="be"))
+        wait_for(lambda: "recorder: closed" in proc.output(), 15.0, what="bag closed")
+    bag = _bag_dir(out, "be")
+    with open_bag(bag) as b:
+        assert b.info.topics[cam].count >= 15, "best-effort frames are in the bag"
+        qos = {t: info.offered_qos_profiles for t, info in b.info.topics.items()}
+    # (DDS discovery does not carry history / depth: rmw reports them unknown / 0, and so does rosbag2)
+    assert [(q["reliability"], q["durability"]) for q in qos[cam]] == [("best_effort", "volatile")]
+    assert [(q["reliability"], q["durability"]) for q in qos[js]] == [("reliable", "transient_local")]
+    assert qos[silent] == []
+    assert qos["/episode"] and qos["/episode"][0]["reliability"] == "reliable"
+
+
+def test_forced_reliable_subscription_reports_best_effort_publishers_as_incompatible(ros_session, tmp_path,
+                                                                                      node_log_dir):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from cosmos_policy_ros.ros.harness import Collector
+
+    cam = "/qos_forced/cam/image_raw"
+    with _start_recorder(tmp_path / "bags", node_log_dir, publish_diagnostics=True, qos_check_period_s=0.2,
+                         reliability="reliable", camera_topics=[cam]):
+        node = ros_session.make_node("qos_forced_publisher")
+        diag = Collector(node, DiagnosticArray, "/diagnostics", qos=100)
+        node.create_publisher(_small_image(0).__class__, cam,
+                              QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT))
+
+        def reported():
+            st = _latest_recorder_status(diag)
+            return st is not None and cam in st[2]["incompatible QoS"]
+
+        wait_for(reported, 30.0, what="diagnostics naming the incompatible topic")
+        level, message, values = _latest_recorder_status(diag)
+        assert level == DiagnosticStatus.WARN and cam in message
+        assert "best-effort publisher" in values["incompatible QoS"]
+
+
+def test_write_failure_is_an_error_until_the_next_healthy_episode(ros_session, tmp_path, node_log_dir):
+    """A write failure (file-size limit, as a full disk) is logged at ERROR, /diagnostics stops saying
+    recording and reports ERROR; the cut episode can still be labelled; the next episode records cleanly."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.qos import QoSProfile
+
+    from cosmos_policy_ros.msg import EpisodeEvent
+    from cosmos_policy_ros.ros.harness import Collector
+
+    cam = "/wf/cam/image_raw"
+    out = tmp_path / "bags"
+    with _start_recorder(out, node_log_dir, publish_diagnostics=True, flush_interval_s=0.05,
+                         camera_topics=[cam]) as proc:
+        node = ros_session.make_node("write_failure")
+        diag = Collector(node, DiagnosticArray, "/diagnostics", qos=100)
+        events = node.create_publisher(EpisodeEvent, "/episode", QoSProfile(depth=10))
+        pub = node.create_publisher(_small_image(0).__class__, cam, QoSProfile(depth=100))
+        wait_for_subscribers(node, cam, 1, timeout=30.0)
+        wait_for_subscribers(node, "/episode", 1, timeout=30.0)
+
+        def episode(eid):
+            events.publish(EpisodeEvent(event=EpisodeEvent.START, episode_id=eid, task="t"))
+            wait_for(lambda: f"episode '{eid}' ->" in proc.output(), 15.0, what=f"episode {eid} start")
+
+        def status():
+            return _latest_recorder_status(diag)
+
+        episode("full")
+        for k in range(5):
+            pub.publish(_small_image(k))
+        wait_for(lambda: status() is not None and int(status()[2].get(f"written {cam}", 0)) >= 5, 20.0,
+                 what="first frames written")
+        bag = _bag_dir(out, "full")
+        size = next(bag.glob("*.mcap")).stat().st_size
+        # the bag's file may not grow further: every write beyond fails (EFBIG), as on a full disk
+        subprocess.run(["prlimit", f"--pid={proc.pid}", f"--fsize={size + 1024}:"], check=True)
+        try:
+            for k in range(5, 60):
+                pub.publish(_small_image(k))
+                time.sleep(0.01)
+            wait_for(lambda: "failed" in proc.output(), 20.0, what="the write failure")
+            assert "[ERROR]" in proc.output() and "writing" in proc.output(), proc.output()[-3000:]
+            wait_for(lambda: status()[2]["recording"] == "False", 10.0, what="diagnostics to stop saying recording")
+            level, message, values = status()
+            assert level == DiagnosticStatus.ERROR and "failed" in message, message
+        finally:
+            subprocess.run(["prlimit", f"--pid={proc.pid}", "--fsize=unlimited:"], check=True)
+        # the cut episode is labelled afterwards (the recorder is still up)
+        events.publish(EpisodeEvent(event=EpisodeEvent.OUTCOME, episode_id="full", outcome="failure"))
+        wait_for(lambda: read_custom_data(bag).get("outcome") == "failure", 10.0, what="label beside the cut bag")
+        events.publish(EpisodeEvent(event=EpisodeEvent.STOP, episode_id="full"))
+        before = int(status()[2]["written " + cam])
+        episode("healthy")
+        for k in range(5):
+            pub.publish(_small_image(k))
+        wait_for(lambda: status()[2]["recording"] == "True" and int(status()[2]["written " + cam]) >= before + 5,
+                 20.0, what="the next episode recording")
+        level, message, _ = status()
+        assert level != DiagnosticStatus.ERROR and "failed" not in message, message
+        events.publish(EpisodeEvent(event=EpisodeEvent.STOP, episode_id="healthy"))
+        wait_for(lambda: "recorder: closed" in proc.output(), 15.0, what="healthy bag closed")
+    with open_bag(bag) as b:
+        assert b.info.recovered and b.info.topics[cam].count >= 5  # cut, readable up to the failure
+        assert b.info.custom_data["outcome"] == "failure"  # the label is read with the cut bag
+    with open_bag(_bag_dir(out, "healthy")) as b:
+        assert not b.info.recovered and b.info.topics[cam].count == 5

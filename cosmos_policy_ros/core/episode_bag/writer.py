@@ -381,35 +381,36 @@ class EpisodeBagWriter:
                         self._close(writer, rec)
                     return
             except Exception as exc:  # disk full, permission lost, ...: keep the data written so far
-                msg = (f"recorder: writing {rec.path if rec else '?'} failed: {exc!r}; this episode is no longer "
-                       f"recorded (its bag is cut but readable up to the last flush)")
-                self.stats.errors.append(msg)
-                self.stats.current_error = msg
-                if rec is not None:
-                    with self._lock:
-                        rec.state = "failed"
-                self.log_error(msg)
-                if writer is not None:
-                    try:
-                        self._flush(writer)
-                    except Exception:
-                        pass
-                    try:
-                        writer.abort()
-                    except Exception:
-                        pass
-                writer, conns = None, {}
+                writer, conns = self._fail(exc, writer, rec), {}
             now = time.monotonic()
             if writer is not None and dirty and now - last_flush >= flush_every:
                 try:
                     self._flush(writer)
-                except Exception as exc:
-                    msg = f"recorder: flushing {rec.path if rec else '?'} failed: {exc!r}"
-                    self.stats.errors.append(msg)
-                    self.stats.current_error = msg
-                    self.log_error(msg)
+                except Exception as exc:  # the periodic flush is where a full disk usually shows first
+                    writer, conns = self._fail(exc, writer, rec), {}
                 dirty = False
                 last_flush = now
+
+    def _fail(self, exc: BaseException, writer: Any, rec: Optional[_EpisodeRecord]) -> None:
+        """A write failed: the episode stops recording (its bag stays cut but readable); report at ERROR."""
+        msg = (f"recorder: writing {rec.path if rec else '?'} failed: {exc!r}; this episode is no longer "
+               f"recorded (its bag is readable up to the last flush)")
+        self.stats.errors.append(msg)
+        self.stats.current_error = msg
+        if rec is not None:
+            with self._lock:
+                rec.state = "failed"
+        self.log_error(msg)
+        if writer is not None:
+            try:
+                self._flush(writer)
+            except Exception:
+                pass
+            try:
+                writer.abort()
+            except Exception:
+                pass
+        return None
 
     def _open(self, rec: _EpisodeRecord) -> Tuple[Any, Dict[str, Any]]:
         from rosbags.rosbag2 import StoragePlugin
