@@ -2,8 +2,9 @@
 real-time chunking (RTC), in the ROS-free loop (no ROS graph).
 
 For each number of network calls per chunk (1, 2, 3, 5, 10) the embedded sim policy's chunk latency is measured
-on this machine (median of a few queries, after a warm-up); the inference delay in 25 Hz ticks follows from it
-(``ceil(latency / 0.04)``, or ``--delay-ticks``). Then every execution mode runs the same held-out seeds:
+on this machine (median of a few queries, after a warm-up; RTC rows with their own method, as ``guided`` adds a
+backward pass per call); the inference delay in 25 Hz ticks follows from it (``ceil(latency / 0.04)``, or
+``--delay-ticks``). Then every execution mode runs the same held-out seeds:
 
 - ``pause``: run each chunk to its end, hold ``delay`` ticks while the next one is computed (the graph's
   execution:=pause order: observe when the chunk ends, hold, execute);
@@ -30,28 +31,40 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def measure_latency(policy, obs, n: int = 3) -> float:
-    policy.infer(obs)  # warm-up
+def measure_latency(policy, obs, n: int = 3, method: str = "off") -> float:
+    """Median chunk latency (s) on ``obs``; with an RTC method, inpainting toward a running chunk (guided runs a
+    backward pass per network call: its delay in ticks is its own)."""
+    from cosmos_policy_ros.core.rtc import ChunkPrefix
+
+    kwargs = {}
+    if method != "off":
+        running = np.asarray(policy.infer(obs).actions, dtype=np.float64)
+        kwargs["prefix"] = ChunkPrefix(running[10:], 10, method)
+    policy.infer(obs, **kwargs)  # warm-up
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        policy.infer(obs)
+        policy.infer(obs, **kwargs)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def run_rows(policy, sim, seeds, calls: int, delay: int, executions, rtc_cfgs, margin_ticks: int,
+def run_rows(policy, sim, seeds, calls: int, delays, executions, rtc_cfgs, margin_ticks: int,
              execution_horizon: int, progress=None):
-    """One dict per execution mode: successes and the streaming figures over ``seeds``."""
+    """One dict per execution mode: successes and the streaming figures over ``seeds``; delays: execution ->
+    inference delay in ticks."""
     from cosmos_policy_training.rollouts import run_episode, run_stream_episode
 
     rows = []
     for ex in executions:
+        delay = delays[ex]
         res = []
         for s in seeds:
             if ex == "pause":
@@ -123,11 +136,16 @@ def main(argv=None) -> int:
             policy.sampler = SamplerConfig(**{**base_cfg.to_dict(), "action_steps": calls})
             sim.reset(args.seed_start, render=False)
             obs = sim.policy_observation(size=DEFAULT_IMAGE_SIZE)
-            latency = measure_latency(policy, obs)
-            delay = args.delay_ticks if args.delay_ticks is not None else int(math.ceil(latency / policy.period))
-            for row in run_rows(policy, sim, seeds, calls, delay, executions, rtc_cfgs, args.margin_ticks,
+            latency = {"off": measure_latency(policy, obs)}
+            for cfg in rtc_cfgs.values():
+                if cfg.method not in latency:
+                    latency[cfg.method] = measure_latency(policy, obs, method=cfg.method)
+            lat = {ex: latency[rtc_cfgs[ex].method if ex in rtc_cfgs else "off"] for ex in executions}
+            delays = {ex: args.delay_ticks if args.delay_ticks is not None else int(math.ceil(v / policy.period))
+                      for ex, v in lat.items()}
+            for row in run_rows(policy, sim, seeds, calls, delays, executions, rtc_cfgs, args.margin_ticks,
                                 args.execution_horizon, progress):
-                row["latency_s"] = latency
+                row["latency_s"] = lat[row["execution"]]
                 rows.append(row)
     finally:
         sim.close()

@@ -154,6 +154,23 @@ def _recent_errors(procs, lines: int = 3) -> str:
     return "\n".join(out) if out else "(no node reported an error or warning; see the node logs)"
 
 
+def trace_figures(rows) -> Tuple[int, float]:
+    """(ticks held, largest arm-joint command change in rad at a tick where a new chunk took over) of the
+    commander's trace rows (TRACE_FIELDS, then the 14 commands sent) of one episode."""
+    from cosmos_policy_ros.core.robot import JOINT_NAMES
+    from cosmos_policy_ros.ros.commander_logic import TRACE_FIELDS
+
+    f = {n: i for i, n in enumerate(TRACE_FIELDS)}
+    arm = [len(TRACE_FIELDS) + j for j, n in enumerate(JOINT_NAMES) if not n.endswith("gripper")]
+    held = sum(1 for r in rows if r[f["held"]] > 0)
+    jump = 0.0
+    for a, b in zip(rows, rows[1:]):
+        if (a[f["held"]] == 0 and b[f["held"]] == 0 and a[f["chunk_id"]] >= 0
+                and b[f["chunk_id"]] != a[f["chunk_id"]]):
+            jump = max(jump, max(abs(b[i] - a[i]) for i in arm))
+    return held, jump
+
+
 def _stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
@@ -174,6 +191,8 @@ def run_demo(args) -> int:
     """Run one episode; print the summary; return the exit code."""
     from sensor_msgs.msg import Image
     from std_srvs.srv import Trigger
+
+    from std_msgs.msg import Float64MultiArray
 
     from cosmos_policy_ros.msg import ActionChunk, SimStatus
     from cosmos_policy_ros.ros import graph
@@ -202,7 +221,8 @@ def run_demo(args) -> int:
           f"logs in {log_dir}")
 
     arguments = {"checkpoint": checkpoint, "task": task, "bag_dir": str(bag_dir), "record": True,
-                 "execution": args.execution, "execute_horizon": int(args.execute_horizon)}
+                 "execution": args.execution, "execute_horizon": int(args.execute_horizon), "rtc": args.rtc,
+                 "rtc_schedule": args.rtc_schedule, "rtc_execution_horizon": int(args.rtc_execution_horizon)}
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
     node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
@@ -210,6 +230,7 @@ def run_demo(args) -> int:
     with graph.run("sim", arguments, log_dir=str(log_dir), node_parameters=node_params) as procs, RosSession() as ros:
         node = ros.make_node("demo")
         chunks = Collector(node, ActionChunk, "/policy/action_chunk", 10)
+        trace = Collector(node, Float64MultiArray, "/commander/trace", 100)  # held ticks and chunk switches
         status = Collector(node, SimStatus, "/sim_bridge/status", 50)
 
         def on_real(msg):
@@ -253,7 +274,7 @@ def run_demo(args) -> int:
             if not started.success:
                 raise RuntimeError(f"commander refused to start the episode: {started.message}")
             episode_id = started.message
-            n_chunks0, t_ep = len(chunks), time.monotonic()
+            n_chunks0, t_ep, n_trace0 = len(chunks), time.monotonic(), len(trace)
             print(f"[demo] episode {episode_id} (seed {seed}) running", flush=True)
 
             def current():
@@ -274,6 +295,7 @@ def run_demo(args) -> int:
                     last_report = time.monotonic()
                 time.sleep(0.1)
             final = current()
+            held_ticks, switch_jump = trace_figures([m.data for m in trace.snapshot()[n_trace0:]])
             _call(node, Trigger, "/commander/stop_episode", Trigger.Request(), 30)
             success = bool(final.ever_success)
             outcome = "success" if success else ("partial" if final.max_reward >= 2 else "failure")
@@ -291,7 +313,8 @@ def run_demo(args) -> int:
                     bag_path = None
             return dict(seed=seed, success=success, outcome=outcome, score=score, sim_time=final.sim_time,
                         max_reward=final.max_reward, chunks=len(chunks) - n_chunks0, label=label,
-                        episode_id=episode_id, bag=bag_path, stamp0=_stamp(final) - final.sim_time)
+                        episode_id=episode_id, bag=bag_path, stamp0=_stamp(final) - final.sim_time,
+                        held_ticks=held_ticks, max_switch_jump_rad=switch_jump)
 
         results = [run_episode(args.seed + i) for i in range(args.episodes)]
         result = results[0]
@@ -342,6 +365,12 @@ def main(argv=None) -> int:
                              "moving, no idle robot)")
     parser.add_argument("--execute-horizon", type=int, default=0,
                         help="actions of each chunk executed before the next one (0 = the whole chunk)")
+    parser.add_argument("--rtc", choices=("off", "replace", "guided"), default="off",
+                        help="real-time chunking with --execution stream (docs/runtime.md)")
+    parser.add_argument("--rtc-schedule", choices=("exp", "linear", "ones", "zeros"), default="exp",
+                        help="with --rtc: weights of the running chunk past the frozen actions (ones: the whole overlap)")
+    parser.add_argument("--rtc-execution-horizon", type=int, default=0,
+                        help="with --rtc: ticks from one observation to the next (0: the just-in-time schedule)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     args = parser.parse_args(argv)

@@ -114,6 +114,8 @@ def _parse(value: Any) -> Any:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value
+    if isinstance(parsed, bool) and value.strip().lower() not in ("true", "false"):
+        return value  # YAML 1.1 reads off/on/yes/no as booleans: rtc:=off means the word
     return value if parsed is None or isinstance(parsed, (dict, list)) else parsed
 
 
