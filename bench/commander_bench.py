@@ -49,6 +49,7 @@ def run_nodes(duration: float, latency: float, busy: bool, h: int, w: int, nice:
     from sensor_msgs.msg import Image, JointState
     from std_msgs.msg import Float64MultiArray
 
+    from cosmos_policy_ros.core.robot import JS_NAMES
     from cosmos_policy_ros.ros.commander_logic import TRACE_FIELDS
     from cosmos_policy_ros.ros.diagnostics import status_values
     from cosmos_policy_ros.ros.graph import graph_nodes
@@ -80,6 +81,7 @@ def run_nodes(duration: float, latency: float, busy: bool, h: int, w: int, nice:
         for side, p in zip(("left", "right"), js_pubs):
             m = JointState()
             m.header.stamp = st
+            m.name = list(JS_NAMES)  # as the Interbotix driver publishes them: the commander reads by name
             m.position = commanded[side] + [1.12, 0.05, -0.05]
             p.publish(m)
 

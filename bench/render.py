@@ -41,6 +41,8 @@ SECTIONS = {
     "planner": ("Planner decision latency", "bench/planner_bench.py", [], 900),
     "policy_success": ("Small sim policy success rate (ROS-free loop, 50 seeds)", "bench/policy_success.py", [], 3600),
     "policy_success_ros": ("Small sim policy through the real ROS 2 graph", "bench/policy_success_ros.py", [], 3600),
+    "denoising_steps": ("Success and chunk latency against denoising calls: pause, stream, stream with RTC "
+                        "(ROS-free loop)", "bench/denoising_steps.py", [], 14400),
 }
 
 
@@ -244,10 +246,21 @@ def policy_success_ros_body(d: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def denoising_steps_body(d: Dict[str, Any]) -> str:
+    """The table is the bench script's own render() (schema: bench/denoising_steps.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("denoising_steps", Path(__file__).resolve().parent / "denoising_steps.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.render(d)
+
+
 BODIES: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "commander": commander_body, "recorder": recorder_body, "sim_expert": sim_expert_body,
     "model_cpu": model_body, "model_2b_gpu": model_body, "planner_2b_gpu": planner_body, "planner": planner_body,
     "policy_success": policy_success_body, "policy_success_ros": policy_success_ros_body,
+    "denoising_steps": denoising_steps_body,
 }
 
 
@@ -266,10 +279,11 @@ def render_section(key: str, data: Optional[Dict[str, Any]]) -> str:
     status = run.get("status", "ok")
     rerun = run.get("rerun") or rerun_command(key)
     if status in ("not measured", "not run"):
-        note = run.get("note") or "needs a GPU"
+        note = run.get("note") or ("needs a GPU" if key.endswith("_gpu") else "not run yet")
         when = f": {run['checked']}" if run.get("checked") else ""
-        return head + (f"Not measured ({note}){when}. On a GPU machine: `python {script} {' '.join(extra)}` "
-                       f"(or `{rerun}`).\n")
+        where = "On a GPU machine" if key.endswith("_gpu") else "Run"
+        cmd = " ".join(["python", script, *extra])
+        return head + f"Not measured ({note}){when}. {where}: `{cmd}` (or `{rerun}`).\n"
     facts = [f"`{script}`"]
     if run.get("took_s") is not None:
         facts.append(f"took {run['took_s']:.0f} s")

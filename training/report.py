@@ -57,7 +57,7 @@ def read_episode(bag_path: Path, generation: Optional[str] = None) -> EpisodeSer
     from cosmos_policy_ros.core.robot import JS_ARM, JS_LEFT_FINGER, gripper_convention
     from cosmos_policy_ros.ros.commander_logic import TRACE_FIELDS
 
-    from cosmos_policy_training.bags import open_bag, read_custom_data
+    from cosmos_policy_ros.core.episode_bag import open_bag, read_custom_data
 
     with open_bag(bag_path) as bag:
         info = bag.info
