@@ -9,10 +9,15 @@ CPU smoke check (tiny config of the same classes)::
 
     python bench/gpu_latency.py --tiny --repeats 1
 
+``--backbone predict2.5`` times the Cosmos-Predict2.5-2B policy instead: the same DiT plus the 100,352 -> 1024 text
+projection, Reason1-sized (1, 512, 100,352) embeddings and its UniPC sampler (5 network calls by default)::
+
+    python bench/gpu_latency.py --device cuda --backbone predict2.5 --batch 1 8 --repeats 5
+
 Random weights give the same cost as trained ones (same shapes, same kernels). Prints the markdown table;
 ``--json`` writes the figures (`make bench` sections model_cpu and model_2b_gpu) in this schema:
 
-    {"config": str, "device": str, "dtype": str, "torch": str, "diffusers": str, "steps": int (network calls),
+    {"config": str, "backbone": str, "device": str, "dtype": str, "torch": str, "diffusers": str, "steps": int (network calls),
      "repeats": int, "transformer_params": int, "compile": bool, "decode": bool, "build_s": float,
      "rows": [{"calls": int, "batch": int, "seconds": float (whole chunk, median), "peak_gib": float | null (CPU),
                "variant": str, "preprocess_s": float, "encode_s": float, "call_s": [float per network call],
@@ -36,16 +41,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def build_policy(tiny: bool, device: str, dtype: str, layers: int = 0):
+def build_policy(tiny: bool, device: str, dtype: str, layers: int = 0, backbone: str = "predict2"):
     from cosmos_policy_ros.core.images import ImageConfig
     from cosmos_policy_ros.core.layout import ALOHA
-    from cosmos_policy_ros.core.network import NETWORK_2B, CosmosNetwork, build_transformer, build_vae, get_dtype
+    from cosmos_policy_ros.core.network import CosmosNetwork, build_transformer, build_vae, get_dtype, network_2b
     from cosmos_policy_ros.core.policy import CosmosPolicy, aloha_like_stats, make_tiny_policy
 
     if tiny:
-        p = make_tiny_policy(0)
+        p = make_tiny_policy(0, backbone=backbone)
         return p.__class__(p.network.to(device), p.layout, p.stats, p.embeddings, p.sampler, p.image, p.policy_id)
-    cfg = NETWORK_2B
+    cfg = network_2b(backbone)
     if layers:  # fewer blocks, same widths: a quick sanity run of the full-size path
         import dataclasses
         cfg = dataclasses.replace(cfg, num_layers=layers, name=f"2b-{layers}-layers")
@@ -56,7 +61,7 @@ def build_policy(tiny: bool, device: str, dtype: str, layers: int = 0):
             transformer = transformer.to(get_dtype(dtype))
         vae = build_vae(cfg)
     net = CosmosNetwork(cfg, transformer, vae).to(device)
-    emb = {"bench": torch.randn(1, cfg.text_len, cfg.text_embed_dim, dtype=torch.bfloat16)}
+    emb = {"bench": torch.randn(1, cfg.text_len, cfg.embedding_dim, dtype=torch.bfloat16)}
     return CosmosPolicy(net, ALOHA, aloha_like_stats(), emb, image=ImageConfig(size=cfg.image_size),
                         policy_id="2b-random-bench")
 
@@ -86,7 +91,7 @@ def run(args) -> dict:
     if not args.tiny and device == "cpu":
         print("the 2B config needs a GPU (about 20-55 s per network call on CPU); use --tiny on CPU", file=sys.stderr)
     t0 = time.perf_counter()
-    policy = build_policy(args.tiny, device, args.dtype, args.layers)
+    policy = build_policy(args.tiny, device, args.dtype, args.layers, args.backbone)
     build_s = time.perf_counter() - t0
     if args.compile:
         policy.network.transformer = torch.compile(policy.network.transformer)
@@ -95,9 +100,12 @@ def run(args) -> dict:
     rng = np.random.default_rng(0)
     obs = Observation(images={c: rng.integers(0, 256, (480, 640, 3), dtype=np.uint8) for c in policy.layout.cameras},
                       proprio=(policy.stats.proprio_min + policy.stats.proprio_max) / 2, instruction=policy.instructions[0])
-    from cosmos_policy_ros.core.sampler import SamplerConfig
-    cfg = SamplerConfig(action_steps=args.steps)
+    import dataclasses
+    from cosmos_policy_ros.core.backbone import DEFAULT_BACKBONE
+    steps = args.steps or policy.sampler.action_steps  # the backbone's own default: 10 (predict2) / 5 (predict2.5)
+    cfg = dataclasses.replace(policy.sampler, action_steps=steps)
     variant = " ".join(["tiny" if args.tiny else "2B", "float32" if args.tiny else args.dtype]
+                       + ([] if args.backbone == DEFAULT_BACKBONE else [args.backbone])
                        + (["compiled"] if args.compile else []) + ([] if not args.no_decode else ["no decode"]))
     results = []
     for batch in args.batch:
@@ -124,9 +132,9 @@ def run(args) -> dict:
     import diffusers
     from cosmos_policy_ros.core.network import count_parameters
     return {
-        "config": "tiny" if args.tiny else ("2B" if not args.layers else f"2B widths, {args.layers} layers"), "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
+        "backbone": args.backbone, "config": "tiny" if args.tiny else ("2B" if not args.layers else f"2B widths, {args.layers} layers"), "device": torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or "cpu",
         "dtype": "float32" if args.tiny else args.dtype, "torch": torch.__version__, "diffusers": diffusers.__version__,
-        "transformer_params": count_parameters(policy.network.transformer), "steps": args.steps,
+        "transformer_params": count_parameters(policy.network.transformer), "steps": steps,
         "repeats": args.repeats, "compile": bool(args.compile), "decode": not args.no_decode, "build_s": build_s, "rows": results,
     }
 
@@ -144,7 +152,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     ap.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     ap.add_argument("--batch", type=int, nargs="+", default=[1], help="candidate batch sizes to time")
-    ap.add_argument("--steps", type=int, default=10, help="network calls per chunk")
+    ap.add_argument("--backbone", default="predict2", choices=("predict2", "predict2.5"),
+                    help="Cosmos-Predict2-2B (EDM-style sampler) or Cosmos-Predict2.5-2B (UniPC, text projection)")
+    ap.add_argument("--steps", type=int, default=None, help="network calls per chunk (default: the backbone's, 10 / 5)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--layers", type=int, default=0, help="override the 2B depth (sanity runs); 0 = 28")
