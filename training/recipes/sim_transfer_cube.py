@@ -64,6 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "spread; data: standardise image latents with training statistics, as the random frozen "
                              "sim VAE passes the image with a gain of ~0.007 without it; wan: the pretrained VAE's "
                              "statistics only")
+    parser.add_argument("--backbone", choices=("predict2", "predict2.5"), default=None,
+                        help="train the sim network on this backbone's formulation (default predict2; --init keeps "
+                             "the checkpoint's); the recipe's explicit lr / action weight flags still apply")
     parser.add_argument("--extra-pos-embed", choices=("none", "learnable"), default=None,
                         help="absolute position embedding of the DiT (default: the sim preset's, none)")
     parser.add_argument("--device", default=None, help="torch device (default: CUDA if available, else CPU)")
@@ -99,6 +102,8 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--proprio-dropout", str(args.proprio_dropout), "--first-step-fraction", str(args.first_step_fraction)]
     if args.extra_pos_embed is not None:
         argv += ["--extra-pos-embed", args.extra_pos_embed]
+    if getattr(args, "backbone", None) is not None:
+        argv += ["--backbone", args.backbone]
     if args.device is not None:
         argv += ["--device", args.device, "--precision", "float32"]
     if not args.whole_frames:
