@@ -329,8 +329,11 @@ def test_reindexed_cut_bag_converts_once_from_the_reindexed_copy(tmp_path, types
     bags = tmp_path / "bags"
     good, _ = _record(bags, typestore, episode_id="good")
     cut = _cut_bag(bags, typestore)
-    reindexed = reindex_bag(cut)
-    assert reindexed == cut.with_name(cut.name + ".reindexed") and cut.exists()  # the original is kept
+    cli = subprocess.run([sys.executable, "-m", "cosmos_policy_training.bags", "reindex", str(cut)],
+                         capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 0, cli.stderr
+    reindexed = cut.with_name(cut.name + ".reindexed")
+    assert reindexed.is_dir() and cut.exists()  # the copy is written beside the original, which is kept
     results = convert_all([str(bags)], ConvertConfig(output_dir=str(tmp_path / "eps"), recover=True), progress=False)
     by_source = {Path(r.source).name: r for r in results}
     assert sorted(by_source) == sorted([good.name, reindexed.name]), "each episode converts once"
@@ -414,3 +417,15 @@ def test_offered_qos_profiles_are_stored_per_channel(tmp_path, typestore):
     with open_bag(path) as b:
         assert b.info.topics[cam].offered_qos_profiles[0]["reliability"] == "best_effort"
         assert b.info.topics[cam].offered_qos_profiles[0]["deadline"] == {"sec": 9223372036, "nsec": 854775807}
+
+
+def test_qos_match_follows_rosbag2_rule():
+    from cosmos_policy_ros.core.episode_bag import OfferedQos, adapt_to_offers, incompatible_offers
+
+    rel, be, tl = OfferedQos(), OfferedQos(reliability="best_effort"), OfferedQos(durability="transient_local")
+    assert adapt_to_offers([]) == ("reliable", "volatile")
+    assert adapt_to_offers([rel, be]) == ("best_effort", "volatile")  # one best-effort publisher is enough
+    assert adapt_to_offers([tl, tl]) == ("reliable", "transient_local")  # transient-local only if all offer it
+    assert adapt_to_offers([tl, rel]) == ("reliable", "volatile")
+    assert incompatible_offers([rel, be], *adapt_to_offers([rel, be])) == []
+    assert incompatible_offers([rel, be], "reliable", "volatile") == ["1 best-effort publisher(s), subscription reliable"]
