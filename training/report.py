@@ -9,6 +9,9 @@ Panels (time in seconds from the episode's first message):
 - the predicted value (``/policy/value``);
 - safety interventions: ticks where the final safety gate changed the command, and the commander's count.
 
+A converted training episode (.hdf5, `cosmos-policy convert`) plots its executed actions versus its proprio;
+it carries no trace, value or diagnostics.
+
 Reads only the bag (ROS-free); the commander's per-tick trace (``/commander/trace``, recorded by default) gives
 holds, chunk switches and safety ticks; a bag without it still plots commands, joints and value.
 
@@ -129,6 +132,28 @@ def read_episode(bag_path: Path, generation: Optional[str] = None) -> EpisodeSer
     return ep
 
 
+def read_training_episode(path: Path) -> EpisodeSeries:
+    """A converted training episode (HDF5, training/episodes.py): executed actions versus proprio. It has no
+    commander trace, value or diagnostics, so those panels stay empty."""
+    from .episodes import read_episode as read_h5
+
+    e = read_h5(path, load_images=False)
+    if e.qpos.shape[1] != 14 or e.action.shape[1] != 14:
+        raise ValueError(f"{path}: expected the ALOHA layout (14 joints), got qpos {e.qpos.shape} and action {e.action.shape}")
+    t = e.timestamps if e.timestamps is not None else np.arange(e.num_steps) / float(e.fps or 50.0)
+    t = np.asarray(t, dtype=np.float64)
+    score = "" if e.success_score != e.success_score else f"{e.success_score:g}"  # NaN: unlabelled
+    custom = {"episode_id": str(e.attrs.get("episode_id", Path(path).stem)), "task": e.task,
+              "outcome": "success" if e.success else ("unlabelled" if not score else "failure"),
+              "success_score": score, "policy_id": str(e.attrs.get("policy_name", e.attrs.get("policy_id", "?"))),
+              "stop_reason": "?"}
+    ep = EpisodeSeries(name=custom["episode_id"], custom=custom, duration_s=float(t[-1] - t[0]) if t.size else 0.0)
+    for k, side in enumerate(SIDES):
+        ep.measured[side] = (t, e.qpos[:, 7 * k:7 * k + 7])
+        ep.commanded[side] = (t, e.action[:, 7 * k:7 * k + 7])
+    return ep
+
+
 def _commands(group, single, sec) -> Tuple[np.ndarray, np.ndarray]:
     """Arm commands (6 rad) and gripper commands (normalised) sent at the same tick -> (t, (n, 7)); each
     column carries its own latest value forward."""
@@ -235,8 +260,8 @@ def plot_episode(ep: EpisodeSeries, out: Path, dpi: int = 80) -> Dict[str, objec
         ax_hold.text(0.005, 0.5, text, transform=ax_hold.transAxes, fontsize=7, va="center",
                      bbox={"facecolor": "white", "alpha": 0.8, "lw": 0})
     n_ticks = int(held.size) if held is not None else 0
-    ax_hold.set_title(f"holds: {int((held > 0).sum()) if held is not None else 'no trace'} of {n_ticks} ticks held"
-                      f"; {len(switches)} chunk switches (dotted)", fontsize=9)
+    ax_hold.set_title(f"holds: {int((held > 0).sum())} of {n_ticks} ticks held; {len(switches)} chunk switches "
+                      "(dotted)" if held is not None else "holds: not recorded (no commander trace)", fontsize=9)
     ax_hold.set_yticks([])
     if hold_counts:
         ax_hold.legend(fontsize=7, loc="upper right", ncol=4)
@@ -259,7 +284,8 @@ def plot_episode(ep: EpisodeSeries, out: Path, dpi: int = 80) -> Dict[str, objec
         c = np.asarray(c, dtype=np.float64)
         ax_safe.step(t, (c - c[0]) / max(c.max() - c[0], 1), where="post", color="#555555", lw=1,
                      label=f"commander's count (+{int(c[-1] - c[0])})")
-    ax_safe.set_title(f"safety interventions: {n_safety} ticks changed by the final gate", fontsize=9)
+    ax_safe.set_title(f"safety interventions: {n_safety} ticks changed by the final gate" if safety is not None
+                      else "safety interventions: not recorded (no commander trace)", fontsize=9)
     ax_safe.set_yticks([])
     ax_safe.set_xlabel("time (s) from the episode's first message", fontsize=8)
     if n_safety or ep.safety_counts:
@@ -282,25 +308,35 @@ def plot_episode(ep: EpisodeSeries, out: Path, dpi: int = 80) -> Dict[str, objec
 
 
 def report(bag_path: Path, out: Path, generation: Optional[str] = None, dpi: int = 80) -> Dict[str, object]:
-    """Read one episode bag and write its PNG; returns the plot's summary."""
-    return plot_episode(read_episode(Path(bag_path), generation), Path(out), dpi)
+    """Read one episode bag (or converted .hdf5 episode) and write its PNG; returns the plot's summary."""
+    path = Path(bag_path)
+    ep = read_training_episode(path) if _is_h5(path) else read_episode(path, generation)
+    return plot_episode(ep, Path(out), dpi)
+
+
+def _is_h5(p: Path) -> bool:
+    return p.is_file() and p.suffix in (".hdf5", ".h5")
 
 
 def _is_bag(p: Path) -> bool:
-    return p.is_file() and p.suffix in (".mcap", ".db3") or p.is_dir() and (
+    """A bag folder or storage file, or a converted training episode (.hdf5)."""
+    return p.is_file() and p.suffix in (".mcap", ".db3", ".hdf5", ".h5") or p.is_dir() and (
         (p / "metadata.yaml").is_file() or any(p.glob("*.mcap")) or any(p.glob("*.db3")))
 
 
 def find_bags(target: str, search: Sequence[str] = (".",)) -> List[Path]:
-    """A bag (folder or storage file), a folder of bags, or an episode id looked up under ``search``."""
+    """A bag (folder or storage file) or converted episode (.hdf5), a folder of them, or an episode id looked up
+    under ``search``."""
     p = Path(target)
     if p.exists():
         if _is_bag(p):
             return [p]
         if p.is_dir():
             return sorted(c for c in p.iterdir() if _is_bag(c))
-        raise FileNotFoundError(f"{target}: not a bag (expected a bag folder, an .mcap / .db3 file, or a folder of bags)")
-    found = sorted({c for root in search for c in Path(root).rglob(f"*{target}") if _is_bag(c)})
+        raise FileNotFoundError(f"{target}: not a bag (expected a bag folder, an .mcap / .db3 file, a converted "
+                                "episode .hdf5, or a folder of them)")
+    found = sorted({c for root in search for pattern in (f"*{target}", f"*{target}.hdf5")
+                    for c in Path(root).rglob(pattern) if _is_bag(c)})
     if not found:
         raise FileNotFoundError(f"{target}: no such bag, and no bag folder ending with that episode id under "
                                 f"{', '.join(search)} (pass --bags DIR)")
@@ -309,7 +345,8 @@ def find_bags(target: str, search: Sequence[str] = (".",)) -> List[Path]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", metavar="BAG_OR_EPISODE",
-                        help="an episode bag (folder or .mcap), a folder of bags, or an episode id (see --bags)")
+                        help="an episode bag (folder or .mcap), a converted episode (.hdf5), a folder of them, or an "
+                             "episode id (see --bags)")
     parser.add_argument("--out", default=None,
                         help="PNG path (one bag) or folder (several); default: <bag>.png beside each bag")
     parser.add_argument("--bags", nargs="+", default=["."], help="where to look up an episode id (default: .)")

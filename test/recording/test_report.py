@@ -73,6 +73,19 @@ def test_cli_writes_one_png_per_episode_and_finds_an_episode_by_id(demo_bag, tmp
     _png_size(png)
 
 
+def test_report_of_the_converted_episode_plots_actions_against_proprio(demo_bag, tmp_path):
+    from cosmos_policy_training.convert import ConvertConfig, convert_all
+    from cosmos_policy_training.report import report
+
+    [res] = convert_all([str(demo_bag)], ConvertConfig(output_dir=str(tmp_path / "eps")), progress=False)
+    assert res.status == "ok", res
+    png = tmp_path / "converted.png"
+    summary = report(Path(res.output), png)
+    _png_size(png)
+    assert len(summary["axes"]) == 17
+    assert summary["axes"][14] == "holds: not recorded (no commander trace)"  # a training episode keeps no trace
+
+
 def test_cli_names_a_missing_bag_clearly(tmp_path, capsys):
     from cosmos_policy_ros.cli import main
 
