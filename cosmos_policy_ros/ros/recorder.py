@@ -250,8 +250,12 @@ def make_node_class():
                 except Exception:  # the graph is being torn down
                     return
                 offers = [offered_qos_from_profile(i.qos_profile) for i in infos]
+                if offers != self._offers.get(spec.topic):  # publishers changed: an old rmw report is stale
+                    self._incompatible_events.pop(spec.topic, None)
                 self._offers[spec.topic] = offers
                 self.writer.set_offered_qos(spec.topic, offers)
+                if not offers and spec.topic in self._sub_policies:
+                    continue  # nobody to match: keep the subscription a returning publisher last matched
                 wanted = match_policies(offers, self.reliability, self.durability)
                 if self._sub_policies.get(spec.topic) != wanted:
                     if spec.topic in self._sub_policies:

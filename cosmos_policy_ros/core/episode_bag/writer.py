@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .format import (EPISODE_EVENT_TYPE, EpisodeMeta, OfferedQos, RecorderSetupError, TopicSpec, normalise_outcome,
+from .format import (EPISODE_EVENT_TYPE, EpisodeMeta, OfferedQos, RecorderSetupError, TopicSpec,
                      safe_episode_id, update_bag_custom_data, write_label_file)
 from .lean_mcap import lean_writer_class
 
