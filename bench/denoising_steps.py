@@ -97,9 +97,11 @@ def main(argv=None) -> int:
     p.add_argument("--rtc-method", default="replace", choices=("replace", "guided"),
                    help="the method of the stream-rtc row (extra rows: --rtc-methods)")
     p.add_argument("--rtc-methods", default="", help="extra rows stream-rtc-<method> (e.g. guided)")
-    p.add_argument("--rtc-schedule", default="exp", choices=("exp", "linear", "ones", "zeros"))
+    p.add_argument("--rtc-schedule", default="ones", choices=("exp", "linear", "ones", "zeros"),
+                   help="weights past the frozen prefix (default: ones, the whole overlap kept; the choice of "
+                        "bench/policy_success_ros.py RTC_BEST, docs/runtime.md)")
     p.add_argument("--rtc-delay-margin", type=int, default=2)
-    p.add_argument("--execution-horizon", type=int, default=0,
+    p.add_argument("--execution-horizon", type=int, default=25,
                    help="stream-rtc: ticks from one observation to the next (0: the stream schedule's)")
     p.add_argument("--margin-ticks", type=int, default=8, help="stream: chunk arrives this many ticks before the end "
                    "of the running one (the policy node's replan_margin 0.3 s)")
