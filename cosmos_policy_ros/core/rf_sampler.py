@@ -168,8 +168,9 @@ def rf_sample(denoiser: Callable[[torch.Tensor, float, float], torch.Tensor], x_
     sched = make_scheduler(n_calls, cfg)
     x = x_T.to(torch.float64)
     x0 = x
-    view = EDMView(denoiser) if inpaint is not None else None
-    inpainted = InpaintingDenoiser(view, inpaint) if inpaint is not None else None
+    active = inpaint is not None and inpaint.method != "off"  # off: the plain loop, bit for bit
+    view = EDMView(denoiser) if active else None
+    inpainted = InpaintingDenoiser(view, inpaint) if active else None
     for i in range(n_calls):
         sigma = float(sched.sigmas[i])
         timestep = float(sched.timesteps[i]) / cfg.num_train_timesteps

@@ -322,3 +322,46 @@ def test_planner_refuses_a_predict25_model_instead_of_scoring_at_wrong_noise_lev
     Planner(make_tiny_policy(0))  # Predict2: fine
     with pytest.raises(ValueError, match="planner supports the Predict2 backbone only"):
         Planner(make_tiny_policy(0, backbone="predict2.5"))
+
+
+# ---- real-time-chunking inpainting through the RF sampler --------------------------------------------
+def _inp(method, frame=2, shape=(1, 3, 2, 3)):
+    from cosmos_policy_ros.core.sampler import Inpainting
+    g = torch.Generator().manual_seed(7)
+    target = torch.randn(shape, generator=g, dtype=torch.float64)
+    w = torch.zeros(shape, dtype=torch.float64)
+    w[:, :, 0] = 1.0  # first latent row frozen
+    w[:, :, 1] = 0.5  # second pulled half-way
+    return Inpainting(frame, target, w, method), target
+
+
+@pytest.mark.parametrize("method", ["replace", "guided"])
+def test_rf_inpainting_freezes_the_prefix_exactly_and_keeps_batches_equal(method):
+    g = torch.Generator().manual_seed(3)
+    clean = torch.randn(1, 3, 4, 2, 3, generator=g, dtype=torch.float64).expand(3, -1, -1, -1, -1).clone()
+    stages = [Stage("policy", (0, 1), 5)]
+    cfg = RFSamplerConfig()
+    inp, target = _inp(method)
+    free = run_rf_stages(_toy_net, clean, stages, [1, 2, 3], cfg).x0
+    with torch.no_grad():  # guided enables gradients for its vector-Jacobian product only
+        out = run_rf_stages(_toy_net, clean, stages, [1, 2, 3], cfg, inpaint=inp).x0
+    assert torch.equal(out[:, :, 2, 0], target[:, :, 0].expand(3, -1, -1))  # frozen values: the target exactly
+    assert (out[:, :, 2, 1] - free[:, :, 2, 1]).abs().max() > 1e-3  # the ramp pulls the rest
+    assert torch.equal(out[:, :, :2], clean[:, :, :2])  # conditioning frames stay clean
+    with torch.no_grad():
+        one = run_rf_stages(_toy_net, clean[1:2], stages, [2], cfg, inpaint=inp).x0
+    torch.testing.assert_close(out[1:2], one, rtol=0, atol=1e-12)
+    off, _ = _inp("off")
+    assert torch.equal(run_rf_stages(_toy_net, clean, stages, [1, 2, 3], cfg, inpaint=off).x0, free)
+
+
+def test_predict25_policy_chunk_keeps_the_frozen_prefix_for_every_candidate(tiny25):
+    from cosmos_policy_ros.core.rtc import ChunkPrefix
+    obs = make_observation(tiny25)
+    target = tiny25.infer(obs, seed=1, decode_images=False).actions.astype(np.float64)[::-1].copy()
+    for method in ("replace", "guided"):
+        outs = tiny25.infer_batch(obs, [1, 2, 3], prefix=ChunkPrefix(target, frozen=5, method=method),
+                                  decode_images=False)
+        for o in outs:
+            np.testing.assert_array_equal(o.actions[:5], target[:5].astype(np.float32))
+            assert np.all(np.isfinite(o.actions))
