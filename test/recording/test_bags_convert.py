@@ -358,9 +358,15 @@ def test_cut_episode_can_be_labelled_afterwards(tmp_path, typestore):
     res = convert_all([str(cut)], ConvertConfig(output_dir=str(tmp_path / "eps"), recover=True), progress=False)
     assert res[0].status == "ok" and res[0].success is False and res[0].success_score == pytest.approx(0.3)
     assert read_episode(Path(res[0].output)).attrs["note"] == "arm stalled"
-    # the label travels into the closed copy `bags reindex` writes
-    with open_bag(reindex_bag(cut)) as b:
+    # the label travels into the closed copy `bags reindex` writes; a later relabel reaches that copy too
+    copy = reindex_bag(cut)
+    with open_bag(copy) as b:
         assert b.info.custom_data["outcome"] == "partial"
+    w = _writer(tmp_path, typestore)
+    ok, text, _ = w.label("cut_ep", "success", float("nan"))
+    w.close()
+    assert ok and copy.name in text, text
+    assert read_custom_data(copy)["outcome"] == read_custom_data(cut)["outcome"] == "success"
 
 
 def test_joint_states_are_read_by_name(tmp_path, typestore):

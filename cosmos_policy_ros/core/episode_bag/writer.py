@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from .format import (EPISODE_EVENT_TYPE, EpisodeMeta, OfferedQos, RecorderSetupError, TopicSpec,
+from .format import (EPISODE_EVENT_TYPE, REINDEXED_SUFFIX, EpisodeMeta, OfferedQos, RecorderSetupError, TopicSpec,
                      safe_episode_id, update_bag_custom_data, write_label_file)
 from .lean_mcap import lean_writer_class
 
@@ -316,6 +316,10 @@ class EpisodeBagWriter:
             else:  # cut by a crash or a full disk: no metadata.yaml to hold it
                 write_label_file(bag, data)
                 where = f"; its recording was cut, label stored in {bag.name}/episode_label.yaml"
+                copy = bag.with_name(bag.name + REINDEXED_SUFFIX)
+                if (copy / "metadata.yaml").exists():  # the closed copy is what convert reads
+                    update_bag_custom_data(copy, data)
+                    where += f" and in {copy.name}"
         except OSError as exc:
             return False, f"could not store the label for {episode_id!r} in {bag}: {exc}", str(bag)
         return True, f"labelled {episode_id!r} {meta.outcome} ({meta.success_score:g}){where}", str(bag)
