@@ -15,7 +15,10 @@ Time model (all times in seconds, passed in by the caller; nothing here reads a 
 * When the running chunk ends before the next one arrives, the caller holds: chunks are never padded and
   never extrapolated. A chunk that arrives after its last planned tick is rejected.
 * A chunk is checked whole on arrival (:func:`validate_chunk`) before any of its actions can run: action_dim,
-  every value finite, period, stamp not in the future beyond a tolerance, not older than its own horizon.
+  every value finite, period, stamp not in the future beyond a tolerance; then by :meth:`ChunkSplicer.add_chunk`:
+  not older than its own horizon, counted from the tick the robot stopped moving (a robot that has held still
+  since before the observation can still start it: inference slower than a chunk) and never from before the
+  commander's first tick.
   Ordering (a chunk must be observed after the newest accepted one) restarts at an episode start or an
   e-stop reset (:meth:`ChunkSplicer.restart_order`), so no earlier stamp can keep blocking later chunks.
 """
@@ -93,9 +96,8 @@ def validate_chunk(chunk: Chunk, config: SpliceConfig, now: float,
     """Check a whole chunk on arrival; (reason, detail) when it must be rejected, else None.
 
     Reasons: "action_dim", "nonfinite" (any value of any action), "period", "future_stamp" (stamped more than
-    ``future_tolerance`` s after ``now``), "expired" (every action planned for a time already past: the stamp
-    is older than the chunk's horizon). The detail names the values (first non-finite action and index, the
-    offset of the stamp).
+    ``future_tolerance`` s after ``now``). The detail names the values (first non-finite action and index, the
+    offset of the stamp). The age check needs the hold state: :meth:`ChunkSplicer.add_chunk` ("expired").
     """
     if chunk.action_dim != config.action_dim:
         return "action_dim", f"{chunk.action_dim} values per action, expected {config.action_dim}"
@@ -111,9 +113,6 @@ def validate_chunk(chunk: Chunk, config: SpliceConfig, now: float,
     if ahead > future_tolerance:
         return "future_stamp", (f"stamped {ahead:.3f} s in the future (tolerance {future_tolerance:g} s; "
                                 f"clock skew or a bad stamp)")
-    if -ahead > chunk.horizon * chunk.period:
-        return "expired", (f"observed {-ahead:.3f} s ago, longer than its horizon "
-                           f"({chunk.horizon} x {chunk.period:g} s)")
     return None
 
 
@@ -249,12 +248,17 @@ class ChunkSplicer:
         base = clock.tick_of(chunk.stamp)
         end = self.end_tick()
         margin = None if end is None else end - next_tick
-        expired = f"its last action was planned before tick {next_tick}"
+        expired = (f"its {chunk.horizon} actions were planned for ticks {base}..{base + chunk.horizon - 1}, "
+                   f"before the robot stopped moving (tick {self._hold_since}) or the next tick ({next_tick})")
         if self._active is None:
             # The robot stood still since `_hold_since`: start where the plan meets a standing robot.
             start_index = max(0, self._hold_since - base)
             if start_index >= chunk.horizon:
                 return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin, detail=expired)
+            if base + chunk.horizon <= 0:  # a stale plan: every action before the commander's first tick
+                return Acceptance(False, "expired", chunk.chunk_id, margin_ticks=margin,
+                                  detail=f"its {chunk.horizon} actions were planned for ticks {base}.."
+                                         f"{base + chunk.horizon - 1}, before the commander's first tick (0)")
             self._active = _Active(chunk, next_tick - start_index)
             self._previous = None
             self._switch_tick = None

@@ -16,8 +16,8 @@ ignored; a missing, duplicate or non-finite joint (or an unnamed message without
 fault with a message naming it.
 
 Chunks are validated whole on arrival (:func:`~cosmos_policy_ros.core.chunking.validate_chunk`: action_dim,
-finite everywhere, period, stamp not in the future beyond ``chunk_future_tolerance``, not older than its own
-horizon); a rejected chunk never runs an action, is counted and reported with its reason and stamp
+finite everywhere, period, stamp not in the future beyond ``chunk_future_tolerance``; then the splicer: not older
+than its own horizon, counted from the tick the robot stopped moving); a rejected chunk never runs an action, is counted and reported with its reason and stamp
 (:attr:`CommanderLogic.last_rejection`), and leaves no ordering state behind.
 
 Hold rules (the robot holds the last command sent; before the first command, its measured position):
