@@ -220,7 +220,8 @@ ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
 
 def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execution_horizon: int = 0,
                        margin_ticks: int = 8, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
-                       policy_seed: Optional[int] = None) -> RolloutResult:
+                       policy_seed: Optional[int] = None,
+                       on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> RolloutResult:
     """One episode with the ROS graph's streaming execution, simulated tick by tick without ROS.
 
     The policy is queried while the robot moves; its chunk becomes available ``delay_ticks`` 25 Hz ticks after
@@ -234,6 +235,7 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
     rtc: a :class:`cosmos_policy_ros.core.rtc.RtcConfig`; with a method other than off each chunk is inpainted
     toward the running one (frozen prefix ``delay_ticks + rtc.delay_margin``).
     The episode's budget is its ``max_steps`` of executed ticks (held ticks come on top, as in the pause loop).
+    on_step: called as ``on_step(t, action)`` with each executed (not held) action, ``t`` its executed-tick number.
     """
     from cosmos_policy_ros.core.rtc import RtcConfig, build_prefix
 
@@ -300,6 +302,8 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
             pending = (pending[0], pending[1], pending[2] - 1)  # the arrival comes one held tick closer
             continue
         a = chunk[i]
+        if on_step is not None:
+            on_step(t, a)
         tick(a)
         last = a
         t += 1

@@ -108,3 +108,38 @@ def test_observe_before_pause_plans_from_the_moving_robot_and_executes_after_the
         np.testing.assert_array_equal(b.images[cam][h], a.images[cam][h])
     np.testing.assert_allclose(b.action[h:], a.action[h:])  # the same observation, the same chunk
     assert np.abs(b.qpos[h + 1] - a.qpos[h + 1]).max() > 1e-4  # but executed from where the hold left the arms
+
+
+def test_streaming_with_rtc_keeps_the_executed_actions_and_removes_the_switch_jump(setup):
+    """The ROS-free streaming loop (the graph's splice by observation time, simulated with an inference delay):
+    with RTC every new chunk starts with exactly the actions the robot executed meanwhile."""
+    from cosmos_policy_ros.core.rtc import RtcConfig
+    from cosmos_policy_training.rollouts import run_stream_episode
+
+    policy, sim = setup
+    calls = []
+
+    class Recording:  # the tiny policy, recording each query's prefix and chunk
+        horizon, period, layout = policy.horizon, policy.period, policy.layout
+
+        def infer(self, obs, seed=None, prefix=None):
+            out = policy.infer(obs, seed=seed, **({"prefix": prefix} if prefix is not None else {}))
+            calls.append((prefix, np.asarray(out.actions, dtype=np.float64)))
+            return out
+
+    executed = {}
+    on_step = lambda t, a: executed.__setitem__(t, np.array(a))  # noqa: E731
+    rtc = run_stream_episode(Recording(), sim, 3, delay_ticks=4, rtc=RtcConfig("replace", delay_margin=1),
+                             execution_horizon=10, image_size=SIZE, on_step=on_step)
+    assert rtc.queries == 4 and rtc.held_ticks == 4  # held only while the first chunk was computed
+    assert calls[0][0] is None  # nothing ran before the first chunk
+    for k, (prefix, actions) in enumerate(calls[1:], start=1):
+        obs_t = 10 * k
+        previous = calls[k - 1][1]
+        assert prefix.frozen == 5  # 4 delay ticks + 1 margin
+        # the target is the running chunk from the observation's tick on
+        np.testing.assert_allclose(prefix.target, previous[10:], rtol=0, atol=0)
+        for j in range(4):  # the delay ticks ran the previous chunk: the new one starts with exactly those
+            np.testing.assert_allclose(actions[j], executed[obs_t + j], rtol=0, atol=1e-6)
+        # the switch tick sends the new chunk's action 4, still frozen: the running chunk's own plan for that tick
+        np.testing.assert_allclose(executed[obs_t + 4], previous[10 + 4], rtol=0, atol=1e-6)
