@@ -722,7 +722,8 @@ def _policy_dir(d: Path, layout: str) -> Path:
     return d
 
 
-def resolve_policy_source(source: Union[str, Path], layout: str, local_files_only: bool = False) -> Path:
+def resolve_policy_source(source: Union[str, Path], layout: str, local_files_only: bool = False,
+                          hf_cache_dir: Optional[str] = None) -> Path:
     """A policy directory from a local path, a HF repo id, ``owner/name/sub/folder`` or a Predict2.5 model repo
     (``nvidia/Cosmos-Predict2.5-2B``: the layout's released policy subfolder, either spelling)."""
     s = str(source)
@@ -732,18 +733,25 @@ def resolve_policy_source(source: Union[str, Path], layout: str, local_files_onl
     parts = s.split("/")
     if len(parts) > 2 and is_repo_id("/".join(parts[:2])) and not p.exists():
         repo, sub = "/".join(parts[:2]), "/".join(parts[2:])
-        root = resolve_source(repo, local_files_only=local_files_only, allow_patterns=[f"{sub}/*"])
+        root = resolve_source(repo, cache_dir=hf_cache_dir, local_files_only=local_files_only,
+                              allow_patterns=[f"{sub}/*"])
         if not (root / sub).is_dir():
             raise CheckpointError(f"checkpoint source {s!r}: {repo} has no folder {sub!r}")
         return root / sub
     subs = released_subfolders(s, layout) if is_repo_id(s) else ()
+    released = [b for b in BACKBONES.values() if b.hf_repo is not None and b.hf_repo.lower() == s.lower()]
+    if released and not subs:
+        raise CheckpointError(f"{s} holds released policies for layouts {sorted(released[0].hf_subfolders)} only, "
+                              f"got layout {layout!r} (there is no {released[0].title} {layout} policy: train one "
+                              "with `cosmos-policy train --backbone " + released[0].name + "`)")
     if subs:
-        root = resolve_source(s, local_files_only=local_files_only, allow_patterns=[f"{sub}/*" for sub in subs])
+        root = resolve_source(s, cache_dir=hf_cache_dir, local_files_only=local_files_only,
+                              allow_patterns=[f"{sub}/*" for sub in subs])
         for sub in subs:
             if (root / sub).is_dir():
                 return root / sub
         raise CheckpointError(f"checkpoint source {s!r}: none of {list(subs)} found for layout {layout!r}")
-    return resolve_source(s, local_files_only=local_files_only)
+    return resolve_source(s, cache_dir=hf_cache_dir, local_files_only=local_files_only)
 
 
 def load_checkpoint(source: Union[str, Path], vae_source: Optional[Union[str, Path]] = None,

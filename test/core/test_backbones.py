@@ -365,3 +365,28 @@ def test_predict25_policy_chunk_keeps_the_frozen_prefix_for_every_candidate(tiny
         for o in outs:
             np.testing.assert_array_equal(o.actions[:5], target[:5].astype(np.float32))
             assert np.all(np.isfinite(o.actions))
+
+
+def test_released_predict25_policy_resolves_from_the_model_repo_by_layout(tmp_path):
+    """`nvidia/Cosmos-Predict2.5-2B` + a layout -> its released subfolder (either spelling), offline from the
+    huggingface_hub cache; the owner/name/sub/folder form too."""
+    assert ck.released_subfolders("nvidia/Cosmos-Predict2.5-2B", "robocasa") == (
+        "robot/policy/robocasa", "robot/cosmos-policy/robocasa")
+    assert ck.released_subfolders("nvidia/Cosmos-Policy-ALOHA-Predict2-2B", "aloha") == ()
+    hf = tmp_path / "hf"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = hf / "models--nvidia--Cosmos-Predict2.5-2B"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snap = repo / "snapshots" / commit
+    for sub in ("robot/cosmos-policy/libero", "robot/policy/robocasa"):
+        (snap / sub).mkdir(parents=True)
+        (snap / sub / "model.pt").write_bytes(b"")
+    kw = dict(local_files_only=True, hf_cache_dir=str(hf))
+    assert ck.resolve_policy_source("nvidia/Cosmos-Predict2.5-2B", "libero", **kw) == snap / "robot/cosmos-policy/libero"
+    assert ck.resolve_policy_source("nvidia/Cosmos-Predict2.5-2B", "robocasa", **kw) == snap / "robot/policy/robocasa"
+    assert ck.resolve_policy_source("nvidia/Cosmos-Predict2.5-2B/robot/policy/robocasa", "aloha", **kw) == \
+        snap / "robot/policy/robocasa"
+    with pytest.raises(ck.CheckpointError,
+                       match=r"released policies for layouts \['libero', 'robocasa'\] only, got layout 'aloha'"):
+        ck.resolve_policy_source("nvidia/Cosmos-Predict2.5-2B", "aloha", **kw)
