@@ -28,6 +28,10 @@ ROLL = JOINT_NAMES.index("left_forearm_roll")
 SHOULDER = JOINT_NAMES.index("left_shoulder")
 DEFAULT_AMPLITUDE = 0.05  # rad
 DEFAULT_CYCLE = 1000  # plan steps per phase turn (40 s at 25 Hz)
+#: Offsets of the joints the phase leaves alone, per ``pose`` (both arms): "start" is ALOHA's start pose
+#: (shoulder -0.96, elbow 1.16, wrist angle -0.3 rad); waist and forearm roll stay 0 so decoding still works.
+POSES = {"zero": np.zeros(ACTION_DIM),
+         "start": np.array([0.0, -0.96, 1.16, 0.0, -0.3, 0.0, 0.0] * 2)}
 
 
 def encode_plan_steps(steps: np.ndarray, amplitude: float = DEFAULT_AMPLITUDE, cycle: int = DEFAULT_CYCLE) -> np.ndarray:
@@ -68,7 +72,7 @@ class LatencyPolicyTestDouble:
                  first_latency: Optional[float] = None, policy_id: str = "latency-test-double",
                  instructions: Sequence[str] = (), future_image_size: int = 32,
                  amplitude: float = DEFAULT_AMPLITUDE, cycle: int = DEFAULT_CYCLE, busy: bool = False,
-                 mode_shift: float = 0.0):
+                 mode_shift: float = 0.0, pose: str = "zero"):
         if latency < 0 or (first_latency is not None and first_latency < 0):
             raise ValueError(f"latency: expected >= 0 seconds, got {latency} / {first_latency}")
         if horizon < 1 or period <= 0:
@@ -89,6 +93,12 @@ class LatencyPolicyTestDouble:
         # each chunk picks "another mode": its shoulder joints sit mode_shift rad away from the previous chunk's
         # (a switch without real-time chunking jumps by that much; with it the frozen prefix hides it)
         self.mode_shift = float(mode_shift)
+        # the joints the phase leaves alone: "zero" (arms stretched out: in the simulator the two grippers then
+        # touch in the middle, and that contact makes the arms' response depend on timing) or "start" (ALOHA's
+        # start pose: shoulder, elbow and wrist angle folded, arms apart)
+        if pose not in POSES:
+            raise ValueError(f"pose: expected one of {sorted(POSES)}, got {pose!r}")
+        self.pose = pose
         self.fault = ""
         self.calls = 0
         self.cancelled = 0
@@ -110,9 +120,11 @@ class LatencyPolicyTestDouble:
                 kwargs[key] = value.strip().lower() in ("1", "true", "yes")
             elif key == "policy_id":
                 kwargs[key] = value
+            elif key == "pose":
+                kwargs[key] = value.strip()
             else:
                 raise ValueError(f"test double spec {spec!r}: unknown key {key!r}; expected latency, first_latency, "
-                                 "period, amplitude, horizon, cycle, future_image_size, policy_id, busy, mode_shift")
+                                 "period, amplitude, horizon, cycle, future_image_size, policy_id, busy, mode_shift, pose")
         return cls(**kwargs)
 
     @property
@@ -134,7 +146,7 @@ class LatencyPolicyTestDouble:
     def chunk_for(self, stamp: float) -> np.ndarray:
         """(horizon, 14) actions the double plans for an observation taken at ``stamp``."""
         steps = stamp / self.period + np.arange(self.horizon)
-        return encode_plan_steps(steps, self.amplitude, self.cycle)
+        return encode_plan_steps(steps, self.amplitude, self.cycle) + POSES[self.pose]
 
     def _wait(self, seconds: float, cancel: Optional[Callable[[], bool]] = None) -> None:
         deadline = time.perf_counter() + seconds

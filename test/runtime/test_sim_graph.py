@@ -1,12 +1,10 @@
 """The sim graph from the shared definition (sim bridge + policy node + commander, subprocesses): the commander's
 commands drive the simulated followers, whose joint states and cameras feed the policy node back."""
-import time
-
 import numpy as np
 import pytest
 
 from cosmos_policy_ros.ros.commander_logic import HOLD_RUNNING, TRACE_FIELDS
-from cosmos_policy_ros.ros.harness import Collector, launch, wait_for_publishers
+from cosmos_policy_ros.ros.harness import Collector, launch, wait_for, wait_for_publishers
 
 F = {name: i for i, name in enumerate(TRACE_FIELDS)}
 NF = len(TRACE_FIELDS)
@@ -19,10 +17,15 @@ def test_sim_graph_closes_the_loop(ros_session, node_log_dir, trace_watcher_cls)
     from cosmos_policy_ros.ros.graph import graph_nodes
 
     h, w = 96, 128  # small frames keep rendering cheap on a 2-core machine
-    # The double's waist sine is phased by wall time; a 6 s cycle (150 plan steps) makes any 3 s window sweep at
-    # least 0.08 rad, so the check never lands on a flat crest (a 40 s cycle can, on a slow machine).
+    # The double's waist sine is phased by wall time; a 6 s cycle (150 plan steps) makes any 75 commanded ticks
+    # (half a cycle, more if ticks are missed) sweep at least 0.08 rad, so the check never lands on a flat crest.
+    # pose=start: the other joints hold ALOHA's start pose. With the arms stretched out (the double's zero pose)
+    # the two grippers touch in the middle of the simulated table, and how that contact settles depends on the
+    # timing of the first commands: the waist then follows at anywhere from 0.4x to 1.1x of its command, which
+    # fails the check on an unlucky run. With the arms apart it follows at ~1x whatever the timing
+    # (test/sim/test_double_in_sim.py).
     amplitude, cycle = 0.08, 150
-    spec = f"test-double:latency=0.3,amplitude={amplitude},cycle={cycle}"
+    spec = f"test-double:latency=0.3,amplitude={amplitude},cycle={cycle},pose=start"
     nodes = graph_nodes("sim", {"checkpoint": spec, "task": "transfer the cube", "record": False},
                         node_parameters={"sim_bridge": {"image_height": h, "image_width": w, "max_steps": 100000},
                                          "policy": {"image_height": h, "image_width": w}})
@@ -39,17 +42,25 @@ def test_sim_graph_closes_the_loop(ros_session, node_log_dir, trace_watcher_cls)
         # the window opens once joint states reach this process too.
         js.wait(len(js) + 1, timeout=30.0)
         n_js, i_window = len(js), len(watcher.rows())
-        time.sleep(3.0)
-        rows = [r for r in watcher.rows()[max(i_run, i_window):] if r[F["hold_code"]] == HOLD_RUNNING]
+
+        def running_rows():
+            return [r for r in watcher.rows()[max(i_run, i_window):] if r[F["hold_code"]] == HOLD_RUNNING]
+
+        # The window is counted, not timed: 75 running commander ticks (3 s of commands) and 150 joint states
+        # (3 s of 50 Hz physics steps, one state each), however long a loaded machine takes to produce them.
+        try:
+            wait_for(lambda: len(running_rows()) >= 75 and len(js) - n_js >= 150, 60.0, interval=0.05,
+                     what="75 running ticks and 150 simulated steps")
+        except TimeoutError as exc:
+            raise AssertionError(f"{exc}: {len(running_rows())} ticks, {len(js) - n_js} joint states\n"
+                                 + "\n".join(p.output()[-2000:] for p in procs))
+        rows = running_rows()
         states = js.snapshot()[n_js:]
         assert all(p.alive() for p in procs), "\n".join(p.output()[-2000:] for p in procs)
-    assert len(rows) > 25, f"only {len(rows)} running ticks in 3 s"
     commanded_waist = np.array([r[NF + 0] for r in rows])
     measured_waist = np.array([s.position[0] for s in states])
-    assert len(states) > 50, f"only {len(states)} joint states in 3 s (the sim steps at 50 Hz)"
     assert np.ptp(commanded_waist) > 0.5 * amplitude  # the test double's plan moves the left waist
-    # The simulated left waist follows the commands. Tracking is loose: the double holds the other joints at 0
-    # (arm stretched out, weak wrist servos), which couples into the waist (seen: up to 1.5x its commanded angle).
+    # The simulated left waist follows the commands (a position servo, ~0.2 s behind).
     assert np.ptp(measured_waist) > 0.5 * np.ptp(commanded_waist)
-    margin = amplitude  # the stretched-out arm overshoots the commanded waist by up to ~1.5x
+    margin = amplitude
     assert measured_waist.min() > commanded_waist.min() - margin and measured_waist.max() < commanded_waist.max() + margin
