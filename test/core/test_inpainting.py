@@ -190,3 +190,29 @@ def test_policy_chunk_keeps_the_frozen_prefix_for_every_candidate(tiny_policy, o
             assert np.all(np.isfinite(o.actions))
         one = pol.infer(observation, seed=2, prefix=p)
         np.testing.assert_allclose(outs[1].actions, one.actions, rtol=0, atol=1e-5)
+
+
+def test_running_chunk_follows_what_the_commander_really_executes():
+    from cosmos_policy_ros.core.rtc import RunningChunk
+
+    a1, a2 = np.full((50, 14), 1.0), np.full((50, 14), 2.0)
+    rc = RunningChunk(0.04, refusal_grace=0.2)
+    assert rc.running(now=0.0) is None  # nothing published yet
+    rc.published(1, stamp=10.0, actions=a1, now=10.5)
+    actions, base = rc.running(now=10.5)
+    assert actions is not None and base == 10.0  # no trace yet: as stamped (the commander splices by stamp)
+    # cold start: the commander re-based chunk 1 to start at its first action at t = 10.52
+    rc.on_trace(1, 0, 10.52, held=False)
+    rc.on_trace(1, 3, 10.64, held=False)
+    assert rc.running(now=10.7)[1] == pytest.approx(10.52)
+    # chunk 2 published; the trace still shows chunk 1 for a moment: chunk 2 is in flight and will be spliced in
+    rc.published(2, stamp=11.0, actions=a2, now=11.4)
+    actions, base = rc.running(now=11.45)
+    assert actions[0, 0] == 2.0 and base == 11.0
+    # much later the commander still runs chunk 1: chunk 2 was refused, chunk 1 is what runs
+    rc.on_trace(1, 25, 11.52, held=False)
+    actions, base = rc.running(now=11.7)
+    assert actions[0, 0] == 1.0 and base == pytest.approx(10.52)
+    # holding: nothing runs, nothing is frozen
+    rc.on_trace(-1, -1, 11.56, held=True)
+    assert rc.running(now=11.7) is None
