@@ -155,7 +155,7 @@ class Model:
                 self.anchor_allowed = True
 
 
-@settings(max_examples=600, deadline=None, derandomize=True, database=None,
+@settings(max_examples=1000, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(events=st.lists(event, min_size=1, max_size=80), max_deviation=st.sampled_from([0.0, 0.3]))
 def test_published_stream_never_exceeds_the_step_or_joint_limits(events, max_deviation):
