@@ -1,11 +1,13 @@
 """Helpers for the lifecycle tests: the sim graph with the episode manager between policy and commander."""
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
 
+from cosmos_policy_ros.core.robot import JS_NAMES
 from cosmos_policy_ros.ros.commander_logic import TRACE_FIELDS
 
 F = {name: i for i, name in enumerate(TRACE_FIELDS)}
@@ -102,6 +104,39 @@ class ManagerClient:
             pos = np.asarray(self.js[s].wait(1, 10.0)[-1].position)
             out += list(pos[:6]) + [float(conv.joint_to_command(pos[6]))]
         return np.array(out)
+
+
+class FakeFollower:
+    """Publishes both followers' joint states at 50 Hz: ``positions`` in the Interbotix order and names until
+    :meth:`set` changes them (names and positions as published)."""
+
+    def __init__(self, node, positions):
+        from sensor_msgs.msg import JointState
+
+        self.node = node
+        self.pubs = {s: node.create_publisher(JointState, f"/follower_{s}/joint_states", 10) for s in ("left", "right")}
+        self.names = list(JS_NAMES)
+        self.positions = [float(v) for v in positions]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def set(self, names, positions):
+        self.names, self.positions = list(names), [float(v) for v in positions]
+
+    def _run(self):
+        from sensor_msgs.msg import JointState
+
+        while not self._stop.is_set():
+            for pub in self.pubs.values():
+                msg = JointState(name=self.names, position=self.positions)
+                msg.header.stamp = self.node.get_clock().now().to_msg()
+                pub.publish(msg)
+            time.sleep(0.02)
+
+    def close(self):
+        self._stop.set()
+        self._thread.join()
 
 
 @pytest.fixture

@@ -103,3 +103,55 @@ def test_episode_start_refuses_while_estopped_or_running(ros_session, node_log_d
             rc, out = _cli("reset")
             assert rc == 0 and "reset: ok" in out, out
         assert all(p.alive() for p in procs)
+
+
+def test_episode_start_through_the_manager_refuses_a_running_episode_unless_restart(ros_session, node_log_dir,
+                                                                                   manager_client_cls):
+    from cosmos_policy_ros.core.episode import DEFAULT_START_POSE
+    from cosmos_policy_ros.core.robot import gripper_convention
+    from cosmos_policy_ros.msg import EpisodeEvent
+    from cosmos_policy_ros.ros.graph import graph_nodes
+
+    from .conftest import MANAGER_CHUNKS, FakeFollower
+
+    START, STOP = EpisodeEvent.START, EpisodeEvent.STOP
+    client = manager_client_cls(ros_session)
+    events = Collector(client.node, EpisodeEvent, "/episode", 50)
+    # a follower standing at the start pose: the manager's start move is reached at once
+    arm, grip = list(DEFAULT_START_POSE[:6]), float(gripper_convention("aloha2").command_to_joint(DEFAULT_START_POSE[6]))
+    follower = FakeFollower(client.node, arm + [grip, 0.03, -0.03])
+    commander = [n.spec for n in graph_nodes("aloha", {"record": False, "task": "fold"},
+                                             node_parameters={"commander": {"chunk_topic": MANAGER_CHUNKS}})
+                 if n.name == "commander"]
+    manager = NodeSpec(module="cosmos_policy_ros.ros.episode_manager", name="episode_manager",
+                       parameters={"camera_topics": [""], "require_policy_ok": False, "prep_enabled": False})
+    try:
+        with launch(commander + [manager], node_log_dir) as procs:
+            client.wait_state("IDLE", 60, procs)
+            deadline = time.monotonic() + 60
+            while True:  # start = start pose, then go; retried until discovery has matched everything
+                rc, out = _cli("start")
+                if rc == 0 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert rc == 0 and "go: ok" in out, out + procs[-1].output()[-3000:]
+            client.wait_state("RUNNING", 10, procs)
+            wait_for(lambda: any(e.event == START for e in events.snapshot()), 10.0, what="the START event")
+            first_id = [e for e in events.snapshot() if e.event == START][-1].episode_id
+
+            n = len(events)
+            rc, out = _cli("start")
+            assert rc == 1 and "start: refused: start refused in state RUNNING" in out, out
+            assert "cosmos-policy episode start --restart" in out, out
+            assert _new_events(events, n) == [] and client.state()["state"] == "RUNNING"
+
+            rc, out = _cli("start", "--restart")
+            assert rc == 0 and "stop: ok" in out and "go: ok" in out, out
+            wait_for(lambda: len(events) >= n + 2, 10.0, what="STOP + START of the restart")
+            evs = events.snapshot()[n:]
+            assert [(e.event, e.reason) for e in evs] == [(STOP, "operator"), (START, "")]
+            assert evs[0].episode_id == first_id and evs[1].episode_id != first_id
+            rc, out = _cli("stop")
+            assert rc == 0, out
+    finally:
+        follower.close()

@@ -1,7 +1,6 @@
 """The episode manager reads follower joint states by name, over DDS: a follower that lists its joints in another
 order with an extra joint is understood (the start move begins at the measured pose); a joint state missing a
 joint, or without names, refuses a start with a message naming the problem."""
-import threading
 import time
 
 import numpy as np
@@ -11,6 +10,8 @@ from cosmos_policy_ros.core.robot import JS_NAMES, gripper_convention
 from cosmos_policy_ros.ros.episode_manager import OWN_CHUNK_ID_BASE
 from cosmos_policy_ros.ros.harness import Collector, NodeProcess, NodeSpec, wait_for
 
+from .conftest import FakeFollower
+
 pytestmark = pytest.mark.ros
 
 CONV = gripper_convention("aloha2")
@@ -19,45 +20,13 @@ POSE = {"waist": 0.3, "shoulder": -0.5, "elbow": 0.7, "forearm_roll": 0.1, "wris
         "gripper": float(CONV.command_to_joint(0.4)), "left_finger": 0.03, "right_finger": -0.03}
 
 
-class _Follower:
-    """Publishes both followers' joint states at 50 Hz with the names and positions ``frame()`` returns."""
-
-    def __init__(self, node):
-        from sensor_msgs.msg import JointState
-
-        self.node = node
-        self.pubs = {s: node.create_publisher(JointState, f"/follower_{s}/joint_states", 10) for s in ("left", "right")}
-        self.names = list(JS_NAMES)
-        self.positions = [POSE[n] for n in JS_NAMES]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def set(self, names, positions):
-        self.names, self.positions = list(names), [float(v) for v in positions]
-
-    def _run(self):
-        from sensor_msgs.msg import JointState
-
-        while not self._stop.is_set():
-            for pub in self.pubs.values():
-                msg = JointState(name=self.names, position=self.positions)
-                msg.header.stamp = self.node.get_clock().now().to_msg()
-                pub.publish(msg)
-            time.sleep(0.02)
-
-    def close(self):
-        self._stop.set()
-        self._thread.join()
-
-
 def test_manager_maps_joint_states_by_name_and_refuses_missing_or_unnamed(ros_session, node_log_dir,
                                                                         manager_client_cls):
     from cosmos_policy_ros.msg import ActionChunk
 
     client = manager_client_cls(ros_session)
     own = Collector(client.node, ActionChunk, "/episode_manager/action_chunk", 100)
-    follower = _Follower(client.node)
+    follower = FakeFollower(client.node, [POSE[n] for n in JS_NAMES])
     # reversed order, an extra joint first (a driver may publish more joints than the Interbotix nine)
     shuffled = ["ee_gripper_extra"] + list(reversed(JS_NAMES))
     follower.set(shuffled, [9.9] + [POSE[n] for n in reversed(JS_NAMES)])
