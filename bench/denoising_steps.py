@@ -119,7 +119,6 @@ def main(argv=None) -> int:
 
     from cosmos_policy_ros.core.policy import load_policy
     from cosmos_policy_ros.core.rtc import RtcConfig
-    from cosmos_policy_ros.core.sampler import SamplerConfig
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
     from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE
 
@@ -139,7 +138,8 @@ def main(argv=None) -> int:
     t_start = time.monotonic()
     try:
         for calls in [int(c) for c in args.calls.split(",")]:
-            policy.sampler = SamplerConfig(**{**base_cfg.to_dict(), "action_steps": calls})
+            # the policy's own backbone's sampler settings (Predict2 or Predict2.5), only the call count changed
+            policy.sampler = policy.backbone.sampler_from_dict({**base_cfg.to_dict(), "action_steps": calls})
             sim.reset(args.seed_start, render=False)
             obs = sim.policy_observation(size=DEFAULT_IMAGE_SIZE)
             latency = {"off": measure_latency(policy, obs)}

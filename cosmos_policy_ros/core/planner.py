@@ -14,11 +14,14 @@ aggregates the K x M values (in [0, 1]) into one score per candidate and picks t
 base candidate (index 0) unless another scores *strictly* higher.
 
 Batching: all N*K world-model samples run as one batch and all N*K*M value samples as another, although
-their step counts differ: :func:`sample_mixed_steps` runs every row on its own Karras grid and, at call
-index j, sends only the rows that still need a call through the network (one forward per call index, the
-batch shrinking as short schedules finish). Each row's noise comes from its own seed derived from
-(planning seed, candidate seed, stage, k, m), so a candidate gets the same samples whether it is scored
-alone or in a batch (the tests check scores agree to 1e-5).
+their step counts differ: every row runs its own schedule and, at call index j, only the rows that still need a
+call go through the network (one forward per call index, the batch shrinking as short schedules finish). The
+planning model's backbone (:mod:`cosmos_policy_ros.core.backbone`) names its sampler configuration type, and
+:data:`MIXED_STEP_SAMPLERS` maps that type to the batched form of the same sampler: Predict2 ->
+:func:`sample_mixed_steps` (Karras grid, 2nd-order exponential multistep), Predict2.5 ->
+:func:`sample_mixed_steps_rf` (rectified flow, UniPC on the shift schedule, one scheduler per step count). Each
+row's noise comes from its own seed derived from (planning seed, candidate seed, stage, k, m), so a candidate
+gets the same samples whether it is scored alone or in a batch (the tests check scores agree to 1e-5).
 
 Aggregation (``values`` = the K*M values of one candidate, n = K*M):
 
@@ -38,13 +41,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
 from . import codec
+from .backbone import Backbone, get_backbone
 from .images import ImageConfig, preprocess_batch
+from .rf_sampler import RFSamplerConfig, make_scheduler, rf_initial_noise
 from .sampler import SamplerConfig, initial_noise, karras_sigmas, rf_scalings
 from .types import Observation, PolicyOutput
 
@@ -260,6 +265,115 @@ def sample_mixed_steps(net_fn: NetFn, clean: torch.Tensor, cond: torch.Tensor, x
     return result, calls
 
 
+def _denoise_rf(net_fn: NetFn, clean: torch.Tensor, cond: torch.Tensor, x: torch.Tensor, sigma: torch.Tensor,
+                timestep: torch.Tensor, max_batch: int) -> torch.Tensor:
+    """Rectified-flow x0 prediction with one noise level and network timestep per row (same math as
+    :class:`rf_sampler.RFDenoiser`: conditioning frames at timestep 0, fed clean and replaced by the clean latent).
+
+    clean, x: (B, C, T, H, W) float64; cond: (B, T) bool; sigma, timestep: (B,) float64.
+    """
+    b = x.shape[0]
+    step = b if max_batch <= 0 else max_batch
+    outs = []
+    for s in range(0, b, step):
+        sl = slice(s, min(b, s + step))
+        cnd = cond[sl]
+        t_in = torch.where(cnd, torch.zeros((), dtype=torch.float64, device=x.device),
+                           timestep[sl, None].expand_as(cnd))  # (b, T)
+        cond5 = cnd[:, None, :, None, None]
+        x_in = torch.where(cond5, clean[sl], x[sl])
+        v = net_fn(x_in, t_in, cnd)
+        x0 = x_in - sigma[sl].view(-1, 1, 1, 1, 1) * v.to(torch.float64)
+        outs.append(torch.where(cond5, clean[sl], x0))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def sample_mixed_steps_rf(net_fn: NetFn, clean: torch.Tensor, cond: torch.Tensor, x_T: torch.Tensor,
+                          steps: Sequence[int], cfg: Optional[RFSamplerConfig] = None,
+                          max_batch: int = 0) -> Tuple[torch.Tensor, int]:
+    """The Predict2.5 sampler (:func:`rf_sampler.rf_sample`) with ``steps[r]`` network calls for row r, batched.
+
+    clean, x_T: (R, C, T, H, W) (``x_T`` pure noise); cond: (T,) or (R, T) bool. Rows with the same call count
+    share one UniPC scheduler (stateful, element-wise over its rows); at call index j every row with
+    ``steps[r] > j`` is evaluated in one network batch at its own schedule's sigma and timestep, then each
+    scheduler steps its own rows. A row's result is its last call's x0 prediction, as in ``rf_sample``, so it
+    equals a run of that row alone up to the network's batch-size noise. Returns (x0 float64, batched calls).
+    """
+    cfg = cfg or RFSamplerConfig()
+    r_count = x_T.shape[0]
+    steps = [int(s) for s in steps]
+    if len(steps) != r_count or any(s < 1 for s in steps):
+        raise ValueError(f"expected {r_count} call counts >= 1, got {steps}")
+    if clean.shape != x_T.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and x_T {tuple(x_T.shape)} must have the same shape")
+    dev = x_T.device
+    cond = torch.as_tensor(cond, dtype=torch.bool, device=dev)
+    if cond.ndim == 1:
+        cond = cond.unsqueeze(0).expand(r_count, -1)
+    clean = clean.to(torch.float64)
+    x = x_T.to(torch.float64).clone()
+    result = torch.empty_like(x)
+    scheds = {n: make_scheduler(n, cfg) for n in sorted(set(steps))}
+    members = {n: [r for r in range(r_count) if steps[r] == n] for n in scheds}
+    calls = 0
+    for j in range(max(steps)):
+        rows = [r for r in range(r_count) if steps[r] > j]
+        idx = torch.tensor(rows, device=dev)
+        sig = torch.tensor([float(scheds[steps[r]].sigmas[j]) for r in rows], dtype=torch.float64, device=dev)
+        ts = torch.tensor([float(scheds[steps[r]].timesteps[j]) / cfg.num_train_timesteps for r in rows],
+                          dtype=torch.float64, device=dev)
+        x0 = _denoise_rf(net_fn, clean[idx], cond[idx], x[idx], sig, ts, max_batch)
+        calls += 1
+        pos = {r: p for p, r in enumerate(rows)}
+        for n, group in members.items():
+            if n <= j:
+                continue
+            g = torch.tensor(group, device=dev)
+            x0_g = x0[torch.tensor([pos[r] for r in group], device=dev)]
+            if n == j + 1:  # this call was the group's last: its x0 prediction is the answer
+                result[g] = x0_g
+            else:
+                sched = scheds[n]
+                x[g] = sched.step(x0_g, sched.timesteps[j], x[g], return_dict=False)[0].to(torch.float64)
+    return result, calls
+
+
+def rf_row_state(seed: int) -> np.random.RandomState:
+    """A numpy RandomState for a 63-bit derived seed (RandomState takes 32-bit words: both halves are used)."""
+    s = int(seed) % (1 << 63)
+    return np.random.RandomState([s & 0xFFFFFFFF, s >> 32])
+
+
+@dataclass(frozen=True)
+class MixedStepSampler:
+    """The planner's batched form of one sampler: ``noise(seeds, shape, cfg)`` -> (R, *shape) float64 initial
+    states, one row per seed; ``sample(net_fn, clean, cond, x_T, steps, cfg, max_batch)`` -> (x0, batched calls)."""
+
+    noise: Callable[[Sequence[int], Sequence[int], Any], torch.Tensor]
+    sample: Callable[..., Tuple[torch.Tensor, int]]
+
+
+#: sampler configuration type (what :class:`~cosmos_policy_ros.core.backbone.Backbone` names) -> batched sampler
+MIXED_STEP_SAMPLERS: Dict[type, MixedStepSampler] = {
+    SamplerConfig: MixedStepSampler(
+        noise=lambda seeds, shape, cfg: initial_noise(seeds, shape, cfg.sigma_max),
+        sample=lambda net_fn, clean, cond, x_T, steps, cfg, max_batch: sample_mixed_steps(
+            net_fn, clean, cond, x_T, steps, cfg.sigma_max, cfg.sigma_min, cfg.rho, cfg.condition_sigma, max_batch)),
+    RFSamplerConfig: MixedStepSampler(
+        noise=lambda seeds, shape, cfg: rf_initial_noise([rf_row_state(s) for s in seeds], shape),
+        sample=sample_mixed_steps_rf),
+}
+
+
+def mixed_step_sampler(backbone: Backbone) -> MixedStepSampler:
+    """The planner's batched sampler for ``backbone`` (clear error for a backbone the planner cannot batch)."""
+    try:
+        return MIXED_STEP_SAMPLERS[backbone.sampler_config]
+    except KeyError:
+        raise ValueError(f"planner: backbone {backbone.name!r} samples with {backbone.sampler_config.__name__}, "
+                         f"expected one of {[t.__name__ for t in MIXED_STEP_SAMPLERS]}") from None
+
+
 # ================================================================================================
 # the planner
 # ================================================================================================
@@ -307,20 +421,17 @@ class Planner:
     """Scores candidate chunks with a planning model (a CosmosPolicy; same 2B architecture or a tiny one).
 
     ``model`` supplies the network, the VAE, the stats, the text embeddings, the layout and the sampler's
-    sigma settings; its own step counts are not used (``PlannerConfig`` has them).
+    settings (noise levels / schedule); its own step counts are not used (``PlannerConfig`` has them). Its
+    backbone (Predict2 or Predict2.5) picks the batched sampler (:data:`MIXED_STEP_SAMPLERS`).
     """
 
     def __init__(self, model, config: Optional[PlannerConfig] = None):
         self.model = model
         self.config = config or PlannerConfig()
         self.layout = model.layout
-        sampler = getattr(model, "sampler", None)
-        if sampler is not None and not isinstance(sampler, SamplerConfig):
-            # the batched sigma grids below are the Predict2 (EDM-style) sampler's; a rectified-flow model would be
-            # called at the wrong noise levels and score garbage
-            raise ValueError(f"planner: expected a Predict2 planning model (SamplerConfig), got one sampling with "
-                             f"{type(sampler).__name__} (backbone {getattr(model.network.cfg, 'backbone', '?')!r}); "
-                             "the planner supports the Predict2 backbone only")
+        self.backbone = getattr(model, "backbone", None) or get_backbone(getattr(model.network.cfg, "backbone", None))
+        self.backbone.check_sampler(model.sampler)  # the schedule settings must be the backbone's own kind
+        self.sampling = mixed_step_sampler(self.backbone)
         for mode in ("world_model", self.config.score):
             if not self.layout.generated_indices(mode):
                 raise ValueError(f"layout {self.layout.name!r} generates nothing in mode {mode!r}")
@@ -404,26 +515,24 @@ class Planner:
         k, mm = len(k_steps), len(v_steps)
         prep = prepared if prepared is not None else self.prepare(obs, preprocessed)
         t_prep = time.perf_counter()
-        sc = m.sampler
+        sc, smp = m.sampler, self.sampling
         net_fn = self._net_fn(prep.text)
         with torch.inference_mode():
             # ---- world model: N*K rows, row (n, k) -> candidate n, k-th step count
             clean = m._inject(prep, n, a)  # (N, 16, T, h, w) float32: proprio + candidate action injected
             clean_wm = clean.repeat_interleave(k, dim=0)  # (N*K, ...)
             wm_seeds = [derive_seed(cfg.seed, s, 1, i) for s in seeds for i in range(k)]
-            x_T = initial_noise(wm_seeds, clean_wm.shape[1:], sc.sigma_max).to(clean_wm.device)
-            x_wm, wm_calls = sample_mixed_steps(
-                net_fn, clean_wm, torch.tensor(lay.condition_mask("world_model")), x_T, list(k_steps) * n,
-                sc.sigma_max, sc.sigma_min, sc.rho, sc.condition_sigma, cfg.max_batch)
+            x_T = smp.noise(wm_seeds, clean_wm.shape[1:], sc).to(clean_wm.device)
+            x_wm, wm_calls = smp.sample(net_fn, clean_wm, torch.tensor(lay.condition_mask("world_model")), x_T,
+                                        list(k_steps) * n, sc, cfg.max_batch)
             _sync(x_wm.device)
             t_wm = time.perf_counter()
             # ---- value: N*K*M rows, row (n, k, j) -> world-model row (n, k), j-th step count
             clean_v = x_wm.repeat_interleave(mm, dim=0)  # (N*K*M, ...) float64
             v_seeds = [derive_seed(cfg.seed, s, 2, i, j) for s in seeds for i in range(k) for j in range(mm)]
-            x_T = initial_noise(v_seeds, clean_v.shape[1:], sc.sigma_max).to(clean_v.device)
-            x_v, v_calls = sample_mixed_steps(
-                net_fn, clean_v, torch.tensor(lay.condition_mask(cfg.score)), x_T, list(v_steps) * (n * k),
-                sc.sigma_max, sc.sigma_min, sc.rho, sc.condition_sigma, cfg.max_batch)
+            x_T = smp.noise(v_seeds, clean_v.shape[1:], sc).to(clean_v.device)
+            x_v, v_calls = smp.sample(net_fn, clean_v, torch.tensor(lay.condition_mask(cfg.score)), x_T,
+                                      list(v_steps) * (n * k), sc, cfg.max_batch)
             raw = codec.extract_value(x_v[:, :, lay.value_index])  # (N*K*M,) in [-1, 1]
             values = codec.value_to_unit(raw).cpu().numpy().reshape(n, k, mm)
             p_norm = codec.extract(x_wm[:, :, lay.future_proprio_index], lay.proprio_dim).cpu().numpy()

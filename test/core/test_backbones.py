@@ -317,13 +317,6 @@ def test_infer_cli_on_tiny_checkpoints_of_both_backbones(layout, backbone, tmp_p
     assert json.loads((ckpt / "config.json").read_text())["network"]["backbone"] == backbone
 
 
-def test_planner_refuses_a_predict25_model_instead_of_scoring_at_wrong_noise_levels():
-    from cosmos_policy_ros.core.planner import Planner
-    Planner(make_tiny_policy(0))  # Predict2: fine
-    with pytest.raises(ValueError, match="planner supports the Predict2 backbone only"):
-        Planner(make_tiny_policy(0, backbone="predict2.5"))
-
-
 # ---- real-time-chunking inpainting through the RF sampler --------------------------------------------
 def _inp(method, frame=2, shape=(1, 3, 2, 3)):
     from cosmos_policy_ros.core.sampler import Inpainting
