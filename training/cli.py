@@ -251,6 +251,10 @@ def run(args: argparse.Namespace) -> int:
                           **{k: v for k, v in last.items() if k in ("loss", "policy/action", "value/value")}}), flush=True)
     import torch.distributed as dist
     if dist.is_initialized():
+        # Rank 0 is still writing the final checkpoint when the others return from train(). A rank that tears
+        # down its gloo connections while a peer still holds them can abort the whole job ("terminate called
+        # without an active exception"), so every rank waits here until all are done.
+        dist.barrier()
         dist.destroy_process_group()
     return 0
 
