@@ -50,7 +50,7 @@ from . import codec
 from .backbone import Backbone, get_backbone
 from .images import ImageConfig, preprocess_batch
 from .rf_sampler import RFSamplerConfig, make_scheduler, rf_initial_noise
-from .sampler import SamplerConfig, initial_noise, karras_sigmas, rf_scalings
+from .sampler import SamplerConfig, check_mixed_rows, condition_rows, initial_noise, karras_sigmas, rf_scalings
 from .types import Observation, PolicyOutput
 
 AGGREGATIONS = ("majority_mean", "mean", "lcb")
@@ -215,15 +215,9 @@ def sample_mixed_steps(net_fn: NetFn, clean: torch.Tensor, cond: torch.Tensor, x
     up to the network's batch-size noise. Returns (x0 float64 (R, C, T, H, W), batched network calls).
     """
     r_count = x_T.shape[0]
-    steps = [int(s) for s in steps]
-    if len(steps) != r_count or any(s < 1 for s in steps):
-        raise ValueError(f"expected {r_count} call counts >= 1, got {steps}")
-    if clean.shape != x_T.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and x_T {tuple(x_T.shape)} must have the same shape")
+    steps = check_mixed_rows(clean, x_T, steps)
     dev = x_T.device
-    cond = torch.as_tensor(cond, dtype=torch.bool, device=dev)
-    if cond.ndim == 1:
-        cond = cond.unsqueeze(0).expand(r_count, -1)
+    cond = condition_rows(clean, cond)
     clean = clean.to(torch.float64)
     x = x_T.to(torch.float64).clone()
     x0_prev = torch.zeros_like(x)
@@ -301,15 +295,9 @@ def sample_mixed_steps_rf(net_fn: NetFn, clean: torch.Tensor, cond: torch.Tensor
     """
     cfg = cfg or RFSamplerConfig()
     r_count = x_T.shape[0]
-    steps = [int(s) for s in steps]
-    if len(steps) != r_count or any(s < 1 for s in steps):
-        raise ValueError(f"expected {r_count} call counts >= 1, got {steps}")
-    if clean.shape != x_T.shape:
-        raise ValueError(f"clean {tuple(clean.shape)} and x_T {tuple(x_T.shape)} must have the same shape")
+    steps = check_mixed_rows(clean, x_T, steps)
     dev = x_T.device
-    cond = torch.as_tensor(cond, dtype=torch.bool, device=dev)
-    if cond.ndim == 1:
-        cond = cond.unsqueeze(0).expand(r_count, -1)
+    cond = condition_rows(clean, cond)
     clean = clean.to(torch.float64)
     x = x_T.to(torch.float64).clone()
     result = torch.empty_like(x)

@@ -34,7 +34,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .sampler import SAMPLE_MODES, Inpainting, InpaintingDenoiser, NetFn, SampleResult, Stage
+from .sampler import SAMPLE_MODES, Inpainting, InpaintingDenoiser, NetFn, SampleResult, Stage, condition_rows
 
 
 @dataclass
@@ -119,14 +119,7 @@ class RFDenoiser:
     """
 
     def __init__(self, net_fn: NetFn, clean: torch.Tensor, condition: torch.Tensor):
-        if clean.ndim != 5:
-            raise ValueError(f"expected clean latents (B, C, T, H, W), got shape {tuple(clean.shape)}")
-        b, _, t = clean.shape[:3]
-        cond = torch.as_tensor(condition, dtype=torch.bool, device=clean.device)
-        if cond.ndim == 1:
-            cond = cond.unsqueeze(0).expand(b, -1)
-        if tuple(cond.shape) != (b, t):
-            raise ValueError(f"expected a condition mask of shape ({t},) or ({b}, {t}), got {tuple(cond.shape)}")
+        cond = condition_rows(clean, condition)
         self.net_fn = net_fn
         self.clean = clean.to(torch.float64)
         self.cond = cond

@@ -210,6 +210,20 @@ class RunningChunk:
             if s is not None and not held and index >= 0:
                 s.base = float(tick_time) - index * self.period
 
+    def chunk_end(self, chunk_id: int) -> Optional[float]:
+        """Commander-clock time at which our chunk ``chunk_id`` runs out, once its trace showed it running."""
+        with self._lock:
+            s = self._sent.get(int(chunk_id))
+            if s is None or s.base is None:
+                return None
+            return s.base + len(s.actions) * self.period
+
+    @property
+    def latest_tick_time(self) -> Optional[float]:
+        """Nominal time of the newest commander tick heard from its trace (commander clock), or None."""
+        with self._lock:
+            return None if self._trace is None else self._trace[2]
+
     def reset(self) -> None:
         """Forget every chunk (episode start: the commander refuses older chunks and holds)."""
         with self._lock:

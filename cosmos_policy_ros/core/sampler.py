@@ -107,6 +107,32 @@ def initial_noise(seeds: Sequence[int], shape: Sequence[int], sigma_max: float =
     return torch.stack(rows).to(torch.float64) * float(sigma_max)
 
 
+
+def condition_rows(clean: torch.Tensor, condition) -> torch.Tensor:
+    """The conditioning mask as (B, T) bool on ``clean``'s device; ``condition`` is (T,) (every row) or (B, T).
+
+    Shared by every sampler's denoiser so all of them refuse the same malformed inputs with the same words.
+    """
+    if clean.ndim != 5:
+        raise ValueError(f"expected clean latents (B, C, T, H, W), got shape {tuple(clean.shape)}")
+    b, _, t = clean.shape[:3]
+    cond = torch.as_tensor(condition, dtype=torch.bool, device=clean.device)
+    if cond.ndim == 1:
+        cond = cond.unsqueeze(0).expand(b, -1)
+    if tuple(cond.shape) != (b, t):
+        raise ValueError(f"expected a condition mask of shape ({t},) or ({b}, {t}), got {tuple(cond.shape)}")
+    return cond
+
+
+def check_mixed_rows(clean: torch.Tensor, x_T: torch.Tensor, steps: Sequence[int]) -> List[int]:
+    """Validate the rows of a mixed-step batch (one call count per row); returns the call counts as ints."""
+    steps = [int(s) for s in steps]
+    if len(steps) != x_T.shape[0] or any(s < 1 for s in steps):
+        raise ValueError(f"expected {x_T.shape[0]} call counts >= 1, got {steps}")
+    if clean.shape != x_T.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and x_T {tuple(x_T.shape)} must have the same shape")
+    return steps
+
 class Denoiser:
     """``D(x, sigma)``: the x0 prediction with per-frame noise levels and clean conditioning frames.
 
@@ -116,14 +142,7 @@ class Denoiser:
     """
 
     def __init__(self, net_fn: NetFn, clean: torch.Tensor, condition: torch.Tensor, condition_sigma: float = 0.0):
-        if clean.ndim != 5:
-            raise ValueError(f"expected clean latents (B, C, T, H, W), got shape {tuple(clean.shape)}")
-        b, _, t = clean.shape[:3]
-        cond = torch.as_tensor(condition, dtype=torch.bool, device=clean.device)
-        if cond.ndim == 1:
-            cond = cond.unsqueeze(0).expand(b, -1)
-        if tuple(cond.shape) != (b, t):
-            raise ValueError(f"expected a condition mask of shape ({t},) or ({b}, {t}), got {tuple(cond.shape)}")
+        cond = condition_rows(clean, condition)
         self.net_fn = net_fn
         self.clean = clean.to(torch.float64)
         self.cond = cond  # (B, T)

@@ -89,7 +89,10 @@ PARAMS = (
     Param("rtc_execution_horizon", 0, "rtc: ticks from one observation to the next while streaming (0: the schedule's "
           "just-in-time start; smaller re-plans more often from fresher observations)"),
     Param("rtc_trace_topic", "/commander/trace", "the commander's per-tick trace: which chunk it runs, at which "
-          "index, or whether it holds (rtc freezes only actions it really executes)"),
+          "index, or whether it holds (rtc freezes only actions it really executes; execution:=pause waits for it)"),
+    Param("commander_link_timeout", 10.0, "execution:=pause: before the first observation, wait up to this long (s) to "
+          "hear the commander's trace, so its chunk-end requests can reach this node (DDS discovery takes seconds "
+          "on a loaded machine); then start anyway with a warning; 0 = do not wait"),
     Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
     Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch (0 or 1 = off); scored by the planning "
           "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
@@ -187,6 +190,7 @@ class PolicyNode(Node):
         self.replan_requests = ReplanRequests(p["replan_request_timeout"])
         self.chunk_end_requests = 0
         self._warned_no_chunk_end = False
+        self._link_wait_until: Optional[float] = None  # execution:=pause: first observation waits for the commander
         if p["replan_request_topic"]:
             self.create_subscription(Header, p["replan_request_topic"], self._on_replan_request, 10)
         self._state_lock = threading.Lock()
@@ -411,14 +415,22 @@ class PolicyNode(Node):
                 return
             next_start: Optional[float] = None
             after_chunk = False
+            if self.schedule.execution == "pause" and self.p["rtc_trace_topic"]:
+                self._link_wait_until = self._now() + max(0.0, float(self.p["commander_link_timeout"]))
             while not self._stop.is_set() and rclpy.ok(context=self.context):
                 if self._config_fault:
                     self._stop.wait(0.5)
                     continue
                 now = self._now()
+                if self._awaiting_commander(now):
+                    self._stop.wait(0.02)
+                    continue
                 requested = self.replan_requests.pending(now) is not None
                 if next_start is not None and now < next_start and not requested:
                     self._stop.wait(min(0.01, next_start - now))
+                    continue
+                if after_chunk and not requested and self._chunk_end_request_due(now, next_start):
+                    self._stop.wait(0.01)  # the commander has not reached this chunk's end yet: its request will come
                     continue
                 if (after_chunk and not requested and self.schedule.execution == "pause"
                         and not self._warned_no_chunk_end):
@@ -427,7 +439,7 @@ class PolicyNode(Node):
                         f"execution 'pause': no chunk-end request from the commander; observing "
                         f"{self.schedule.pause_fallback:.2f} s after the chunk's expected end instead (set the "
                         f"commander's execution parameter to 'pause' too, and its ~/replan_request topic to "
-                        f"{self.p['replan_request_topic']!r})")
+                        f"{self.p['replan_request_topic']!r}; {self._chunk_end_evidence()})")
                 obs, problems = self.assembler.assemble(now, self.p["task"])
                 if obs is None:
                     self.invalid_observations += 1
@@ -456,6 +468,56 @@ class PolicyNode(Node):
                 self._config_fault = "policy worker crashed"
             if rclpy.ok(context=self.context):
                 self._publish_status()
+
+    def _awaiting_commander(self, now: float) -> bool:
+        """execution:=pause: hold back the first observation until the commander's trace is heard.
+
+        Every chunk after the first is timed by the commander's chunk-end request, a single message: one sent
+        before DDS has matched the commander's publisher with this node's subscription is lost, and the policy
+        would fall back to its own clock. Hearing the trace shows the link stands.
+        """
+        if self._link_wait_until is None:
+            return False
+        if self.running_chunk is not None and self.running_chunk.latest_tick_time is not None:
+            self._link_wait_until = None
+            return False
+        if now < self._link_wait_until:
+            return True
+        self._link_wait_until = None
+        self.get_logger().warning(
+            f"execution 'pause': no commander trace heard on {self.p['rtc_trace_topic']!r} within "
+            f"{self.p['commander_link_timeout']:.1f} s; planning without it (chunk-end requests may be lost)")
+        return False
+
+    def _chunk_end_request_due(self, now: float, fallback_at: Optional[float]) -> bool:
+        """With execution:=pause, whether the commander's chunk-end request may still come for the last chunk.
+
+        The fallback time (``ReplanSchedule.next_start``) counts the chunk's motion from its publication, but on a
+        loaded machine the commander may take the chunk, or tick past its end, later than that. Its trace tells
+        when it really started the chunk and how far it has got, both on its own clock: while its newest tick is
+        not ``pause_fallback`` past the chunk's real end, the request (sent at the end tick) is still to be
+        expected, so the observation waits for it. Without a trace, or for a chunk the trace never showed running
+        (refused), the fallback time alone decides; a chunk's duration past the fallback time it always does.
+        """
+        if self.schedule.execution != "pause" or self.running_chunk is None:
+            return False
+        if fallback_at is not None and now > fallback_at + self.schedule.chunk_duration:
+            return False
+        end = self.running_chunk.chunk_end(self._chunk_id)
+        if end is None:
+            return False
+        latest = self.running_chunk.latest_tick_time
+        return latest is None or latest < end + self.schedule.pause_fallback
+
+    def _chunk_end_evidence(self) -> str:
+        """What the policy knows of the commander's progress, for the fallback warning."""
+        rc = self.running_chunk
+        end = rc.chunk_end(self._chunk_id) if rc is not None else None
+        latest = rc.latest_tick_time if rc is not None else None
+        trace = ("no commander trace heard" if latest is None else
+                 f"trace: chunk {self._chunk_id} " + ("never seen running" if end is None else
+                                                      f"ends at {end:.3f}, newest tick {latest:.3f}"))
+        return f"{trace}; re-plan requests received so far: {self.replan_requests.received}"
 
     def _infer_once(self, obs) -> str:
         """One inference and its chunk: "ok" (published), "failed" (fault reported) or "cancelled"."""

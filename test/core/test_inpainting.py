@@ -216,3 +216,21 @@ def test_running_chunk_follows_what_the_commander_really_executes():
     # holding: nothing runs, nothing is frozen
     rc.on_trace(-1, -1, 11.56, held=True)
     assert rc.running(now=11.7) is None
+
+
+def test_running_chunk_tells_when_the_commander_really_ends_a_chunk():
+    """execution:=pause waits for the commander's chunk-end request while its trace shows the chunk still running
+    (a chunk taken late on a loaded machine ends late): the end is on the commander's clock, from its trace."""
+    from cosmos_policy_ros.core.rtc import RunningChunk
+
+    rc = RunningChunk(0.04)
+    rc.published(1, stamp=10.0, actions=np.zeros((50, 14)), now=10.4)
+    assert rc.chunk_end(1) is None and rc.latest_tick_time is None  # not seen running yet
+    rc.on_trace(-1, -1, 10.44, held=True)
+    assert rc.chunk_end(1) is None and rc.latest_tick_time == pytest.approx(10.44)
+    # taken 0.5 s after publication (cold start at its first action): it runs out 2 s later, not at 12.4
+    rc.on_trace(1, 0, 10.9, held=False)
+    assert rc.chunk_end(1) == pytest.approx(12.9)
+    rc.on_trace(1, 49, 12.86, held=False)
+    assert rc.chunk_end(1) == pytest.approx(12.9) and rc.latest_tick_time == pytest.approx(12.86)
+    assert rc.chunk_end(2) is None
