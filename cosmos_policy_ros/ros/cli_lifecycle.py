@@ -147,12 +147,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"label: {'ok' if res.ok else 'refused'}: {res.message}" + (f" ({res.bag_path})" if res.bag_path else ""))
             return 0 if res.ok else 1
         before = cli.status(2.0)  # subscribe before the request (latched: the current status arrives at once)
-        if args.action == "start" and getattr(args, "restart", False) and before is not None \
-                and _values(before).get("state") == "RUNNING":
+        state = _values(before).get("state") if before is not None else None
+        # --restart: stop first when an episode runs, and also when the status has not arrived yet (DDS discovery
+        # on a loaded machine can take longer than the wait): a refused stop then only means nothing ran.
+        if args.action == "start" and getattr(args, "restart", False) and state in ("RUNNING", None):
             res = cli.call("stop", Trigger, Trigger.Request())
-            print(f"stop: {'ok' if res.success else 'refused'}: {res.message}")
-            if not res.success:
-                return 1
+            if res.success or state == "RUNNING":
+                print(f"stop: {'ok' if res.success else 'refused'}: {res.message}")
+                if not res.success:
+                    return 1
             before = cli.status(2.0)
         moves_before = _int(_values(before).get("moves")) if before is not None else -1
         res = cli.call(ACTIONS[args.action], Trigger, Trigger.Request())
