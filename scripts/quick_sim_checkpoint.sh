@@ -19,12 +19,14 @@
 # Training on the CPU is seeded but not bit-exact across machines: a rerun gives a checkpoint of the same recipe, not
 # the same bytes. Usage: scripts/quick_sim_checkpoint.sh [DIR]
 # The sizes below are defaults, overridable for experiments: GRASP_STARTS, A_STEPS, B_STEPS, C_STEPS, PAUSE_TICKS.
+# BACKBONE=predict2.5 ACTION_WEIGHT=16 trains the same recipe on the Predict2.5 formulation (rectified flow, UniPC;
+# docs/model_core.md); ACTION_WEIGHT defaults to 3 (the embedded checkpoint's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
 dir=${1:-runs/quick}
 GRASP_STARTS=${GRASP_STARTS:-1000} A_STEPS=${A_STEPS:-4000} B_STEPS=${B_STEPS:-2000} C_STEPS=${C_STEPS:-1500}
-PAUSE_TICKS=${PAUSE_TICKS:-28}
+PAUSE_TICKS=${PAUSE_TICKS:-28} BACKBONE=${BACKBONE:-predict2} ACTION_WEIGHT=${ACTION_WEIGHT:-3}
 data=$dir/data
 mkdir -p "$data"
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
@@ -37,11 +39,12 @@ starts() {  # N SEED OUT ARGS...: expert scenes, rendered only where their sampl
 }
 recipe() {
   python -m cosmos_policy_training.recipes.sim_transfer_cube --relative-actions none --smoothing-window 7 \
-    --no-progress --demos-dir "$data/demos" --episodes 40 --cache-dir "$data/latent_cache" --action-weight 3 \
+    --no-progress --demos-dir "$data/demos" --episodes 40 --cache-dir "$data/latent_cache" --action-weight "$ACTION_WEIGHT" \
     --first-step-fraction 0.5 --warmup 20 "$@"
 }
 t0=$(date +%s)
 log "sizes: GRASP_STARTS=$GRASP_STARTS A_STEPS=$A_STEPS B_STEPS=$B_STEPS C_STEPS=$C_STEPS PAUSE_TICKS=$PAUSE_TICKS"
+log "backbone: $BACKBONE, action weight $ACTION_WEIGHT"
 log "1. expert data -> $data"
 starts 40 0 "$data/demos"
 starts 600 17000 "$data/scene_starts" --scene-starts
@@ -71,7 +74,7 @@ dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding th
   { cat "$3".*.log 2>/dev/null || true; } | { grep -o "max reward [0-9]" || true; } | sort | uniq -c  # the round's outcomes
 }
 log "2. phase A: from scratch"
-[ -d "$dir/phase_a" ] || recipe --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
+[ -d "$dir/phase_a" ] || recipe --backbone "$BACKBONE" --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
   --steps "$A_STEPS" --lr 4e-3 --warmup 200 --decay-factor 0.1 --seed 0
 log "3. DAgger round 1: 400 rollouts of phase A"
 dagger "$dir/phase_a" 6000 "$data/dagger_a"
