@@ -40,6 +40,8 @@ SECTIONS = {
                        "bench/planner_bench.py", ["--full-2b", "--device", "cuda"], 1800),
     "planner": ("Planner decision latency", "bench/planner_bench.py", [], 900),
     "policy_success": ("Small sim policy success rate (ROS-free loop, 50 seeds)", "bench/policy_success.py", [], 3600),
+    "backbones": ("Sim policies on the two backbones: Predict2 and Predict2.5 (ROS-free loop, 50 seeds)",
+                  "bench/backbones.py", [], 3600),
     "policy_success_ros": ("Small sim policy through the real ROS 2 graph", "bench/policy_success_ros.py", [], 3600),
     "denoising_steps": ("Success and chunk latency against denoising calls: pause, stream, stream with RTC "
                         "(ROS-free loop)", "bench/denoising_steps.py", [], 14400),
@@ -246,21 +248,26 @@ def policy_success_ros_body(d: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def denoising_steps_body(d: Dict[str, Any]) -> str:
-    """The table is the bench script's own render() (schema: bench/denoising_steps.py)."""
-    import importlib.util
+def _script_render(name: str) -> Callable[[Dict[str, Any]], str]:
+    """A section whose table is its bench script's own render() (schema: the script's docstring)."""
+    def body(d: Dict[str, Any]) -> str:
+        import importlib.util
 
-    spec = importlib.util.spec_from_file_location("denoising_steps", Path(__file__).resolve().parent / "denoising_steps.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.render(d)
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        return mod.render(d)
+    return body
+
+
+denoising_steps_body = _script_render("denoising_steps")
 
 
 BODIES: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "commander": commander_body, "recorder": recorder_body, "sim_expert": sim_expert_body,
     "model_cpu": model_body, "model_2b_gpu": model_body, "planner_2b_gpu": planner_body, "planner": planner_body,
     "policy_success": policy_success_body, "policy_success_ros": policy_success_ros_body,
-    "denoising_steps": denoising_steps_body,
+    "denoising_steps": denoising_steps_body, "backbones": _script_render("backbones"),
 }
 
 
