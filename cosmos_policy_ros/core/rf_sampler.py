@@ -27,14 +27,14 @@ both backbones.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from .sampler import SAMPLE_MODES, Inpainting, InpaintingDenoiser, NetFn, SampleResult, Stage, condition_rows
+from .sampler import (SAMPLE_MODES, Inpainting, InpaintingDenoiser, NetFn, SampleResult, Stage, condition_rows,
+                      run_passes)
 
 
 @dataclass
@@ -181,25 +181,15 @@ def rf_sample(denoiser: Callable[[torch.Tensor, float, float], torch.Tensor], x_
 def run_rf_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seeds: Sequence[int],
                   cfg: RFSamplerConfig, timer: Optional[Callable[[], float]] = None,
                   inpaint: Optional[Inpainting] = None) -> SampleResult:
-    """Run the passes one after the other (as :func:`cosmos_policy_ros.core.sampler.run_stages`); each pass's
-    generated frames become the next pass's clean input; noise from per-seed RandomStates continued between
-    passes. inpaint: applied in every pass that generates its frame (not where that frame is a condition)."""
-    if clean.shape[0] != len(seeds):
-        raise ValueError(f"expected one seed per batch row ({clean.shape[0]}), got {len(seeds)}")
-    timer = timer or time.perf_counter
+    """Run the passes one after the other (the pass loop of :func:`cosmos_policy_ros.core.sampler.run_passes`);
+    noise from per-seed RandomStates continued between passes. inpaint: applied in every pass that generates its
+    frame (not where that frame is a condition)."""
     states: List[np.random.RandomState] = [np.random.RandomState(int(s)) for s in seeds]
-    current = clean.to(torch.float64)
-    t_frames = clean.shape[2]
-    result = SampleResult(current)
-    for st in stages:
-        t0 = timer()
-        cond = torch.zeros(t_frames, dtype=torch.bool)
-        cond[list(st.condition)] = True
-        den = RFDenoiser(net_fn, current, cond.to(clean.device))
+
+    def one_pass(st: Stage, current: torch.Tensor, cond: torch.Tensor) -> Tuple[torch.Tensor, int]:
+        den = RFDenoiser(net_fn, current, cond)
         x_T = rf_initial_noise(states, clean.shape[1:]).to(clean.device)
         inp = None if inpaint is None or inpaint.frame in st.condition else inpaint
-        current = rf_sample(den, x_T, st.steps, cfg, inp)
-        result.calls[st.name] = den.calls
-        result.seconds[st.name] = timer() - t0
-    result.x0 = current
-    return result
+        return rf_sample(den, x_T, st.steps, cfg, inp), den.calls
+
+    return run_passes(clean, stages, seeds, one_pass, timer)

@@ -373,17 +373,16 @@ class SampleResult:
     seconds: Dict[str, float] = field(default_factory=dict)
 
 
-def run_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seeds: Sequence[int],
-               cfg: SamplerConfig, timer: Optional[Callable[[], float]] = None,
-               inpaint: Optional[Inpainting] = None) -> SampleResult:
-    """Run the passes one after the other; each pass's generated frames become the next pass's clean
-    input. Noise for every pass comes from the per-seed generators (continued between passes).
-    inpaint: applied in every pass that generates its frame (not where that frame is a condition)."""
+def run_passes(clean: torch.Tensor, stages: Sequence[Stage], seeds: Sequence[int],
+               one_pass: Callable[[Stage, torch.Tensor, torch.Tensor], Tuple[torch.Tensor, int]],
+               timer: Optional[Callable[[], float]] = None) -> SampleResult:
+    """The pass loop both backbones' samplers share: each pass's generated frames become the next pass's clean
+    input. ``one_pass(stage, current, cond)`` samples one pass (``cond``: the per-frame condition mask of its
+    stage) and returns its result and the number of network calls it made."""
     if clean.shape[0] != len(seeds):
         raise ValueError(f"expected one seed per batch row ({clean.shape[0]}), got {len(seeds)}")
     import time
     timer = timer or time.perf_counter
-    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
     current = clean.to(torch.float64)
     t_frames = clean.shape[2]
     result = SampleResult(current)
@@ -391,11 +390,26 @@ def run_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seed
         t0 = timer()
         cond = torch.zeros(t_frames, dtype=torch.bool)
         cond[list(st.condition)] = True
-        den = Denoiser(net_fn, current, cond.to(clean.device), cfg.condition_sigma)
-        x_T = initial_noise(seeds, clean.shape[1:], cfg.sigma_max, generators=gens).to(clean.device)
-        fn = den if inpaint is None or inpaint.frame in st.condition else InpaintingDenoiser(den, inpaint)
-        current = sample(fn, x_T, st.steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
-        result.calls[st.name] = den.calls
+        current, calls = one_pass(st, current, cond.to(clean.device))
+        result.calls[st.name] = calls
         result.seconds[st.name] = timer() - t0
     result.x0 = current
     return result
+
+
+def run_stages(net_fn: NetFn, clean: torch.Tensor, stages: Sequence[Stage], seeds: Sequence[int],
+               cfg: SamplerConfig, timer: Optional[Callable[[], float]] = None,
+               inpaint: Optional[Inpainting] = None) -> SampleResult:
+    """Run the passes one after the other; each pass's generated frames become the next pass's clean
+    input. Noise for every pass comes from the per-seed generators (continued between passes).
+    inpaint: applied in every pass that generates its frame (not where that frame is a condition)."""
+    gens = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
+
+    def one_pass(st: Stage, current: torch.Tensor, cond: torch.Tensor) -> Tuple[torch.Tensor, int]:
+        den = Denoiser(net_fn, current, cond, cfg.condition_sigma)
+        x_T = initial_noise(seeds, clean.shape[1:], cfg.sigma_max, generators=gens).to(clean.device)
+        fn = den if inpaint is None or inpaint.frame in st.condition else InpaintingDenoiser(den, inpaint)
+        x0 = sample(fn, x_T, st.steps, cfg.sigma_max, cfg.sigma_min, cfg.rho)
+        return x0, den.calls
+
+    return run_passes(clean, stages, seeds, one_pass, timer)
