@@ -8,6 +8,13 @@ score (max reward / 4), policy name; they are training input for the refinement 
 
     python -m cosmos_policy_training.rollouts --policy checkpoints/sim_transfer_cube --episodes 20 \
         --seed-start 1000 --out data/rollouts
+
+``--execution stream`` runs the graph's streaming execution instead (:func:`run_stream_episode`: re-plan while
+the robot moves, an inference delay, real-time chunking); with ``--out --expert-labels`` it records DAgger
+episodes whose samples are the streaming observation ticks (docs/training.md, "Streaming DAgger"):
+
+    python -m cosmos_policy_training.rollouts --policy checkpoints/sim_transfer_cube --episodes 40 \
+        --seed-start 6800 --out runs/stream_dagger --expert-labels --execution stream --delay-ticks 4 10
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -39,6 +46,8 @@ class RolloutResult:
     held_ticks: int = 0  # 25 Hz ticks the robot held waiting for a chunk (streaming loop)
     max_switch_jump: float = 0.0  # largest arm-joint command change (rad) at a tick where a new chunk took over
     success_tick: Optional[int] = None  # robot ticks (held ones included) until the first success
+    obs_ticks: List[int] = field(default_factory=list)  # timeline ticks of the policy's observations (streaming loop)
+    delay_ticks: Optional[int] = None  # the inference delay the episode ran with (streaming loop)
 
 
 def expert_actions(sim, seed: int, on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> np.ndarray:
@@ -59,6 +68,61 @@ def expert_actions(sim, seed: int, on_step: Optional[Callable[[int, np.ndarray],
         for _ in range(2):
             sim.step(a, render=False)
     return np.stack(out)
+
+
+class _TimelineRecorder:
+    """One episode file under construction, shared by the pause and the streaming loop: for every tick of the
+    episode's timeline (held ticks are not part of it) the joint positions the policy observed, the action
+    recorded for the tick (the executed one, or ``labels[t]``: DAgger) and the camera frames (black where
+    nothing was rendered)."""
+
+    def __init__(self, cameras: Sequence[str], size: Sequence[int], labels: Optional[np.ndarray]):
+        self.size = tuple(size)
+        self.labels = labels
+        self.qpos: List[np.ndarray] = []
+        self.actions: List[np.ndarray] = []
+        self.frames: Dict[str, List[np.ndarray]] = {c: [] for c in cameras}
+        self._black: Optional[np.ndarray] = None
+
+    def add(self, qpos: np.ndarray, action: np.ndarray, images: Optional[Dict[str, np.ndarray]]) -> None:
+        """The next tick: ``qpos`` observed at it, the ``action`` executed at it, its frames (None: black)."""
+        t = len(self.qpos)
+        self.qpos.append(qpos)
+        self.actions.append(action if self.labels is None else np.asarray(self.labels[t], dtype=np.float64))
+        for c in self.frames:
+            if images is not None:
+                self.frames[c].append(images[c])
+            else:
+                self._black = np.zeros((*self.size, 3), np.uint8) if self._black is None else self._black
+                self.frames[c].append(self._black)
+
+    def write(self, path: Path, sim, policy, result: RolloutResult, samples: Optional[Sequence[int]],
+              attrs: Dict[str, object]) -> None:
+        """Write the episode file. ``samples``: its only training samples (attribute ``sample_steps``; frames
+        stored LZF-compressed, black wherever no kept sample or its future reads them); None: every step."""
+        from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD, TASK_DESCRIPTIONS
+        from .dataset import sample_frames
+        from .episodes import write_episode
+
+        frames = {c: np.stack(v) for c, v in self.frames.items()}
+        extra = {}
+        if samples is not None:
+            kept = sorted(int(v) for v in samples)
+            extra["sample_steps"] = np.asarray(kept, dtype=np.int64)
+            read = set(sample_frames(None, len(self.qpos), policy.horizon, kept))
+            unread = [t for t in range(len(self.qpos)) if t not in read]
+            for v in frames.values():
+                v[unread] = 0
+        write_episode(path, np.stack(self.qpos), np.stack(self.actions), frames,
+                      task=TASK_DESCRIPTIONS[sim.task], success=result.success,
+                      success_score=result.max_reward / SUCCESS_REWARD, fps=25.0, sim=True,
+                      extra_attrs={**attrs, **extra}, image_compression=None if samples is None else "lzf")
+        result.path = str(path)
+
+
+def _check_labels(labels: Optional[np.ndarray], T: int, action_dim: int) -> None:
+    if labels is not None and np.shape(labels) != (T, action_dim):
+        raise ValueError(f"labels: expected ({T}, {action_dim}) actions, got shape {np.shape(labels)}")
 
 
 def _hold(sim, action: np.ndarray, ticks: int) -> None:
@@ -89,7 +153,7 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     failure_sample_steps: the sample steps to record instead when the episode fails (a subset of
     ``sample_steps``). DAgger labels are the expert's open-loop plan for the scene, so they stay right only
     while the scene still matches it: e.g. the approach and grasp (0 50) of every episode, the later steps only
-    of successes.
+    of successes. Frames only the dropped steps read are stored black.
     pause_ticks: before every re-plan after the first, hold the last executed action for this many 25 Hz ticks,
     as the ROS graph's ``execution: pause`` does while the policy thinks (about 10 ticks on a 2-core CPU now
     that the chunk is published before the future images are decoded; 28 before). The held ticks are simulated,
@@ -99,22 +163,20 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     policy thinks, then execute (the arms settle between the observation and the first action; the recorded
     joint positions are the observed ones). Default: hold, then observe a settled robot and execute at once.
     """
-    from cosmos_policy_ros.sim.aloha_sim import SUCCESS_REWARD, TASK_DESCRIPTIONS
     from .dataset import sample_frames
 
     execute = int(execute or policy.horizon)
     size = tuple(int(v) for v in image_size)
     sim.reset(seed, render=False)
     T = sim.config.max_steps // 2
-    if labels is not None and np.shape(labels) != (T, policy.layout.action_dim):
-        raise ValueError(f"labels: expected ({T}, {policy.layout.action_dim}) actions, got shape {np.shape(labels)}")
+    _check_labels(labels, T, policy.layout.action_dim)
     if failure_sample_steps is not None and (sample_steps is None or not set(failure_sample_steps) <= set(sample_steps)):
         raise ValueError(f"failure_sample_steps: expected a subset of sample_steps {sample_steps}, got {failure_sample_steps}")
     rng = np.random.default_rng(seed + 7919)
     stored = None if record is None else set(range(T) if sample_steps is None
                                              else sample_frames(None, T, policy.horizon, sample_steps))
-    qpos, actions, frames, values = [], [], {c: [] for c in policy.layout.cameras}, []
-    black = None
+    rec = None if record is None else _TimelineRecorder(policy.layout.cameras, size, labels)
+    values = []
     chunk: Optional[np.ndarray] = None
     k = 0
     queries = 0
@@ -144,34 +206,19 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
             queries += 1
         a = chunk[k]
         k += 1
-        if record is not None:
-            qpos.append(q_obs)
-            actions.append(a if labels is None else np.asarray(labels[t], dtype=np.float64))
-            for c in frames:
-                if obs is not None:
-                    frames[c].append(obs.images[c])
-                else:
-                    black = np.zeros((*size, 3), np.uint8) if black is None else black
-                    frames[c].append(black)
+        if rec is not None:
+            rec.add(q_obs, a, None if obs is None else obs.images)
         if on_step is not None:
             on_step(t, a)
         for _ in range(2):  # 25 Hz policy on 50 Hz physics
             sim.step(a, render=False)
     res = RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
                         queries=queries, values=values, infer_seconds=t_inf)
-    if record is not None:
-        from .episodes import write_episode
+    if rec is not None:
         kept = sample_steps if res.success or failure_sample_steps is None else failure_sample_steps
-        extra = {} if kept is None else {"sample_steps": np.asarray(sorted(int(v) for v in kept), dtype=np.int64)}
-        write_episode(record, np.stack(qpos), np.stack(actions), {c: np.stack(v) for c, v in frames.items()},
-                      task=TASK_DESCRIPTIONS[sim.task], success=res.success,
-                      success_score=res.max_reward / SUCCESS_REWARD,
-                      fps=25.0, sim=True, extra_attrs={"policy_name": policy.policy_id, "seed": int(seed),
-                                                      "action_noise": float(action_noise), "execute": execute,
-                                                      "action_labels": "executed" if labels is None else "expert",
-                                                      **extra},
-                      image_compression=None if sample_steps is None else "lzf")
-        res.path = str(record)
+        rec.write(record, sim, policy, res, kept,
+                  {"policy_name": policy.policy_id, "seed": int(seed), "action_noise": float(action_noise),
+                   "execute": execute, "action_labels": "executed" if labels is None else "expert"})
     return res
 
 
@@ -221,7 +268,9 @@ ARM_JOINTS = [0, 1, 2, 3, 4, 5, 7, 8, 9, 10, 11, 12]
 def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execution_horizon: int = 0,
                        margin_ticks: int = 8, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                        policy_seed: Optional[int] = None,
-                       on_step: Optional[Callable[[int, np.ndarray], None]] = None) -> RolloutResult:
+                       on_step: Optional[Callable[[int, np.ndarray], None]] = None,
+                       record: Optional[Path] = None, labels: Optional[np.ndarray] = None,
+                       failure_sample_until: Optional[int] = None) -> RolloutResult:
     """One episode with the ROS graph's streaming execution, simulated tick by tick without ROS.
 
     The policy is queried while the robot moves; its chunk becomes available ``delay_ticks`` 25 Hz ticks after
@@ -236,6 +285,20 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
     toward the running one (frozen prefix ``delay_ticks + rtc.delay_margin``).
     The episode's budget is its ``max_steps`` of executed ticks (held ticks come on top, as in the pause loop).
     on_step: called as ``on_step(t, action)`` with each executed (not held) action, ``t`` its executed-tick number.
+
+    record: write the episode file there (the layout of :func:`run_episode`'s, plus the attributes ``execution``
+    "stream", ``delay_ticks``, ``rtc``, ``rtc_schedule``). Its timeline is the executed ticks (held ones are
+    simulated, not recorded); row ``t`` holds the joint positions the policy observed at tick ``t`` (at an
+    observation tick where the robot then held: the observed ones, from before the hold), the action executed
+    at ``t`` or ``labels[t]`` (DAgger: :func:`expert_actions`, the expert's open-loop plan on the same timeline).
+    Its training samples (``sample_steps``) are the observation ticks, the inputs streaming gives the policy;
+    only they and their futures (``t + horizon``, the frame the dataset reads) are rendered and stored, the other
+    frames black (LZF-compressed).
+    failure_sample_until: a failed episode keeps only its observation ticks before this tick. The labels are
+    the expert's plan for the scene clocked by the tick, right only while the scene still matches it, and a
+    failure's scene departs from it at some time; a tick cut-off keeps the same part of the task (e.g. 100: the
+    approach and the grasp) whatever the delay and the observation schedule, where a count of observations
+    would not. None: every observation tick (the pause recipe also keeps every re-planning step of failures).
     """
     from cosmos_policy_ros.core.rtc import RtcConfig, build_prefix
 
@@ -244,10 +307,17 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
     d = int(delay_ticks)
     if d < 0:
         raise ValueError(f"delay_ticks: expected >= 0, got {delay_ticks}")
+    if failure_sample_until is not None and int(failure_sample_until) < 1:
+        raise ValueError(f"failure_sample_until: expected a tick >= 1, got {failure_sample_until}")
     s = int(execution_horizon) or max(1, H - d - int(margin_ticks))
     size = tuple(int(v) for v in image_size)
     sim.reset(seed, render=False)
     T = sim.config.max_steps // 2
+    _check_labels(labels, T, policy.layout.action_dim)
+    rec = None if record is None else _TimelineRecorder(policy.layout.cameras, size, labels)
+    needed = set()  # timeline ticks whose frames a sample reads: each observation tick and its future
+    observed = None  # (tick, joint positions, images) of the latest observation, while recording
+    obs_ticks: List[int] = []
     chunk: Optional[np.ndarray] = None
     base = 0  # timeline tick of chunk[0]
     pending = None  # (actions, observation tick, arrival tick)
@@ -268,6 +338,10 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
     while t < T:
         if t >= next_obs and pending is None:  # (a new observation waits for the chunk still being computed)
             obs = sim.policy_observation(size=size)
+            obs_ticks.append(t)
+            if rec is not None:
+                observed = (t, np.array(obs.proprio, dtype=np.float64), obs.images)
+                needed.update((t, min(t + H, T - 1)))
             prefix = None
             if chunk is not None and rtc.enabled:
                 prefix = build_prefix(chunk, base * policy.period, t * policy.period, policy.period, d, rtc)
@@ -302,14 +376,44 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
             pending = (pending[0], pending[1], pending[2] - 1)  # the arrival comes one held tick closer
             continue
         a = chunk[i]
+        if rec is not None:
+            if observed is not None and observed[0] == t:
+                rec.add(observed[1], a, observed[2])
+            else:
+                rec.add(sim.qpos14(), a, sim.render(size=size) if t in needed else None)
         if on_step is not None:
             on_step(t, a)
         tick(a)
         last = a
         t += 1
-    return RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
-                         queries=queries, values=values, infer_seconds=t_inf, held_ticks=held,
-                         max_switch_jump=jump, success_tick=success_tick)
+    res = RolloutResult(seed=int(seed), success=bool(sim.ever_success), max_reward=int(sim.max_reward), steps=T,
+                        queries=queries, values=values, infer_seconds=t_inf, held_ticks=held,
+                        max_switch_jump=jump, success_tick=success_tick, obs_ticks=obs_ticks, delay_ticks=d)
+    if rec is not None:
+        kept = obs_ticks if res.success or failure_sample_until is None else \
+            [v for v in obs_ticks if v < int(failure_sample_until)]
+        rec.write(record, sim, policy, res, kept,
+                  {"policy_name": policy.policy_id, "seed": int(seed), "action_noise": 0.0, "execute": s,
+                   "action_labels": "executed" if labels is None else "expert", "execution": "stream",
+                   "delay_ticks": d, "rtc": rtc.method, "rtc_schedule": rtc.schedule})
+    return res
+
+
+#: streaming defaults, those of the stream-rtc row of the graph benchmark (bench/policy_success_ros.py RTC_BEST):
+#: RTC method, weight schedule, execution horizon (ticks from one observation to the next)
+STREAM_RTC_DEFAULTS = ("replace", "ones", 25)
+
+
+def episode_delay(seed: int, delay_ticks: Union[int, Sequence[int]]) -> int:
+    """The inference delay (25 Hz ticks) of scene ``seed``'s streaming episode: ``delay_ticks`` itself, or for a
+    range ``(lo, hi)`` an integer drawn uniformly in ``lo..hi`` (inclusive) from the seed alone, so a rerun, or a
+    split of the seeds over several processes, gives every episode the same delay."""
+    v = [int(x) for x in np.atleast_1d(delay_ticks)]
+    if len(v) not in (1, 2) or min(v) < 0 or v[0] > v[-1]:
+        raise ValueError(f"delay_ticks: expected N or a range LO HI with 0 <= LO <= HI, got {list(v)}")
+    if v[0] == v[-1]:
+        return v[0]
+    return int(np.random.default_rng([int(seed), 0xDE1A]).integers(v[0], v[1] + 1))
 
 
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
@@ -317,13 +421,31 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
                  progress: bool = True, max_steps: int = 400, expert_labels: bool = False,
                  settle_steps: Optional[int] = None, sample_steps: Optional[Sequence[int]] = None,
                  failure_sample_steps: Optional[Sequence[int]] = None, pause_ticks: int = 0,
-                 observe_before_pause: bool = False) -> List[RolloutResult]:
+                 observe_before_pause: bool = False, execution: str = "pause",
+                 delay_ticks: Union[int, Sequence[int]] = 0, rtc=None, execution_horizon: int = 0,
+                 margin_ticks: int = 8, failure_sample_until: Optional[int] = None) -> List[RolloutResult]:
     """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``);
     ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data).
     ``settle_steps``: the sim's (None: objects at rest at step 0; 0: gym-aloha's mid-air first frame).
     ``sample_steps``, ``failure_sample_steps``, ``pause_ticks``, ``observe_before_pause``: see
-    :func:`run_episode`."""
+    :func:`run_episode` (``execution="pause"``, the default).
+    ``execution="stream"``: :func:`run_stream_episode` with ``rtc``, ``execution_horizon``, ``margin_ticks`` and
+    ``failure_sample_until``; ``delay_ticks``: N, or a range (LO, HI) drawn per episode (:func:`episode_delay`)."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+
+    if execution not in ("pause", "stream"):
+        raise ValueError(f"execution: expected 'pause' or 'stream', got {execution!r}")
+    if execution == "stream":
+        pause_only = {"execute": execute, "action_noise": action_noise or None, "sample_steps": sample_steps,
+                      "failure_sample_steps": failure_sample_steps, "pause_ticks": pause_ticks or None,
+                      "observe_before_pause": observe_before_pause or None}
+        given = [k for k, v in pause_only.items() if v is not None]
+        if given:
+            raise ValueError(f"execution 'stream': {given} apply to execution 'pause' only (streaming samples are "
+                             f"its observation ticks)")
+        episode_delay(0, delay_ticks)  # validated before the first episode
+    elif failure_sample_until is not None:
+        raise ValueError("failure_sample_until applies to execution 'stream' (pause: failure_sample_steps)")
 
     sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
                    max_steps=max_steps, render=False, settle_steps=settle_steps)
@@ -334,14 +456,22 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
             if rec is not None:
                 rec.parent.mkdir(parents=True, exist_ok=True)
             labels = expert_actions(sim, int(s)) if expert_labels else None
-            r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
-                            action_noise=action_noise, labels=labels, sample_steps=sample_steps,
-                            failure_sample_steps=failure_sample_steps, pause_ticks=pause_ticks,
-                            observe_before_pause=observe_before_pause)
+            if execution == "stream":
+                r = run_stream_episode(policy, sim, int(s), episode_delay(int(s), delay_ticks), rtc=rtc,
+                                       execution_horizon=execution_horizon, margin_ticks=margin_ticks,
+                                       image_size=image_size, record=rec, labels=labels,
+                                       failure_sample_until=failure_sample_until)
+            else:
+                r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
+                                action_noise=action_noise, labels=labels, sample_steps=sample_steps,
+                                failure_sample_steps=failure_sample_steps, pause_ticks=pause_ticks,
+                                observe_before_pause=observe_before_pause)
             results.append(r)
             if progress:
+                extra = "" if execution != "stream" else \
+                    f", delay {r.delay_ticks} ticks, observed at {r.obs_ticks}, held {r.held_ticks} ticks"
                 print(f"  seed {s}: {'success' if r.success else 'failure'} (max reward {r.max_reward}), "
-                      f"values {[round(v, 3) for v in r.values]}", flush=True)
+                      f"values {[round(v, 3) for v in r.values]}{extra}", flush=True)
     finally:
         sim.close()
     return results
@@ -361,6 +491,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="record the scripted expert's actions for the states the policy visits (DAgger data; "
                         "train on the files as --demos)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--max-steps", type=int, default=400,
+                   help="physics steps per episode (50 Hz; default 400: 8 s, 200 policy ticks)")
     p.add_argument("--settle-steps", type=int, default=None,
                    help="physics steps before step 0 (default: the sim's, objects at rest; 0 = gym-aloha's mid-air start)")
     p.add_argument("--sample-steps", type=int, nargs="+", default=None,
@@ -375,9 +507,75 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--observe-before-pause", action="store_true",
                    help="with --pause-ticks, the graph's order: observe when a chunk runs out, then hold while the "
                         "policy thinks (default: hold, then observe the settled robot)")
+    g = p.add_argument_group("streaming (--execution stream: re-plan while the robot moves, as the graph's "
+                             "execution:=stream; recorded samples are the observation ticks)")
+    g.add_argument("--execution", choices=("pause", "stream"), default="pause",
+                   help="pause (default): run each chunk to its end, then re-plan; stream: the graph's streaming "
+                        "splice with an inference delay (docs/runtime.md)")
+    g.add_argument("--delay-ticks", type=int, nargs="+", default=None, metavar="TICKS",
+                   help="stream: the inference delay in 25 Hz ticks, or LO HI for a delay drawn per episode from "
+                        "its seed (e.g. 4 10: the real delay varies)")
+    g.add_argument("--rtc", choices=("off", "replace", "guided"), default=None,
+                   help=f"stream: real-time chunking method (default {STREAM_RTC_DEFAULTS[0]}, the graph "
+                        "benchmark's stream-rtc row)")
+    g.add_argument("--rtc-schedule", choices=("exp", "linear", "ones", "zeros"), default=None,
+                   help=f"stream: RTC weights past the frozen prefix (default {STREAM_RTC_DEFAULTS[1]})")
+    g.add_argument("--rtc-delay-margin", type=int, default=None, help="stream: ticks frozen beyond the delay (default 2)")
+    g.add_argument("--rtc-beta", type=float, default=None, help="stream: guidance cap (default 5)")
+    g.add_argument("--execution-horizon", type=int, default=None,
+                   help=f"stream: ticks from one observation to the next (default {STREAM_RTC_DEFAULTS[2]} with RTC, "
+                        "0 without: the just-in-time schedule, horizon - delay - --margin-ticks)")
+    g.add_argument("--margin-ticks", type=int, default=None,
+                   help="stream, execution horizon 0: the chunk arrives this many ticks before the running one "
+                        "ends (default 8, the policy node's replan_margin 0.3 s)")
+    g.add_argument("--failure-sample-until", type=int, default=None, metavar="TICK",
+                   help="stream, recorded: a failed episode keeps only its observation ticks before TICK (with "
+                        "--expert-labels the expert's plan fits a failed scene only up to some time; default: all)")
     args = p.parse_args(argv)
+    stream_opts = {"--delay-ticks": args.delay_ticks, "--rtc": args.rtc, "--rtc-schedule": args.rtc_schedule,
+                   "--rtc-delay-margin": args.rtc_delay_margin, "--rtc-beta": args.rtc_beta,
+                   "--execution-horizon": args.execution_horizon, "--margin-ticks": args.margin_ticks,
+                   "--failure-sample-until": args.failure_sample_until}
+    stream = {}
+    if args.execution == "pause":
+        given = [k for k, v in stream_opts.items() if v is not None]
+        if given:
+            p.error(f"{', '.join(given)}: give --execution stream")
+    else:
+        pause_opts = {"--execute": args.execute is not None, "--action-noise": args.action_noise != 0,
+                      "--sample-steps": args.sample_steps is not None,
+                      "--failure-sample-steps": args.failure_sample_steps is not None,
+                      "--pause-ticks": args.pause_ticks != 0, "--observe-before-pause": args.observe_before_pause}
+        given = [k for k, v in pause_opts.items() if v]
+        if given:
+            p.error(f"{', '.join(given)}: not with --execution stream (its samples are the observation ticks)")
+        if args.delay_ticks is None:
+            p.error("--execution stream needs --delay-ticks (the inference delay in 25 Hz ticks, or a range LO HI)")
+        try:
+            episode_delay(0, args.delay_ticks)
+        except ValueError as e:
+            p.error(f"--delay-ticks: {e}")
+        if args.failure_sample_until is not None and (args.out is None or args.failure_sample_until < 1):
+            p.error("--failure-sample-until: expected a tick >= 1, with --out")
+        from cosmos_policy_ros.core.rtc import RtcConfig
+        try:
+            rtc = RtcConfig(args.rtc or STREAM_RTC_DEFAULTS[0], args.rtc_schedule or STREAM_RTC_DEFAULTS[1],
+                            beta=5.0 if args.rtc_beta is None else args.rtc_beta,
+                            delay_margin=2 if args.rtc_delay_margin is None else args.rtc_delay_margin)
+        except ValueError as e:
+            p.error(str(e))
+        horizon = args.execution_horizon
+        if horizon is None:
+            horizon = STREAM_RTC_DEFAULTS[2] if rtc.enabled else 0
+        if horizon < 0 or (args.margin_ticks is not None and args.margin_ticks < 0):
+            p.error("--execution-horizon and --margin-ticks: expected >= 0")
+        stream = {"execution": "stream", "delay_ticks": args.delay_ticks, "rtc": rtc, "execution_horizon": horizon,
+                  "margin_ticks": 8 if args.margin_ticks is None else args.margin_ticks,
+                  "failure_sample_until": args.failure_sample_until}
     if args.pause_ticks < 0:
         p.error(f"--pause-ticks: expected >= 0, got {args.pause_ticks}")
+    if args.max_steps < 2:
+        p.error(f"--max-steps: expected >= 2 physics steps, got {args.max_steps}")
     if args.failure_sample_steps is not None and args.sample_steps is None:
         p.error("--failure-sample-steps needs --sample-steps")
     if args.sample_steps is not None and args.out is None:
@@ -388,11 +586,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, decode_future_images=False)
     res = rollout_many(policy, list(range(args.seed_start, args.seed_start + args.episodes)), out=args.out,
-                       execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels,
+                       max_steps=args.max_steps, execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels,
                        settle_steps=args.settle_steps, sample_steps=args.sample_steps,
                        failure_sample_steps=args.failure_sample_steps, pause_ticks=args.pause_ticks,
-                       observe_before_pause=args.observe_before_pause)
-    print(json.dumps({"episodes": len(res), "successes": sum(r.success for r in res)}))
+                       observe_before_pause=args.observe_before_pause, **stream)
+    summary = {"episodes": len(res), "successes": sum(r.success for r in res)}
+    if stream:
+        summary["observations_per_episode"] = sum(len(r.obs_ticks) for r in res) / max(1, len(res))
+    print(json.dumps(summary))
     return 0
 
 

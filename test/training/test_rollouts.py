@@ -13,6 +13,18 @@ from cosmos_policy_training.rollouts import expert_actions, run_episode
 SIZE = (48, 64)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One torch thread, as the rollouts CLI uses by default: on a busy 2-core machine two threads made each
+    query of the tiny policy 50x slower (0.4 s -> 21 s)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def setup():
     policy = make_tiny_policy(seed=0, instructions=[TASK_DESCRIPTIONS["transfer_cube"]])
@@ -68,7 +80,10 @@ def test_sample_steps_store_only_the_replanning_frames_and_change_nothing_else(s
     assert not sparse.success
     short = run_episode(policy, sim, 6, image_size=SIZE, record=tmp_path / "short.hdf5", sample_steps=[0, 5],
                         failure_sample_steps=[0])
-    assert list(read_episode(short.path).attrs["sample_steps"]) == [0]
+    trimmed = read_episode(short.path)
+    assert list(trimmed.attrs["sample_steps"]) == [0]
+    for cam in policy.layout.cameras:  # the dropped sample's frame is not kept either
+        assert [t for t in range(trimmed.num_steps) if trimmed.images[cam][t].any()] == [0, trimmed.num_steps - 1]
     with pytest.raises(ValueError, match="subset"):
         run_episode(policy, sim, 6, image_size=SIZE, sample_steps=[0, 5], failure_sample_steps=[7])
 
@@ -143,3 +158,159 @@ def test_streaming_with_rtc_keeps_the_executed_actions_and_removes_the_switch_ju
             np.testing.assert_allclose(actions[j], executed[obs_t + j], rtol=0, atol=1e-6)
         # the switch tick sends the new chunk's action 4, still frozen: the running chunk's own plan for that tick
         np.testing.assert_allclose(executed[obs_t + 4], previous[10 + 4], rtol=0, atol=1e-6)
+
+
+# --- streaming DAgger: recorded episodes whose samples are the streaming observation ticks ---------------------
+
+@pytest.fixture(scope="module")
+def stream_policy():
+    """The tiny policy without future-image decoding (the rollouts CLI loads policies so)."""
+    return make_tiny_policy(seed=0, instructions=[TASK_DESCRIPTIONS["transfer_cube"]], decode_future_images=False)
+
+
+class _Observing:
+    """Wraps a policy, keeping every observation it was given (the inputs the recorded samples must hold)."""
+
+    def __init__(self, policy):
+        self.policy, self.seen = policy, []
+        self.horizon, self.period, self.layout, self.policy_id = policy.horizon, policy.period, policy.layout, "obs"
+
+    def infer(self, obs, seed=None, prefix=None):
+        self.seen.append(obs)
+        return self.policy.infer(obs, seed=seed, **({"prefix": prefix} if prefix is not None else {}))
+
+
+def _real_frames(ep, cam):
+    return [t for t in range(ep.num_steps) if ep.images[cam][t].any()]
+
+
+def test_stream_recording_samples_the_observation_ticks_with_the_expert_labels(setup, stream_policy, tmp_path):
+    """A streaming DAgger file: its samples are exactly the ticks the policy observed, each holding that
+    observation (joint positions and frames), its actions the expert's plan on the episode's timeline, frames
+    stored only where a sample or its future reads them; the dataset trains on those ticks only; and recording
+    changes nothing in the episode."""
+    from cosmos_policy_ros.core.images import ImageConfig
+    from cosmos_policy_ros.core.rtc import RtcConfig
+    from cosmos_policy_training.augment import AugmentConfig
+    from cosmos_policy_training.dataset import DatasetConfig, EpisodeDataset, sample_frames
+    from cosmos_policy_training.rollouts import run_stream_episode
+
+    _, sim = setup
+    labels = expert_actions(sim, 3)
+    pol = _Observing(stream_policy)
+    executed = []
+    kw = dict(delay_ticks=4, rtc=RtcConfig("replace", delay_margin=1), execution_horizon=10, image_size=SIZE)
+    r = run_stream_episode(pol, sim, 3, record=tmp_path / "s.hdf5", labels=labels,
+                           on_step=lambda t, a: executed.append((t, np.array(a), sim.qpos14())), **kw)
+    ep = read_episode(r.path)
+    assert r.obs_ticks == [0, 10, 20, 30] and len(pol.seen) == 4
+    assert list(ep.attrs["sample_steps"]) == r.obs_ticks
+    assert (ep.attrs["execution"], int(ep.attrs["delay_ticks"]), ep.attrs["rtc"], ep.attrs["action_labels"]) == \
+        ("stream", 4, "replace", "expert")
+    assert ep.num_steps == 40 and [t for t, *_ in executed] == list(range(40))
+    np.testing.assert_array_equal(ep.action, labels)  # the labels, not the executed actions
+    assert np.abs(np.stack([a for _, a, _ in executed]) - labels).max() > 0.05
+    np.testing.assert_array_equal(ep.qpos, np.stack([q for *_, q in executed]))  # the state at each tick
+    for t, obs in zip(r.obs_ticks, pol.seen):
+        np.testing.assert_array_equal(ep.qpos[t], obs.proprio)
+        for cam in stream_policy.layout.cameras:
+            np.testing.assert_array_equal(ep.images[cam][t], obs.images[cam])
+    read = sample_frames(None, 40, stream_policy.horizon, r.obs_ticks)
+    assert read == [0, 10, 20, 30, 39]
+    for cam in stream_policy.layout.cameras:
+        assert _real_frames(ep, cam) == read  # each sample's frame and its future (t + horizon, clipped) only
+    cfg = DatasetConfig(stride=1, augment=AugmentConfig(enabled=False))
+    ds = EpisodeDataset.from_paths([r.path], stream_policy.layout, ImageConfig(squash_size=64, size=64), cfg)
+    assert [t for _, t in ds.index] == r.obs_ticks and ds.episodes[0].policy_only
+    assert ds.sample(1).key == (0, 10)
+    # the recording renders extra frames but moves nothing: the same episode unrecorded
+    plain = []
+    q = run_stream_episode(stream_policy, sim, 3, on_step=lambda t, a: plain.append(np.array(a)), **kw)
+    np.testing.assert_array_equal(np.stack(plain), np.stack([a for _, a, _ in executed]))
+    assert (q.success, q.max_reward, q.held_ticks, q.obs_ticks) == (r.success, r.max_reward, r.held_ticks, r.obs_ticks)
+    with pytest.raises(ValueError, match="labels: expected"):
+        run_stream_episode(stream_policy, sim, 3, 4, labels=labels[:10], image_size=SIZE)
+
+
+def test_stream_recording_keeps_the_observed_state_across_holds_and_trims_failures(stream_policy, tmp_path):
+    """A chunk that runs out before the next observation: the robot observes, then holds while the policy
+    thinks; the held ticks are simulated but not on the timeline, and the row of the observation tick holds what
+    the policy saw (before the hold). ``failure_sample_until`` keeps a failure's earlier observations only,
+    and the frames only they read."""
+    from cosmos_policy_training.rollouts import run_stream_episode
+
+    policy = _Observing(stream_policy)
+    sim = AlohaSim("transfer_cube", seed=0, image_size=SIZE, cameras=stream_policy.layout.cameras, max_steps=120,
+                   render=False)
+    try:
+        executed = {}
+        r = run_stream_episode(policy, sim, 8, delay_ticks=4, execution_horizon=55, image_size=SIZE,
+                               record=tmp_path / "h.hdf5", failure_sample_until=50,
+                               on_step=lambda t, a: executed.__setitem__(t, sim.qpos14()))
+        with pytest.raises(ValueError, match="failure_sample_until"):
+            run_stream_episode(stream_policy, sim, 8, delay_ticks=4, failure_sample_until=0)
+    finally:
+        sim.close()
+    assert r.obs_ticks == [0, 50]  # the chunk (50 actions) ran out at tick 50: observed there, not at 55
+    assert r.held_ticks == 4 + 4  # the first chunk's delay, then the delay after tick 50
+    ep = read_episode(r.path)
+    assert ep.num_steps == 60 and sorted(executed) == list(range(60))
+    np.testing.assert_array_equal(ep.qpos[50], policy.seen[1].proprio)  # observed before the hold
+    assert np.abs(executed[50] - ep.qpos[50]).max() > 1e-4  # the arms moved on while holding
+    np.testing.assert_array_equal(ep.qpos[51:], np.stack([executed[t] for t in range(51, 60)]))
+    assert not r.success and list(ep.attrs["sample_steps"]) == [0]  # the failure keeps ticks before 50
+    for cam in stream_policy.layout.cameras:
+        assert _real_frames(ep, cam) == [0, 50]  # sample 0 and its future; tick 50's own future (59) is black
+
+
+def test_rollouts_cli_records_stream_dagger_episodes_and_leaves_pause_files_as_they_were(setup, stream_policy,
+                                                                                         tmp_path, capsys):
+    """`rollouts --execution stream --delay-ticks LO HI --expert-labels`: one file per seed, each with its own
+    delay drawn from the seed (the same on a rerun), the stream-rtc row's RTC settings by default; the default
+    execution (pause) writes the attributes it always wrote and no streaming ones."""
+    import h5py
+
+    from cosmos_policy_ros.core.policy import save_policy
+    from cosmos_policy_training.rollouts import STREAM_RTC_DEFAULTS, episode_delay, main
+
+    ckpt = tmp_path / "tiny"
+    save_policy(stream_policy, ckpt)
+    common = ["--policy", str(ckpt), "--seed-start", "20", "--max-steps", "80", "--expert-labels"]
+    assert main(common + ["--episodes", "2", "--out", str(tmp_path / "s"), "--execution", "stream", "--delay-ticks", "3", "9",
+                          "--execution-horizon", "20"]) == 0
+    assert '"observations_per_episode": 2.0' in capsys.readouterr().out
+    for seed in (20, 21):
+        ep = read_episode(tmp_path / "s" / f"episode_{seed}.hdf5", load_images=False)
+        d = int(ep.attrs["delay_ticks"])
+        assert 3 <= d <= 9 and d == episode_delay(seed, (3, 9))
+        assert list(ep.attrs["sample_steps"]) == [0, 20]
+        assert (ep.attrs["rtc"], ep.attrs["rtc_schedule"]) == STREAM_RTC_DEFAULTS[:2]
+        np.testing.assert_array_equal(ep.action, expert_actions(setup[1], seed))
+    delays = {episode_delay(s, (3, 9)) for s in range(200)}
+    assert delays == set(range(3, 10))  # every delay of the range occurs, none outside
+    assert main(common + ["--episodes", "1", "--out", str(tmp_path / "p"), "--sample-steps", "0", "20"]) == 0
+    with h5py.File(tmp_path / "p" / "episode_20.hdf5", "r") as f:  # every attribute, the writer's own too
+        assert sorted(f.attrs) == ["action_labels", "action_noise", "compress", "execute", "fps", "policy_name",
+                                   "sample_steps", "seed", "sim", "success", "success_score", "task_description"]
+        assert int(f.attrs["execute"]) == stream_policy.horizon and f["action"].shape == (40, 14)
+    for bad in (["--execution", "stream"], ["--delay-ticks", "4"], ["--execution", "stream", "--delay-ticks", "4",
+                                                                    "--sample-steps", "0"],
+                ["--execution", "stream", "--delay-ticks", "9", "3"]):
+        with pytest.raises(SystemExit):
+            main(common + ["--out", str(tmp_path / "x")] + bad)
+    assert not (tmp_path / "x").exists()
+
+
+def test_stream_defaults_are_the_graph_benchmarks_stream_rtc_row():
+    """The streaming CLI's RTC defaults are those of the stream-rtc row the ROS graph benchmark runs, so
+    streaming DAgger data is recorded the way the graph runs the policy."""
+    import importlib.util
+    from pathlib import Path
+
+    from cosmos_policy_training.rollouts import STREAM_RTC_DEFAULTS
+
+    path = Path(__file__).resolve().parents[2] / "bench" / "policy_success_ros.py"
+    spec = importlib.util.spec_from_file_location("_policy_success_ros", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert tuple(STREAM_RTC_DEFAULTS) == tuple(mod.RTC_BEST)
