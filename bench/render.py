@@ -45,6 +45,8 @@ SECTIONS = {
     "policy_success_ros": ("Small sim policy through the real ROS 2 graph", "bench/policy_success_ros.py", [], 3600),
     "denoising_steps": ("Success and chunk latency against denoising calls: pause, stream, stream with RTC "
                         "(ROS-free loop)", "bench/denoising_steps.py", [], 14400),
+    "world_model": ("World model: predicted future frames and proprio against copying the current state (held-out "
+                    "scenes)", "bench/world_model.py", [], 1800),
 }
 
 
@@ -268,6 +270,7 @@ BODIES: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "model_cpu": model_body, "model_2b_gpu": model_body, "planner_2b_gpu": planner_body, "planner": planner_body,
     "policy_success": policy_success_body, "policy_success_ros": policy_success_ros_body,
     "denoising_steps": denoising_steps_body, "backbones": _script_render("backbones"),
+    "world_model": _script_render("world_model"),
 }
 
 

@@ -43,6 +43,34 @@ def training_seeds(checkpoint: str) -> Optional[range]:
         return None
 
 
+def trained_vae(checkpoint: str) -> Optional[dict]:
+    """The trained VAE a checkpoint's recipe.json records (``vae``, also through the ``init_recipe`` chain of a
+    continued checkpoint), or None: no recipe, or the preset's randomly initialised VAE."""
+    try:
+        import json
+
+        recipe = json.loads((Path(checkpoint) / "recipe.json").read_text())
+    except Exception:  # noqa: BLE001 - no or unreadable recipe: nothing recorded
+        return None
+    while isinstance(recipe, dict):
+        vae = recipe.get("vae")
+        if isinstance(vae, dict) and vae.get("trained"):
+            return vae
+        recipe = recipe.get("init_recipe")
+    return None
+
+
+def vae_note(checkpoint: str) -> str:
+    """What the demo says about the predicted frames of the embedded sim checkpoint."""
+    vae = trained_vae(checkpoint)
+    if vae is None:
+        return ("(this small CPU-trained checkpoint uses a random, frozen VAE: its predicted frames are not "
+                "pictures; docs/training.md)")
+    psnr = vae.get("heldout_psnr_db")
+    psnr = f", held-out reconstruction PSNR {psnr:.1f} dB" if isinstance(psnr, (int, float)) else ""
+    return f"(predicted frames decoded by the checkpoint's trained VAE{psnr}; docs/training.md)"
+
+
 def scene_note(seed: int, seeds: Optional[range]) -> str:
     """Whether a scene seed is one the policy was trained on (said next to the outcome)."""
     if seeds is None:
@@ -335,8 +363,7 @@ def run_demo(args) -> int:
         print(f"success     : {n_ok}/{len(results)} ({100.0 * n_ok / len(results):.0f}%) through the real ROS 2 graph")
     print(f"future PNG  : {png or 'none (no predicted frame matched a real frame)'}")
     if png and "embedded small sim policy" in about:
-        print("              (this small CPU-trained checkpoint uses a random, frozen VAE: its predicted frames are "
-              "not pictures; docs/training.md)")
+        print(f"              {vae_note(checkpoint)}")
     print(f"node logs   : {log_dir}")
     if args.json:
         import json

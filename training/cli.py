@@ -81,6 +81,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "Default: as --init's checkpoint, else whole frames")
     m.add_argument("--keep-checkpoint-stats", action="store_true", help="keep --init's normalisation statistics")
     m.add_argument("--train-vae", action="store_true", help="also train the VAE (default: frozen)")
+    m.add_argument("--vae", default=None, metavar="DIR",
+                   help="a VAE trained by `python -m cosmos_policy_training.vae` (its --out folder): the preset network "
+                        "is built with its config and loads its weights strictly (frozen unless --train-vae); with "
+                        "--init the checkpoint's VAE must be this one. Latent caches are keyed by the VAE's weights")
     m.add_argument("--policy-id", default=None)
     t = parser.add_argument_group("training")
     t.add_argument("--out", required=True, help="run folder (checkpoints/, final/, history.jsonl, loss.png)")
@@ -146,6 +150,49 @@ def parse_rois(items: Sequence[str]) -> dict:
     return out
 
 
+def trained_vae_for(directory: str, network, image_cfg):
+    """(VAEConfig, state dict) of a trained VAE folder, checked against the run's image preprocessing."""
+    from .vae import load_trained_vae
+
+    try:
+        vae_cfg, state, report = load_trained_vae(directory)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(str(e))
+    img = (report or {}).get("image") or {}
+    if img.get("size") is not None and int(img["size"]) != image_cfg.size:
+        raise SystemExit(f"--vae {directory}: trained on {img['size']} px images, this run's network takes "
+                         f"{image_cfg.size} px")
+    rois = {k: [round(float(v), 6) for v in b] for k, b in (img.get("rois") or {}).items()}
+    mine = {k: [round(float(v), 6) for v in b] for k, b in (image_cfg.rois or {}).items()}
+    if img and rois != mine:
+        print(f"warning: --vae {directory} was trained with image ROIs {rois or 'none'}, this run uses "
+              f"{mine or 'none'}", file=sys.stderr, flush=True)
+    return vae_cfg, state
+
+
+def use_trained_vae(policy, vae_cfg, state, directory: str, from_init: bool) -> None:
+    """Load the trained VAE's weights into a preset network (strict), or check that an --init checkpoint's VAE is
+    that VAE (a DiT is trained on one VAE's latents: swapping it would silently change every latent)."""
+    import torch
+
+    from .vae import load_vae_into
+
+    vae = policy.network.vae
+    if from_init:
+        own = vae.state_dict()
+        same = policy.network.cfg.vae == vae_cfg and set(own) == set(state) and all(
+            own[k].shape == state[k].shape and torch.equal(own[k].float(), state[k].float()) for k in state)
+        if not same:
+            raise SystemExit(f"--vae {directory}: the --init checkpoint's VAE is a different one; a network keeps the "
+                             "VAE its DiT was trained on (start from a preset to use a new VAE)")
+        return
+    from cosmos_policy_ros.core.checkpoint import CheckpointError
+    try:
+        load_vae_into(vae, state, f"--vae {directory} weights")
+    except CheckpointError as e:
+        raise SystemExit(str(e))
+
+
 def build_from_args(args: argparse.Namespace):
     """(trainer, dataset) for parsed arguments (used by the CLI and the recipes)."""
     import torch
@@ -207,6 +254,12 @@ def build_from_args(args: argparse.Namespace):
             image_cfg = dataclasses.replace(image_cfg, rois=rois)
         except ValueError as e:
             raise SystemExit(f"--roi: {e}")
+    vae_state = None
+    if getattr(args, "vae", None):
+        vae_cfg, vae_state = trained_vae_for(args.vae, network, image_cfg)
+        if network is not None:
+            import dataclasses
+            network = dataclasses.replace(network, vae=vae_cfg)
     dataset = EpisodeDataset.from_paths(demos, layout, image_cfg, dcfg, rollouts=rollouts, stats=stats,
                                         kind_fractions=fractions,
                                         relative_actions=relative)
@@ -214,6 +267,8 @@ def build_from_args(args: argparse.Namespace):
     policy = build_policy(dataset.stats, dataset.tasks, init=args.init, network=network, layout=layout, seed=args.seed,
                           embeddings=emb, keep_checkpoint_stats=args.keep_checkpoint_stats, policy_id=args.policy_id,
                           image=image_cfg)
+    if vae_state is not None:
+        use_trained_vae(policy, vae_cfg, vae_state, args.vae, from_init=bool(args.init))
     from cosmos_policy_ros.core.backbone import get_backbone
     optim = dict(get_backbone(backbone).optim)  # the backbone's recipe, then explicit flags
     optim.update({k: v for k, v in (("lr", args.lr), ("warmup_steps", args.warmup), ("decay_steps", args.decay_steps),

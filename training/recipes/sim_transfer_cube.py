@@ -5,8 +5,9 @@
 1. generates scripted demos with the sim expert (``cosmos_policy_ros.sim.generate_demos``; 25 Hz policy
    rate, each action held for 2 physics steps at 50 Hz; 240x320 renders of the three ALOHA cameras) unless
    ``--demos-dir`` already holds them;
-2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, randomly initialised frozen small Wan VAE; cam_high cut to
-   the table area, ``CAM_HIGH_ROI``)
+2. trains the ``sim`` network preset (4-layer DiT, hidden 128, 64 px, a frozen small Wan VAE: randomly initialised,
+   or trained by ``python -m cosmos_policy_training.vae`` with ``--vae DIR``; cam_high cut to the table area,
+   ``CAM_HIGH_ROI``)
    with the reference's objective split, noise distribution and loss, on cached latents (no augmentation:
    the VAE is frozen, so every sample is encoded once), on the CPU;
 3. writes the final weights in our checkpoint format to ``--out`` with ``recipe.json`` (the exact command,
@@ -84,7 +85,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smoothing-window", type=int, default=DEFAULTS["smoothing_window"],
                         help="output transform saved in the checkpoint: each chunk's centred moving average over this "
                              "many actions (odd; 1 = off; see docs/sim_checkpoint_results.md)")
+    parser.add_argument("--vae", type=Path, default=None, metavar="DIR",
+                        help="a VAE trained by `python -m cosmos_policy_training.vae` (train --vae) instead of the "
+                             "preset's randomly initialised one; recorded in recipe.json (a checkpoint continued with "
+                             "--init carries it on, and --vae there must name the same VAE)")
     parser.add_argument("--no-progress", action="store_true")
+
+
+def vae_record(args: argparse.Namespace, init_recipe: Optional[dict]) -> Optional[dict]:
+    """recipe.json's ``vae``: the trained VAE this run used (--vae), else the one its --init chain recorded,
+    else None (the preset's randomly initialised, frozen VAE)."""
+    if getattr(args, "vae", None) is not None:
+        from ..vae import vae_summary
+
+        return vae_summary(args.vae)
+    r = init_recipe
+    while r:
+        if r.get("vae"):
+            return r["vae"]
+        r = r.get("init_recipe")
+    return None
 
 
 def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
@@ -110,6 +130,8 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
         argv += ["--roi", "cam_high=" + ",".join(f"{v:.6f}" for v in CAM_HIGH_ROI)]
     if args.resume:
         argv += ["--resume", str(args.run_dir)]
+    if getattr(args, "vae", None) is not None:
+        argv += ["--vae", str(args.vae)]
     if args.no_progress:
         argv.append("--no-progress")
     return argv
@@ -169,6 +191,9 @@ def run(args: argparse.Namespace) -> int:
         "final": {k: last[k] for k in ("loss", "policy/action", "policy/future_proprio", "policy/future_image",
                                        "policy/value", "value/value") if k in last},
     }
+    vae = vae_record(args, init_recipe)
+    if vae is not None:
+        recipe["vae"] = vae
     if init_recipe is not None:  # the chain of runs that made this checkpoint, newest first
         recipe["init_recipe"] = init_recipe
     (args.out / "recipe.json").write_text(json.dumps(recipe, indent=1), encoding="utf-8")
