@@ -154,6 +154,8 @@ class RobotTraffic:
             self._note("/diagnostics", k // 25, self.node.get_clock().now().nanoseconds)
 
     def _run(self, duration: float) -> None:
+        # The schedule of ``duration`` seconds is published whole: a thread starved by a busy machine falls behind
+        # and catches up (late, in bursts) instead of stopping early, so every run publishes the same messages.
         periods = {"image": 1.0 / self.rates["image"], "joint": 1.0 / self.rates["joint"],
                    "command": 1.0 / self.rates["command"]}
         counters = {k: 0 for k in periods}
@@ -162,9 +164,10 @@ class RobotTraffic:
         try:
             while not self._stop.is_set():
                 now = time.monotonic()
-                if now - t0 >= duration:
+                due = {k: v for k, v in nxt.items() if v - t0 < duration - 1e-9}
+                if not due:
                     break
-                kind = min(nxt, key=nxt.get)
+                kind = min(due, key=due.get)
                 if nxt[kind] > now:
                     time.sleep(min(nxt[kind] - now, 0.002))
                     continue
@@ -182,6 +185,7 @@ class RobotTraffic:
             self.publish_errors.append(repr(exc))
 
     def start(self, duration: float) -> None:
+        """Publish ``duration`` seconds of traffic at the nominal rates (all of it, however late; see _run)."""
         self._thread = threading.Thread(target=self._run, args=(duration,), daemon=True)
         self._thread.start()
 
