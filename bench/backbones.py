@@ -1,5 +1,5 @@
 """Benchmark: the two sim policies side by side, one per backbone (Cosmos-Predict2 and Cosmos-Predict2.5
-formulations of the same small network, trained by the same recipe on the same kind of data).
+formulations of the same small network, trained by scripts/quick_sim_checkpoint.sh on the same kind of data).
 
 Loop: the ROS-free sim loop of ``bench/policy_success.py`` (AlohaSim + CosmosPolicy in one process, 25 Hz
 policy on 50 Hz physics, 50-action chunks open-loop, the robot settled before each re-plan), the same held-out
@@ -57,9 +57,11 @@ def render(d: Dict[str, Any]) -> str:
         return "No figures."
     n = max(r["episodes"] for r in rows)
     s0 = d.get("seed_start", 1000)
-    lines = [f"The same small `sim` network trained by the same recipe on each backbone's formulation, ROS-free sim loop "
-             f"(section *Small sim policy success rate*), held-out seeds {s0}..{s0 + n - 1} for both. Latency: median "
-             f"chunk latency on CPU, {d.get('threads', 1)} thread, both measured in the same run.", "",
+    lines = [f"The small `sim` network on each backbone's formulation, trained by `scripts/quick_sim_checkpoint.sh` "
+             f"(`BACKBONE=predict2.5 ACTION_WEIGHT=16` for the second; the training columns say how far each went, "
+             f"docs/sim_checkpoint_results.md the stages), ROS-free sim loop (section *Small sim policy success rate*), "
+             f"held-out seeds {s0}..{s0 + n - 1} for both. Latency: median chunk latency on CPU, {d.get('threads', 1)} "
+             f"thread, both measured in the same run.", "",
              "| backbone | checkpoint | sampler | episodes | success | max reward 0/1/2/3/4 | chunk latency | "
              "training data | training time |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
