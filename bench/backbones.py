@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -33,22 +31,12 @@ DEFAULT_POLICIES = [ROOT / "checkpoints" / "sim_transfer_cube", ROOT / "checkpoi
 
 
 def sampler_text(policy) -> str:
-    """'EDM, 10 calls' / 'UniPC (shift 5), 5 calls': the chunk's sampler as the checkpoint configures it."""
+    """The chunk's sampler as the checkpoint configures it (family, schedule, network calls)."""
     cfg = policy.sampler
     steps = getattr(cfg, "action_steps", "?")
     if hasattr(cfg, "shift"):
         return f"rectified flow, UniPC order {getattr(cfg, 'order', '?')}, shift {cfg.shift:g}, {steps} calls"
     return f"EDM, {steps} calls (sigma {cfg.sigma_max:g} -> {cfg.sigma_min:g})"
-
-
-def chunk_latency(policy, obs, repeats: int = 5) -> float:
-    policy.infer(obs)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        policy.infer(obs)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def render(d: Dict[str, Any]) -> str:
@@ -96,6 +84,7 @@ def main(argv=None) -> int:
     from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE, run_episode
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))  # PYTHONSAFEPATH=1 leaves the script's folder out
+    from denoising_steps import measure_latency
     from policy_success import training_summary
 
     torch.set_num_threads(args.threads)
@@ -106,7 +95,7 @@ def main(argv=None) -> int:
     try:
         sim.reset(args.seed_start, render=False)
         obs = sim.policy_observation(size=tuple(DEFAULT_IMAGE_SIZE))
-        latencies = [chunk_latency(pol, obs) for pol in policies]
+        latencies = [measure_latency(pol, obs, n=5) for pol in policies]
         for path, pol, lat in zip(args.policies, policies, latencies):
             rewards, ok = [], 0
             for i in range(args.episodes):
