@@ -29,7 +29,6 @@ Schema of ``--json`` (`make bench` section world_model):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -52,18 +51,16 @@ def ssim_u8(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def vae_description(checkpoint: Path) -> str:
-    """'trained (PSNR ...)' or 'random frozen' from the checkpoint's recipe.json chain."""
-    try:
-        recipe = json.loads((checkpoint / "recipe.json").read_text())
-    except (OSError, ValueError):
+    """'trained (PSNR ...)' or 'random frozen' from the checkpoint's recipe.json chain (the demo's reading of it)."""
+    from cosmos_policy_ros.demo import trained_vae
+
+    if not (checkpoint / "recipe.json").is_file():
         return "unknown (no recipe.json)"
-    while isinstance(recipe, dict):
-        v = recipe.get("vae")
-        if isinstance(v, dict) and v.get("trained"):
-            psnr = v.get("heldout_psnr_db")
-            return "trained" + (f" (held-out reconstruction {psnr:.1f} dB)" if isinstance(psnr, (int, float)) else "")
-        recipe = recipe.get("init_recipe")
-    return "randomly initialised, frozen"
+    v = trained_vae(str(checkpoint))
+    if v is None:
+        return "randomly initialised, frozen"
+    psnr = v.get("heldout_psnr_db")
+    return "trained" + (f" (held-out reconstruction {psnr:.1f} dB)" if isinstance(psnr, (int, float)) else "")
 
 
 def evaluate(policy, files: Sequence[Path], steps: Sequence[int], seed: Optional[int] = None,
