@@ -31,9 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from cosmos_policy_training.rollouts import STREAM_RTC_DEFAULTS
+
 #: the stream-rtc row: (method, weight schedule, execution horizon in ticks; 0 = the just-in-time schedule), chosen
-#: on 10 seeds in the ROS-free loop (docs/runtime.md, "Real-time chunking")
-RTC_BEST = ("replace", "ones", 25)
+#: on 10 seeds in the ROS-free loop (docs/runtime.md, "Real-time chunking"); streaming DAgger rollouts use the same
+RTC_BEST = STREAM_RTC_DEFAULTS
 
 
 def main(argv=None) -> int:
