@@ -7,7 +7,8 @@ Label outcomes with `cosmos-policy outcome` (recorder).
 start refuses (exit 1, nothing published, no bag) while the e-stop is latched (run `cosmos-policy episode reset`
 first) and while an episode runs: `--restart` stops the running episode and starts a new one.
 
-When the episode manager runs (its ~/start service answers), start / stop / label / estop / reset go through it
+When the episode manager runs (its ~/start service answers, or the commander names it in its `episode_manager`
+parameter, as the graph's `episode_manager:=true` does), start / stop / label / estop / reset go through it
 instead (cosmos_policy_ros/ros/cli_lifecycle.py): start = reset to the start pose, then run; stop = hold, then
 STOP; label = recorder label, then the rest pose. `--no-manager` talks to the commander directly.
 """
@@ -34,45 +35,90 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--episode-id", default="", help="label: episode (default: the last one)")
 
 
-def _manager_running(name: str, commander: str, timeout: float = 10.0, grace: float = 3.0) -> bool:
-    """True when the episode manager's ~/start service answers discovery (own short-lived context).
+def _route(manager: str, commander: str, timeout: float = 10.0, grace: float = 3.0) -> str | None:
+    """The episode manager to go through ("/name"), or None to talk to the commander directly.
 
-    Discovery can take seconds on a loaded computer, and a wrong "no manager" would skip the manager's
-    start-pose move. So: wait (up to ``timeout``) until the manager or the commander is discovered; when only
-    the commander is, give the manager ``grace`` seconds more before concluding that none runs.
+    Discovery can take seconds on a loaded computer, and a wrong "no manager" would start an episode behind the
+    manager's back (no input checks, no start-pose move). So: wait (up to ``timeout``) until the manager or the
+    commander is discovered. A commander that names its manager (parameter ``episode_manager``, set by the
+    graph's ``episode_manager:=true``) settles it: that manager is used, waited for up to ``timeout``, and a
+    ConnectionError says so when it does not answer. A commander that names none gives a manager started by
+    hand ``grace`` seconds more before the CLI concludes that none runs.
     """
     import rclpy
     from rclpy.context import Context
     from rclpy.node import Node
     from std_srvs.srv import Trigger
 
+    manager = "/" + manager.strip("/")
+    commander = "/" + commander.strip("/")
     ctx = Context()
     rclpy.init(context=ctx)
+    node = None
     try:
         node = Node("cosmos_policy_episode_probe", context=ctx)
-        manager = node.create_client(Trigger, "/" + name.strip("/") + "/start")
-        cmd = node.create_client(Trigger, "/" + commander.strip("/") + "/start_episode")
+        mgr = node.create_client(Trigger, manager + "/start")
+        cmd = node.create_client(Trigger, commander + "/start_episode")
         deadline = time.monotonic() + timeout
-        found = manager.service_is_ready()
+        found = mgr.service_is_ready()
         while not found and not cmd.service_is_ready() and time.monotonic() < deadline:
-            found = manager.wait_for_service(timeout_sec=0.1)
-        if not found:
-            found = manager.wait_for_service(timeout_sec=grace)
-        node.destroy_node()
-        return found
+            found = mgr.wait_for_service(timeout_sec=0.1)
+        if found:
+            return manager
+        named = _commander_parameter(node, commander, "episode_manager", timeout) if cmd.service_is_ready() else ""
+        if named:
+            named = "/" + named.strip("/")
+            if named != manager:
+                mgr = node.create_client(Trigger, named + "/start")
+            if not mgr.wait_for_service(timeout_sec=timeout):
+                raise ConnectionError(f"{commander} is run by the episode manager {named}, whose {named}/start "
+                                      f"does not answer within {timeout:g} s: is it running? (--no-manager talks "
+                                      "to the commander directly)")
+            return named
+        return manager if mgr.wait_for_service(timeout_sec=grace) else None
     finally:
+        if node is not None:
+            node.destroy_node()
         rclpy.shutdown(context=ctx)
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.action in ("start", "stop", "estop", "reset", "label") and not args.no_manager \
-            and _manager_running(args.manager, args.commander, args.timeout):
-        from . import cli_lifecycle
+def _commander_parameter(node, commander: str, name: str, timeout: float) -> str:
+    """The commander's string parameter ``name`` ("" when it has none or does not answer in ``timeout``)."""
+    import rclpy
+    from rcl_interfaces.msg import ParameterType
+    from rcl_interfaces.srv import GetParameters
+    from rclpy.executors import SingleThreadedExecutor
 
-        args.go = args.action == "start"
-        args.no_wait = False
-        args.move_timeout = 60.0
-        return cli_lifecycle.run(args)
+    client = node.create_client(GetParameters, commander + "/get_parameters")
+    if not client.wait_for_service(timeout_sec=timeout):
+        return ""
+    fut = client.call_async(GetParameters.Request(names=[name]))
+    executor = SingleThreadedExecutor(context=node.context)  # the probe's own context, not the global one
+    try:
+        rclpy.spin_until_future_complete(node, fut, executor=executor, timeout_sec=timeout)
+    finally:
+        executor.shutdown()
+    if not fut.done() or fut.result() is None or not fut.result().values:
+        return ""
+    value = fut.result().values[0]
+    return value.string_value if value.type == ParameterType.PARAMETER_STRING else ""
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action in ("start", "stop", "estop", "reset", "label") and not args.no_manager:
+        try:
+            manager = _route(args.manager, args.commander, args.timeout)
+        except ConnectionError as e:
+            print(f"{args.action}: {e}")
+            return 2
+        if manager:
+            from . import cli_lifecycle
+
+            args.manager = manager
+            args.go = args.action == "start"
+            args.no_wait = False
+            args.move_timeout = 60.0
+            return cli_lifecycle.run(args)
     if args.action == "label":
         print("label: no episode manager running; use `cosmos-policy outcome` to label through the recorder")
         return 2

@@ -44,6 +44,9 @@ PARAMS = (
     Param("generation", "aloha2", "ALOHA generation selecting the gripper command conversion (aloha1 or aloha2)"),
     Param("arms", ["follower_left", "follower_right"], "follower namespaces, left then right"),
     Param("chunk_topic", "/policy/action_chunk", "ActionChunk topic from the policy node"),
+    Param("episode_manager", "", "the episode manager node that runs this commander's episodes ('' = none; the "
+          "graph's episode_manager argument sets it): `cosmos-policy episode` then always goes through that manager "
+          "and never falls back to this node's services because the manager was discovered late"),
     Param("policy_status_topic", "/policy/status", "policy node health (diagnostic_msgs/DiagnosticStatus); "
           "level ERROR makes the commander hold"),
     Param("policy_timeout", 1.0, "hold when the policy status has been silent this long (s); 0 disables"),

@@ -155,3 +155,26 @@ def test_episode_start_through_the_manager_refuses_a_running_episode_unless_rest
             assert rc == 0, out
     finally:
         follower.close()
+
+
+def test_episode_start_never_bypasses_the_manager_the_commander_names(ros_session, node_log_dir):
+    """The graph's ``episode_manager:=true`` commander names its manager: when that manager does not answer
+    (late discovery on a loaded computer, or not running), `episode start` fails clearly and starts nothing,
+    instead of starting an episode on the commander without the manager's input checks and start-pose move."""
+    from std_srvs.srv import Trigger
+
+    from cosmos_policy_ros.msg import EpisodeEvent
+    from cosmos_policy_ros.ros.graph import graph_nodes
+
+    node = ros_session.make_node("episode_cli_managed_test")
+    events = Collector(node, EpisodeEvent, "/episode", 50)
+    spec = [n.spec for n in graph_nodes("aloha", {"record": False, "task": "fold", "episode_manager": True})
+            if n.name == "commander"]
+    assert spec[0].parameters["episode_manager"] == "/episode_manager"
+    with launch(spec, node_log_dir) as procs:
+        assert node.create_client(Trigger, "/commander/start_episode").wait_for_service(timeout_sec=30.0)
+        rc, out = _cli("start", "--timeout", "3")
+        assert rc == 2, out
+        assert "/commander is run by the episode manager /episode_manager" in out and "--no-manager" in out, out
+        assert _new_events(events, 0) == []
+        assert all(p.alive() for p in procs)
