@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cosmos_policy_ros.ros.harness import Collector, NodeProcess, NodeSpec, launch, wait_for
+from cosmos_policy_ros.ros.harness import Collector, NodeSpec, launch, wait_for
 
 pytestmark = pytest.mark.ros
 
@@ -82,26 +82,6 @@ def test_episode_start_refuses_while_estopped_or_running(ros_session, node_log_d
         rc, out = _cli("stop", "--no-manager")
         assert rc == 0, out
 
-        # with the episode manager running the CLI goes through it: its refusal says what to run as well
-        manager = NodeSpec(module="cosmos_policy_ros.ros.episode_manager", name="episode_manager",
-                           parameters={"camera_topics": [""], "require_policy_ok": False, "prep_enabled": False})
-        with NodeProcess(manager, node_log_dir) as mproc:
-            deadline = time.monotonic() + 30
-            while True:  # until the manager has discovered the commander's e-stop service (late under load)
-                rc, out = _cli("estop")
-                if rc == 0 or time.monotonic() > deadline:
-                    break
-                assert "not available" in out, out
-                time.sleep(0.5)
-            assert rc == 0 and "estop: ok" in out, out + mproc.output()[-2000:]
-            n = len(events)
-            rc, out = _cli("start")
-            assert rc == 1, out
-            assert "start: refused: start refused in state ESTOPPED" in out, out
-            assert "release the e-stop first: cosmos-policy episode reset" in out, out
-            assert _new_events(events, n) == []
-            rc, out = _cli("reset")
-            assert rc == 0 and "reset: ok" in out, out
         assert all(p.alive() for p in procs)
 
 
@@ -120,9 +100,10 @@ def test_episode_start_through_the_manager_refuses_a_running_episode_unless_rest
     # a follower standing at the start pose: the manager's start move is reached at once
     arm, grip = list(DEFAULT_START_POSE[:6]), float(gripper_convention("aloha2").command_to_joint(DEFAULT_START_POSE[6]))
     follower = FakeFollower(client.node, arm + [grip, 0.03, -0.03])
-    commander = [n.spec for n in graph_nodes("aloha", {"record": False, "task": "fold"},
-                                             node_parameters={"commander": {"chunk_topic": MANAGER_CHUNKS}})
+    # the commander as `episode_manager:=true` launches it: fed by the manager, and naming it
+    commander = [n.spec for n in graph_nodes("aloha", {"record": False, "task": "fold", "episode_manager": True})
                  if n.name == "commander"]
+    assert commander[0].parameters["chunk_topic"] == MANAGER_CHUNKS
     manager = NodeSpec(module="cosmos_policy_ros.ros.episode_manager", name="episode_manager",
                        parameters={"camera_topics": [""], "require_policy_ok": False, "prep_enabled": False})
     try:
@@ -153,6 +134,19 @@ def test_episode_start_through_the_manager_refuses_a_running_episode_unless_rest
             assert evs[0].episode_id == first_id and evs[1].episode_id != first_id
             rc, out = _cli("stop")
             assert rc == 0, out
+
+            # e-stop through the manager: a start is refused, saying what to run, and publishes nothing
+            rc, out = _cli("estop")
+            assert rc == 0 and "estop: ok" in out, out
+            client.wait_state("ESTOPPED", 10, procs)
+            n = len(events)
+            rc, out = _cli("start")
+            assert rc == 1, out
+            assert "start: refused: start refused in state ESTOPPED" in out, out
+            assert "release the e-stop first: cosmos-policy episode reset" in out, out
+            assert _new_events(events, n) == []
+            rc, out = _cli("reset")
+            assert rc == 0 and "reset: ok" in out, out
     finally:
         follower.close()
 
