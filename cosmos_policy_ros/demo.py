@@ -22,7 +22,9 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-EMBEDDED_CHECKPOINT = "checkpoints/sim_transfer_cube"
+EMBEDDED_CHECKPOINT = "checkpoints/sim_transfer_cube_predict2.5"
+# the launch files' streaming defaults (method, weights, execution horizon); the core module imports no ROS
+from cosmos_policy_ros.core.chunking import STREAM_RTC_DEFAULTS  # noqa: E402
 TINY_TASK = "transfer the cube"
 
 
@@ -105,13 +107,14 @@ def checkpoint_instructions(checkpoint: str) -> List[str]:
         return list(DEFAULT_TINY_INSTRUCTIONS)
     from safetensors import safe_open
 
-    from cosmos_policy_ros.core.checkpoint import EMBEDDINGS_FILE
+    from cosmos_policy_ros.core.backbone import BACKBONES
 
-    path = Path(checkpoint) / EMBEDDINGS_FILE
-    if not path.is_file():
-        return []
-    with safe_open(str(path), framework="pt") as f:
-        return list(f.keys())
+    for backbone in BACKBONES.values():  # T5 (Predict2) or Reason1 (Predict2.5) embeddings
+        path = Path(checkpoint) / backbone.embeddings_file
+        if path.is_file():
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+    return []
 
 
 @dataclass
@@ -373,34 +376,38 @@ def run_demo(args) -> int:
     return 0 if all(r["bag"] for r in results) else 1
 
 
-def main(argv=None) -> int:
-    """Parse arguments and run the demo."""
+def build_parser() -> argparse.ArgumentParser:
+    """The demo's command line."""
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None, help="policy checkpoint (default: the embedded small sim policy)")
     parser.add_argument("--task", default=None, help="task instruction (default: the checkpoint's first)")
     parser.add_argument("--seed", type=int, default=1000,
                         help="scene seed (cube pose); the default is the first held-out benchmark scene (the embedded "
-                             "policy's demos used seeds 0..99)")
+                             "policy's demos used seeds 0..39)")
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (seeds seed, seed+1, ...)")
     parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
-    parser.add_argument("--execution", choices=("stream", "pause"), default="pause",
-                        help="policy node execution: pause (default here: whole chunks, hold while thinking, as the "
-                             "released deploy; the embedded CPU policy does best this way, see "
-                             "docs/sim_checkpoint_results.md) or stream (the launch files' default: re-plan while "
-                             "moving, no idle robot)")
+    parser.add_argument("--execution", choices=("stream", "pause"), default="stream",
+                        help="policy node execution: stream (default, as the launch files: re-plan while moving, "
+                             "with real-time chunking; the robot never waits for the model) or pause (whole "
+                             "chunks, hold while thinking, as the released deploy; BENCHMARKS.md compares them)")
     parser.add_argument("--execute-horizon", type=int, default=0,
                         help="actions of each chunk executed before the next one (0 = the whole chunk)")
-    parser.add_argument("--rtc", choices=("off", "replace", "guided"), default="off",
-                        help="real-time chunking with --execution stream (docs/runtime.md)")
-    parser.add_argument("--rtc-schedule", choices=("exp", "linear", "ones", "zeros"), default="exp",
+    parser.add_argument("--rtc", choices=("off", "replace", "guided"), default=STREAM_RTC_DEFAULTS[0],
+                        help="real-time chunking with --execution stream (docs/runtime.md; off: stream without it)")
+    parser.add_argument("--rtc-schedule", choices=("exp", "linear", "ones", "zeros"), default=STREAM_RTC_DEFAULTS[1],
                         help="with --rtc: weights of the running chunk past the frozen actions (ones: the whole overlap)")
-    parser.add_argument("--rtc-execution-horizon", type=int, default=0,
-                        help="with --rtc: ticks from one observation to the next (0: the just-in-time schedule)")
+    parser.add_argument("--rtc-execution-horizon", type=int, default=STREAM_RTC_DEFAULTS[2],
+                        help="with --rtc: ticks from one observation to the next, at most (0: just in time)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Parse arguments and run the demo."""
+    args = build_parser().parse_args(argv)
     try:
         return run_demo(args)
     except (RuntimeError, TimeoutError) as exc:

@@ -315,6 +315,9 @@ def test_infer_cli_on_tiny_checkpoints_of_both_backbones(layout, backbone, tmp_p
     assert result["timings"]["network_calls"] == 2.0 and 0.0 <= result["value"] <= 1.0
     assert sorted(result["future_images"]) == sorted(f"future_{c}.png" for c in lay.cameras)
     assert json.loads((ckpt / "config.json").read_text())["network"]["backbone"] == backbone
+    # `make demo --checkpoint` picks its task from the instructions the checkpoint knows, for either text encoder
+    from cosmos_policy_ros.demo import checkpoint_instructions
+    assert sorted(checkpoint_instructions(str(ckpt))) == policy.instructions
 
 
 # ---- real-time-chunking inpainting through the RF sampler --------------------------------------------
