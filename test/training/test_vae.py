@@ -61,6 +61,9 @@ def test_training_lowers_the_heldout_error_and_the_saved_vae_reloads_strictly_an
     assert after["psnr_db"] > before["psnr_db"] + 4.0, (before, after)
     for cam in ALOHA.cameras:  # every camera, current and future slots of the layout video
         assert after["per_camera"][cam]["all"] > before["per_camera"][cam]["all"] + 2.0, (cam, before, after)
+        # the future slots, where a world-model prediction is decoded, are trained too (--clips full, the default)
+        assert after["per_camera"][cam]["future"] > before["per_camera"][cam]["future"] + 2.0, (cam, before, after)
+    assert report["clips"] == "full" and report["clip_frames"] == 41
     assert set(report["psnr"]["heldout"]["per_camera"]) == set(ALOHA.cameras)
     assert report["data"]["heldout_files"] == ["episode_1.hdf5"] and report["command"].startswith("python -m")
     assert (trained / "loss.png").is_file() and (trained / "reconstructions.png").is_file()
@@ -191,3 +194,21 @@ def test_recipe_records_the_trained_vae_and_the_demo_stops_calling_it_random(tra
     (ckpt / "recipe.json").write_text(json.dumps({"command": "phase A"}))
     assert vae_record(argparse.Namespace(vae=None), {"command": "phase A"}) is None
     assert "random, frozen VAE" in vae_note(str(ckpt))
+
+
+def test_training_clips_pair_each_step_with_its_future_in_the_same_file(sim_episodes):
+    """--clips full trains on whole layout videos: every pair is a strided step t of one file and the step
+    min(t + 50, T - 1) of the same file, as a training sample of the DiT encodes them."""
+    img = vae_mod.image_config_from_args(argparse.Namespace(image_size=16, like=None, whole_frames=True, roi=[],
+                                                            image_size_given=True), ALOHA)
+    files = [sim_episodes / "episode_0.hdf5", sim_episodes / "episode_1.hdf5"]
+    frames, pairs = vae_mod.training_frames(files, ALOHA, img, 30)
+    k = 0
+    for f in files:
+        T = vae_mod.episode_length(f)
+        for t in range(0, T, 30):
+            t_next = min(t + ALOHA.horizon, T - 1)
+            ref = vae_mod.load_frames(f, [t, t_next], ALOHA, img)
+            assert torch.equal(frames[pairs[k, 0]], ref[t]) and torch.equal(frames[pairs[k, 1]], ref[t_next]), (f, t)
+            k += 1
+    assert k == pairs.shape[0]
