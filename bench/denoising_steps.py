@@ -35,6 +35,9 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT  # noqa: E402 - the demo's default policy
+from cosmos_policy_training.rollouts import STREAM_RTC_DEFAULTS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,19 +96,19 @@ def run_rows(policy, sim, seeds, calls: int, delays, executions, rtc_cfgs, margi
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "sim_transfer_cube"))
+    p.add_argument("--policy", default=str(ROOT / EMBEDDED_CHECKPOINT))
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--calls", default="1,2,3,5,10", help="network calls per chunk to sweep (comma-separated)")
     p.add_argument("--executions", default="pause,stream,stream-rtc")
-    p.add_argument("--rtc-method", default="replace", choices=("replace", "guided"),
+    p.add_argument("--rtc-method", default=STREAM_RTC_DEFAULTS[0], choices=("replace", "guided"),
                    help="the method of the stream-rtc row (extra rows: --rtc-methods)")
     p.add_argument("--rtc-methods", default="", help="extra rows stream-rtc-<method> (e.g. guided)")
-    p.add_argument("--rtc-schedule", default="ones", choices=("exp", "linear", "ones", "zeros"),
-                   help="weights past the frozen prefix (default: ones, the whole overlap kept; the choice of "
-                        "bench/policy_success_ros.py RTC_BEST, docs/runtime.md)")
+    p.add_argument("--rtc-schedule", default=STREAM_RTC_DEFAULTS[1], choices=("exp", "linear", "ones", "zeros"),
+                   help="weights past the frozen prefix (default: rollouts.STREAM_RTC_DEFAULTS, the graph "
+                        "benchmark's stream-rtc row, docs/runtime.md)")
     p.add_argument("--rtc-delay-margin", type=int, default=2)
-    p.add_argument("--execution-horizon", type=int, default=25,
+    p.add_argument("--execution-horizon", type=int, default=STREAM_RTC_DEFAULTS[2],
                    help="stream-rtc: ticks from one observation to the next (0: the stream schedule's)")
     p.add_argument("--margin-ticks", type=int, default=8, help="stream: chunk arrives this many ticks before the end "
                    "of the running one (the policy node's replan_margin 0.3 s)")

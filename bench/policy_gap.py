@@ -31,6 +31,8 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT  # noqa: E402 - the demo's default policy
+
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "base": dict(render=False, latency=False, clamp=False),
@@ -99,7 +101,7 @@ def run_variant_episode(policy, sim, seed: int, render: bool, latency: bool, cla
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "sim_transfer_cube"))
+    p.add_argument("--policy", default=str(ROOT / EMBEDDED_CHECKPOINT))
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--variants", default="base,render,latency,clamp,all")

@@ -25,6 +25,8 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT  # noqa: E402 - the demo's default policy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -58,7 +60,7 @@ def training_summary(recipe: dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "sim_transfer_cube"))
+    p.add_argument("--policy", default=str(ROOT / EMBEDDED_CHECKPOINT))
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--execute", type=int, default=None, help="actions executed per chunk (default: all 50)")

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT
 from cosmos_policy_training.rollouts import STREAM_RTC_DEFAULTS
 
 #: the stream-rtc row: (method, weight schedule, execution horizon in ticks; 0 = the just-in-time schedule), chosen
@@ -57,9 +58,11 @@ def main(argv=None) -> int:
         rows.append(row)
     print(f"Embedded checkpoint through the real ROS 2 graph (config/graph.yaml `sim`: sim bridge in real time, "
           f"policy node, commander, recorder; one bag per episode), seeds {args.seed_start}..{args.seed_start + args.episodes - 1}, "
-          f"12 s per episode, cameras 240x320 at 15 Hz (the demo's setting; config/sim.yaml). `stream` re-plans while "
-          f"the robot moves; `stream-rtc` does so with real-time chunking; `pause` runs whole chunks and holds while "
-          f"the next is computed (the released deploy).\n")
+          f"12 s per episode, cameras 240x320 at 15 Hz (the demo's setting; config/sim.yaml). `stream-rtc` (the "
+          f"launch files' and `make demo`'s default) re-plans while the robot moves, with real-time chunking "
+          f"({RTC_BEST[0]}, {RTC_BEST[1]} weights, an observation every {RTC_BEST[2]} ticks at most); `stream` the "
+          f"same without it; `pause` runs whole chunks and holds while the next is computed (the released "
+          f"deploy).\n")
     print("| execution | episodes | success | max reward 0/1/2/3/4 | chunks per episode | median time to success | "
           "held ticks per episode | max switch jump (rad) | wall time |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
               f"{'-' if tts is None else f'{tts:.1f} s'} | {r['held_ticks_per_episode']:.1f} | "
               f"{r['max_switch_jump_rad']:.3f} | {r['wall_s']:.0f} s |")
     out = {"seed_start": args.seed_start, "episode_s": 12.0, "cameras": "240x320 at 15 Hz", "rows": rows}
-    ckpt = Path(args.checkpoint) if args.checkpoint else Path(__file__).resolve().parents[1] / "checkpoints" / "sim_transfer_cube"
+    ckpt = Path(args.checkpoint) if args.checkpoint else Path(__file__).resolve().parents[1] / EMBEDDED_CHECKPOINT
     recipe = json.loads((ckpt / "recipe.json").read_text()) if (ckpt / "recipe.json").is_file() else {}
     if recipe:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -98,7 +101,7 @@ def demo_arguments(execution: str):
                 "--rtc-execution-horizon", str(RTC_BEST[2])] + cmd
     if mode not in ("stream", "pause"):
         raise SystemExit(f"unknown row {execution!r}: expected pause, stream or stream-rtc[-method] (optionally /N)")
-    return ["--execution", mode] + cmd
+    return ["--execution", mode, "--rtc", "off"] + cmd
 
 
 def run_mode(args, execution: str):

@@ -40,6 +40,8 @@ import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT  # noqa: E402 - the demo's default policy
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -163,7 +165,7 @@ def render(d: Dict) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policy", default=str(ROOT / "checkpoints" / "sim_transfer_cube"))
+    p.add_argument("--policy", default=str(ROOT / EMBEDDED_CHECKPOINT))
     p.add_argument("--episodes-dir", default=None,
                    help="held-out episode files (*.hdf5) to evaluate on; default: generate --episodes scripted demos "
                         "of scenes --seed-start.. (240x320 renders, cube at rest after 25 settle steps)")

@@ -28,6 +28,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+# streaming defaults: the launch files' and the graph benchmark's stream-rtc row (bench/policy_success_ros.py
+# RTC_BEST): RTC method, weight schedule, execution horizon (ticks from one observation to the next)
+from cosmos_policy_ros.core.chunking import STREAM_RTC_DEFAULTS
+
 # camera frames of the ROS-free loops and of the sim recipe's demos: half the wire size (480x640), so the
 # cam_high ROI of the embedded checkpoint keeps its detail; the ROS graph renders 480x640
 DEFAULT_IMAGE_SIZE = (240, 320)
@@ -399,9 +403,6 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
     return res
 
 
-#: streaming defaults, those of the stream-rtc row of the graph benchmark (bench/policy_success_ros.py RTC_BEST):
-#: RTC method, weight schedule, execution horizon (ticks from one observation to the next)
-STREAM_RTC_DEFAULTS = ("replace", "ones", 25)
 
 
 def episode_delay(seed: int, delay_ticks: Union[int, Sequence[int]]) -> int:

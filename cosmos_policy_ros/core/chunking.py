@@ -325,12 +325,20 @@ class ChunkSplicer:
                        blended=blended, reason="blend" if blended else "chunk")
 
 
+#: the streaming defaults of the launch files, the policy node and `make demo` (the graph benchmark's stream-rtc
+#: row; ROS-free streaming rollouts use the same): real-time chunking method, weight schedule, execution horizon in
+#: ticks (at most: :class:`ReplanSchedule` ``max_period``; docs/runtime.md, "Real-time chunking")
+STREAM_RTC_DEFAULTS = ("replace", "ones", 35)
+
+
 class ReplanSchedule:
     """When the policy node starts its next inference (pure; times in seconds on the observation clock).
 
     Auto mode (``replan_period`` 0): the next observation is taken at
     ``stamp + horizon * period - latency_estimate - margin``, so the new chunk arrives ``margin`` seconds before
-    the current one runs out. The latency estimate is the largest of the last ``window`` (3) measured latencies
+    the current one runs out; with ``max_period`` (real-time chunking's execution horizon) no later than
+    ``stamp + max_period``: a fixed pace while inference is fast, just in time when it is too slow for that pace
+    (the robot never runs out of chunk because of the pace). The latency estimate is the largest of the last ``window`` (3) measured latencies
     (conservative against one slow call, yet back to normal three calls after a slow spell),
     excluding the first (warm-up) call; until a second call has been measured the warm-up latency (or
     ``latency_guess`` when larger) stands in. Fixed mode: ``stamp + replan_period``. When inference is slower
@@ -346,7 +354,7 @@ class ReplanSchedule:
 
     def __init__(self, horizon: int, period: float, replan_period: float = 0.0, margin: float = 0.3,
                  latency_guess: float = 0.0, window: int = 3, execution: str = "stream",
-                 pause_fallback: float = 0.3):
+                 pause_fallback: float = 0.3, max_period: float = 0.0):
         if horizon < 1 or not period > 0:
             raise ValueError(f"expected horizon >= 1 and period > 0, got {horizon}, {period}")
         if execution not in self.EXECUTIONS:
@@ -354,9 +362,12 @@ class ReplanSchedule:
         if execution == "pause" and replan_period > 0:
             raise ValueError(f"execution 'pause' times itself from the chunk's end; expected replan_period 0, "
                              f"got {replan_period}")
-        if replan_period < 0 or margin < 0 or latency_guess < 0 or pause_fallback < 0:
-            raise ValueError(f"replan_period, margin, latency_guess, pause_fallback: expected >= 0, got "
-                             f"{replan_period}, {margin}, {latency_guess}, {pause_fallback}")
+        if replan_period < 0 or margin < 0 or latency_guess < 0 or pause_fallback < 0 or max_period < 0:
+            raise ValueError(f"replan_period, margin, latency_guess, pause_fallback, max_period: expected >= 0, got "
+                             f"{replan_period}, {margin}, {latency_guess}, {pause_fallback}, {max_period}")
+        if max_period > 0 and (execution != "stream" or replan_period > 0):
+            raise ValueError(f"max_period paces streaming's automatic schedule; expected execution 'stream' and "
+                             f"replan_period 0, got {execution!r} and {replan_period}")
         self.horizon = int(horizon)
         self.period = float(period)
         self.replan_period = float(replan_period)
@@ -365,6 +376,7 @@ class ReplanSchedule:
         self.window = int(window)
         self.execution = execution
         self.pause_fallback = float(pause_fallback)
+        self.max_period = float(max_period)
         self.warmup: Optional[float] = None
         self._recent: list = []
 
@@ -402,7 +414,8 @@ class ReplanSchedule:
             return self.latency_estimate + self.chunk_duration + self.period
         if self.slower_than_chunk:
             return self.latency_estimate + self.chunk_duration
-        return max(0.0, self.chunk_duration - self.latency_estimate - self.margin)
+        just_in_time = max(0.0, self.chunk_duration - self.latency_estimate - self.margin)
+        return min(self.max_period, just_in_time) if self.max_period > 0 else just_in_time
 
     def next_start(self, stamp: float, published: Optional[float] = None) -> float:
         """Time to take the next observation after one taken at ``stamp`` whose chunk was published at

@@ -32,7 +32,8 @@ class RtcConfig:
     beta: guidance cap (the paper's 5).
     delay_margin: ticks added to the measured delay (the frozen prefix must cover the real inference delay;
     freezing longer is safe, freezing shorter lets the switch land in the soft part).
-    execution_horizon: ticks from one observation to the next in streaming with RTC (0: the node's schedule).
+    execution_horizon: ticks from one observation to the next in streaming with RTC, at most (the policy node observes
+    earlier when inference is too slow for this pace, ``ReplanSchedule.max_period``; 0: the node's just-in-time schedule).
     """
 
     method: str = "off"

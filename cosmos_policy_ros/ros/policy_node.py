@@ -33,7 +33,7 @@ from std_msgs.msg import Float32, Float64MultiArray, Header
 
 from cosmos_policy_ros.msg import ActionChunk
 
-from ..core.chunking import ReplanRequests, ReplanSchedule
+from ..core.chunking import STREAM_RTC_DEFAULTS, ReplanRequests, ReplanSchedule
 from ..core.observation import ObservationAssembler, ObservationConfig
 from ..core.rtc import DelayEstimator, RtcConfig, RunningChunk, build_prefix
 from ..core.robot import ACTION_DIM, JS_NAMES, SIDES, gripper_convention, joint_name_map
@@ -80,14 +80,17 @@ PARAMS = (
           "spinning OpenMP threads beside other busy processes made inference ~40x slower than one thread"),
     Param("execute_horizon", 0, "actions of each chunk sent to the commander (0 = the whole chunk): fewer means "
           "re-planning sooner from a fresh observation (closed loop) at the cost of more inferences"),
-    Param("rtc", "off", "real-time chunking with execution 'stream': 'off', 'replace' (x0-space inpainting, no extra "
-          "cost) or 'guided' (exact guidance, one backward pass per network call): each chunk keeps the actions the "
-          "commander executes while it is computed (the running chunk's) and moves smoothly away from them"),
-    Param("rtc_schedule", "exp", "rtc: weights of the running chunk past the frozen prefix (exp, linear, ones, zeros)"),
+    Param("rtc", STREAM_RTC_DEFAULTS[0], "real-time chunking with execution 'stream': 'off', 'replace' (x0-space inpainting, no "
+          "extra cost) or 'guided' (exact guidance, one backward pass per network call): each chunk keeps the actions "
+          "the commander executes while it is computed (the running chunk's) and moves smoothly away from them; not "
+          "used with execution 'pause' (nothing runs while the policy thinks)"),
+    Param("rtc_schedule", STREAM_RTC_DEFAULTS[1], "rtc: weights of the running chunk past the frozen prefix (ones: the whole overlap; "
+          "exp, linear, zeros)"),
     Param("rtc_beta", 5.0, "rtc: guidance cap beta"),
     Param("rtc_delay_margin", 2, "rtc: ticks frozen beyond the measured inference delay (freezing more is safe)"),
-    Param("rtc_execution_horizon", 0, "rtc: ticks from one observation to the next while streaming (0: the schedule's "
-          "just-in-time start; smaller re-plans more often from fresher observations)"),
+    Param("rtc_execution_horizon", STREAM_RTC_DEFAULTS[2], "rtc: ticks from one observation to the next while streaming, at most (the "
+          "just-in-time start comes first when inference is too slow for this pace; 0: just in time); smaller "
+          "re-plans more often from fresher observations"),
     Param("rtc_trace_topic", "/commander/trace", "the commander's per-tick trace: which chunk it runs, at which "
           "index, or whether it holds (rtc freezes only actions it really executes; execution:=pause waits for it)"),
     Param("commander_link_timeout", 10.0, "execution:=pause: before the first observation, wait up to this long (s) to "
@@ -378,10 +381,12 @@ class PolicyNode(Node):
             self.rtc = RtcConfig(self.p["rtc"], self.p["rtc_schedule"], self.p["rtc_beta"], self.p["rtc_delay_margin"],
                                  self.p["rtc_execution_horizon"])
             if self.rtc.enabled and self.p["execution"] != "stream":
-                raise ValueError(f"rtc {self.rtc.method!r} needs execution 'stream' (with 'pause' nothing runs while "
-                                 f"the policy thinks), got {self.p['execution']!r}")
-            if self.rtc.enabled and self.rtc.execution_horizon and not replan_period:
-                replan_period = self.rtc.execution_horizon * backend.period
+                # nothing runs while the policy thinks, so there is nothing to freeze: pause ignores rtc
+                self.get_logger().info(f"execution {self.p['execution']!r}: real-time chunking (rtc "
+                                       f"{self.rtc.method!r}) is not used")
+                self.rtc = RtcConfig("off")
+            # the execution horizon paces streaming, capped by the just-in-time point (ReplanSchedule.max_period)
+            pace = self.rtc.execution_horizon * backend.period if self.rtc.enabled and not replan_period else 0.0
         except ValueError as exc:
             with self._state_lock:
                 self._config_fault = f"bad real-time chunking parameters: {exc}"
@@ -393,7 +398,7 @@ class PolicyNode(Node):
         try:
             self.schedule = ReplanSchedule(self.execute_horizon, backend.period, replan_period,
                                            self.p["replan_margin"], self.p["latency_guess"],
-                                           execution=self.p["execution"])
+                                           execution=self.p["execution"], max_period=pace)
         except ValueError as exc:  # a bad schedule setting: hold and say why, like any configuration fault
             with self._state_lock:
                 self._config_fault = f"bad re-planning parameters: {exc}"

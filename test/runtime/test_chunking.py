@@ -157,6 +157,27 @@ def test_replan_schedule_auto_trigger_excludes_warmup():
     assert ReplanSchedule(50, P, replan_period=0.5).trigger_offset() == 0.5
 
 
+def test_rtc_execution_horizon_paces_streaming_but_never_lets_the_chunk_run_out():
+    """Real-time chunking's execution horizon (max_period) sets the pace while inference is fast; when the
+    inference is too slow for that pace the just-in-time point comes first, so the new chunk still arrives
+    ``margin`` before the running one ends (the robot never holds because of the pace)."""
+    from cosmos_policy_ros.core.chunking import ReplanSchedule
+
+    s = ReplanSchedule(horizon=50, period=P, margin=0.3, max_period=35 * P)
+    for latency in (1.0, 0.2, 0.2):
+        s.record_latency(latency)
+    assert s.trigger_offset() == pytest.approx(35 * P)  # 1.4 s: before the just-in-time 1.5 s
+    assert s.expected_margin() == pytest.approx(2.0 - 1.4 - 0.2)
+    for _ in range(3):
+        s.record_latency(0.6)  # a slower model: the pace would leave the robot without a chunk
+    assert s.trigger_offset() == pytest.approx(2.0 - 0.6 - 0.3) and s.expected_margin() == pytest.approx(0.3)
+    for bad in (dict(execution="pause"), dict(replan_period=0.5)):
+        with pytest.raises(ValueError, match="max_period"):
+            ReplanSchedule(50, P, max_period=1.4, **bad)
+    with pytest.raises(ValueError, match="max_period"):
+        ReplanSchedule(50, P, max_period=-1.0)
+
+
 def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
     """execution='pause' (the released deploy): observe again only once the chunk has run to its end and the
     robot holds, whatever the latency; streaming observes early enough to avoid any hold."""

@@ -314,3 +314,36 @@ def test_stream_defaults_are_the_graph_benchmarks_stream_rtc_row():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert tuple(STREAM_RTC_DEFAULTS) == tuple(mod.RTC_BEST)
+
+
+def test_launch_files_policy_node_and_demo_default_to_the_benchmarked_stream_rtc_row():
+    """What a user gets without arguments (`ros2 launch`, the policy node alone, `make demo`) is the stream-rtc
+    row of the graph benchmark, and its other rows ask for their modes explicitly."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+
+    from cosmos_policy_ros import demo
+    from cosmos_policy_ros.ros.policy_node import PARAMS
+    from cosmos_policy_training.rollouts import STREAM_RTC_DEFAULTS
+
+    root = Path(__file__).resolve().parents[2]
+    args = yaml.safe_load((root / "config" / "graph.yaml").read_text())["arguments"]
+    graph = tuple(args[k]["default"] for k in ("rtc", "rtc_schedule", "rtc_execution_horizon"))
+    assert args["execution"]["default"] == "stream" and graph == tuple(STREAM_RTC_DEFAULTS)
+    node = {p.name: p.default for p in PARAMS}
+    assert node["execution"] == "stream"
+    assert (node["rtc"], node["rtc_schedule"], node["rtc_execution_horizon"]) == tuple(STREAM_RTC_DEFAULTS)
+    d = vars(demo.build_parser().parse_args([]))
+    assert (d["execution"], d["rtc"], d["rtc_schedule"], d["rtc_execution_horizon"]) == ("stream", *STREAM_RTC_DEFAULTS)
+    assert d["checkpoint"] is None  # the embedded checkpoint
+    path = root / "bench" / "policy_success_ros.py"
+    spec = importlib.util.spec_from_file_location("_policy_success_ros", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.demo_arguments("stream")[:4] == ["--execution", "stream", "--rtc", "off"]
+    assert mod.demo_arguments("pause")[:4] == ["--execution", "pause", "--rtc", "off"]
+    assert mod.demo_arguments("stream-rtc")[:8] == ["--execution", "stream", "--rtc", STREAM_RTC_DEFAULTS[0],
+                                                    "--rtc-schedule", STREAM_RTC_DEFAULTS[1],
+                                                    "--rtc-execution-horizon", str(STREAM_RTC_DEFAULTS[2])]
