@@ -1,32 +1,52 @@
 #!/usr/bin/env bash
-# The simulated-ALOHA transfer-cube policy in one sitting, from scratch (docs/training.md): about 109 minutes on
-# 2 CPU cores (no GPU) with these defaults (the embedded checkpoint). With GRASP_STARTS=500 A_STEPS=3000
-# C_STEPS=1200 PAUSE_TICKS=10 it ran end to end in 91 min, and that policy was a little weaker (validation 47/60
-# against 50/60; measured 2026-12-05, docs/sim_checkpoint_results.md). Everything it makes lives under DIR (default runs/quick); the checkpoint is
-# DIR/checkpoint, in the format of checkpoints/sim_transfer_cube. Each step is skipped when its output exists, so an
-# interrupted run resumes.
+# The simulated-ALOHA transfer-cube policy in one sitting, from scratch (docs/training.md). Everything it makes lives
+# under DIR (default runs/quick); the checkpoint is DIR/checkpoint, in the format of checkpoints/. Each step is skipped
+# when its output exists, so an interrupted run resumes. Two recipes:
+#
+# RECIPE=stream (default): the embedded checkpoint, checkpoints/sim_transfer_cube_predict2.5 (Predict2.5 formulation,
+# made for execution:=stream with real-time chunking, the launch files' default). Phase A took 99 min on 2 CPU cores
+# shared with other jobs, steps 3s-4s 22 min on the idle machine (measured 2026-12-07).
 #   1. scripted-expert data, every scene starting with the cube at rest (settle 25 steps): 40 whole demos (seeds
-#      0..39), 600 scene starts (the first chunk), 1,000 grasp-phase scenes with the arms pushed off the expert's path
+#      0..39), 600 scene starts (the first chunk), 500 grasp-phase scenes with the arms pushed off the expert's path
 #      before step 50, 400 hand-over scenes pushed off from step 88 (samples at 100 and 150, policy samples only);
-#   2. phase A: the `sim` network from scratch on it (4,000 steps, lr 4e-3 decaying to 4e-4, action weight 3, half the
-#      draws at a scene's first step, absolute actions, each chunk smoothed over 7 actions at inference);
+#   2. phase A: the `sim` network from scratch on it (3,000 steps, lr 4e-3 decaying to 4e-4, action frame weight 16,
+#      half the draws at a scene's first step, absolute actions, each chunk smoothed over 7 actions at inference);
+#   3s. streaming DAgger: 400 rollouts of phase A (seeds 6800..7199) streaming with replace RTC, an inference delay of
+#       4..10 ticks drawn per scene, an observation every 25 ticks (first 200) or 35 ticks (last 200), labelled with
+#       the expert's actions at the observation ticks, failed scenes only before tick 75;
+#   4s. phase S: phase A continued on the expert data and them (1,200 steps, lr 6e-4) -> DIR/checkpoint.
+#
+# RECIPE=pause: checkpoints/sim_transfer_cube (Predict2 formulation, made for execution:=pause; about 109 min on
+# 2 CPU cores, measured 2026-12-05; with GRASP_STARTS=500 A_STEPS=3000 C_STEPS=1200 PAUSE_TICKS=10 it ran end to end
+# in 91 min and was a little weaker, validation 47/60 against 50/60, docs/sim_checkpoint_results.md):
+#   1. as above, with 1,000 grasp-phase scenes;
+#   2. phase A as above with 4,000 steps and action frame weight 3;
 #   3. DAgger the way the ROS graph runs the policy: 400 rollouts of phase A (seeds 6000..6399) holding the last action
 #      28 ticks before every re-plan (execution:=pause on 2 cores), labelled with the expert's actions, recorded at
 #      every re-planning step (0 50 100 150, failures too: phase A lifts the cube but fails the hand-over);
 #   4. phase B: phase A continued with them (2,000 steps, lr 6e-4, 30% of the draws at a first step);
 #   5. DAgger round 2: 400 rollouts of phase B (seeds 6400..6799), as in 3;
 #   6. phase C: phase B continued on everything (1,500 steps, lr 3e-4) -> DIR/checkpoint.
+#
 # Training on the CPU is seeded but not bit-exact across machines: a rerun gives a checkpoint of the same recipe, not
-# the same bytes. Usage: scripts/quick_sim_checkpoint.sh [DIR]
-# The sizes below are defaults, overridable for experiments: GRASP_STARTS, A_STEPS, B_STEPS, C_STEPS, PAUSE_TICKS.
-# BACKBONE=predict2.5 ACTION_WEIGHT=16 trains the same recipe on the Predict2.5 formulation (rectified flow, UniPC;
-# docs/model_core.md); ACTION_WEIGHT defaults to 3 (the embedded checkpoint's).
+# the same bytes. Usage: [RECIPE=stream|pause] scripts/quick_sim_checkpoint.sh [DIR]
+# Each recipe's settings are defaults, overridable for experiments: BACKBONE (predict2 / predict2.5), ACTION_WEIGHT,
+# GRASP_STARTS, A_STEPS, B_STEPS, C_STEPS (phase C or S), PAUSE_TICKS, REFINE (pause: steps 3-6, stream: 3s-4s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/dev-env.sh
 dir=${1:-runs/quick}
-GRASP_STARTS=${GRASP_STARTS:-1000} A_STEPS=${A_STEPS:-4000} B_STEPS=${B_STEPS:-2000} C_STEPS=${C_STEPS:-1500}
-PAUSE_TICKS=${PAUSE_TICKS:-28} BACKBONE=${BACKBONE:-predict2} ACTION_WEIGHT=${ACTION_WEIGHT:-3}
+case "${RECIPE:-stream}" in
+  stream)
+    GRASP_STARTS=${GRASP_STARTS:-500} A_STEPS=${A_STEPS:-3000} C_STEPS=${C_STEPS:-1200} BACKBONE=${BACKBONE:-predict2.5}
+    ACTION_WEIGHT=${ACTION_WEIGHT:-16} REFINE=${REFINE:-stream} ;;
+  pause)
+    GRASP_STARTS=${GRASP_STARTS:-1000} A_STEPS=${A_STEPS:-4000} C_STEPS=${C_STEPS:-1500} BACKBONE=${BACKBONE:-predict2}
+    ACTION_WEIGHT=${ACTION_WEIGHT:-3} REFINE=${REFINE:-pause} ;;
+  *) echo "RECIPE: expected stream or pause, got '$RECIPE'" >&2; exit 2 ;;
+esac
+B_STEPS=${B_STEPS:-2000} PAUSE_TICKS=${PAUSE_TICKS:-28}
+case "$REFINE" in pause | stream) ;; *) echo "REFINE: expected pause or stream, got '$REFINE'" >&2; exit 2 ;; esac
 data=$dir/data
 mkdir -p "$data"
 log() { echo "[$(date -u +%H:%M:%S)] $*"; }
@@ -43,8 +63,8 @@ recipe() {
     --first-step-fraction 0.5 --warmup 20 "$@"
 }
 t0=$(date +%s)
-log "sizes: GRASP_STARTS=$GRASP_STARTS A_STEPS=$A_STEPS B_STEPS=$B_STEPS C_STEPS=$C_STEPS PAUSE_TICKS=$PAUSE_TICKS"
-log "backbone: $BACKBONE, action weight $ACTION_WEIGHT"
+log "recipe ${RECIPE:-stream}, sizes: GRASP_STARTS=$GRASP_STARTS A_STEPS=$A_STEPS B_STEPS=$B_STEPS C_STEPS=$C_STEPS PAUSE_TICKS=$PAUSE_TICKS"
+log "backbone: $BACKBONE, action weight $ACTION_WEIGHT, refinement: $REFINE"
 log "1. expert data -> $data"
 starts 40 0 "$data/demos"
 starts 600 17000 "$data/scene_starts" --scene-starts
@@ -76,6 +96,26 @@ dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding th
 log "2. phase A: from scratch"
 [ -d "$dir/phase_a" ] || recipe --backbone "$BACKBONE" --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
   --steps "$A_STEPS" --lr 4e-3 --warmup 200 --decay-factor 0.1 --seed 0
+if [ "$REFINE" = stream ]; then
+  log "3s. streaming DAgger: 400 rollouts of phase A"
+  pids=()
+  for a in "6800 25" "7000 35"; do
+    read -r seed horizon <<< "$a"
+    [ -f "$data/dagger_stream/episode_$((seed + 199)).hdf5" ] && continue
+    python -m cosmos_policy_training.rollouts --policy "$dir/phase_a" --seed-start "$seed" --episodes 200 \
+      --out "$data/dagger_stream" --expert-labels --threads 1 --execution stream --delay-ticks 4 10 \
+      --execution-horizon "$horizon" --failure-sample-until 75 > "$data/dagger_stream.$seed.log" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  { cat "$data"/dagger_stream.*.log 2>/dev/null || true; } | { grep -o "max reward [0-9]" || true; } | sort | uniq -c
+  log "4s. phase S: phase A continued with them"
+  [ -d "$dir/checkpoint" ] || recipe --init "$dir/phase_a" --extra-demos "${expert[@]}" "$data/dagger_stream" \
+    --out "$dir/checkpoint" --run-dir "$dir/run_s" --steps "$C_STEPS" --lr 6e-4 --decay-factor 0.33 \
+    --first-step-fraction 0.3 --seed 1 --policy-id "sim-transfer-cube-$BACKBONE"
+  log "done in $(( ($(date +%s) - t0) / 60 )) min: $dir/checkpoint"
+  exit 0
+fi
 log "3. DAgger round 1: 400 rollouts of phase A"
 dagger "$dir/phase_a" 6000 "$data/dagger_a"
 log "4. phase B: phase A continued with them"

@@ -56,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     parser.add_argument("--stride", type=int, default=DEFAULTS["stride"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--policy-id", default="sim-transfer-cube",
+                        help="the checkpoint's policy id (in every ActionChunk and recorded episode)")
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"],
                         help="torch CPU threads (2 on a free 2-core machine; 1 is faster on a busy one)")
     parser.add_argument("--relative-actions", default=DEFAULTS["relative_actions"],
@@ -116,7 +118,7 @@ def train_argv(args: argparse.Namespace, demo_files: Sequence[Path]) -> list:
             "--decay-factor", str(args.decay_factor),
             "--stride", str(args.stride), "--seed", str(args.seed), "--cache-latents",
             "--cache-dir", str(args.cache_dir), "--save-every", str(max(100, args.steps // 8)),
-            "--log-every", "10", "--threads", str(args.threads), "--policy-id", "sim-transfer-cube",
+            "--log-every", "10", "--threads", str(args.threads), "--policy-id", args.policy_id,
             "--relative-actions", args.relative_actions, "--latent-norm", args.latent_norm,
             "--weight-decay", str(args.weight_decay), "--action-weight", str(args.action_weight),
             "--proprio-dropout", str(args.proprio_dropout), "--first-step-fraction", str(args.first_step_fraction)]
