@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     finally:
         sim.close()
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads {args.threads}"
-    out = {"rows": rows, "seed_start": args.seed_start, "machine": machine,
+    out = {"rows": rows, "seed_start": args.seed_start, "machine": machine, "policy": Path(args.policy).name,
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "wall_s": time.monotonic() - t_start,
            "rtc": {"method": args.rtc_method, "schedule": args.rtc_schedule, "delay_margin": args.rtc_delay_margin,
                    "execution_horizon": args.execution_horizon}}
@@ -177,7 +177,7 @@ def render(data: dict) -> str:
     """The markdown section of a denoising_steps.json."""
     rows = data["rows"]
     rtc = data.get("rtc", {})
-    lines = [f"Embedded sim policy in the ROS-free loop, seeds {data.get('seed_start', '?')}.. "
+    lines = [f"Sim policy `{data.get('policy', '?')}` in the ROS-free loop, seeds {data.get('seed_start', '?')}.. "
              f"({rows[0]['episodes'] if rows else 0} per row), {data.get('machine', '?')}, {data.get('date', '?')}. "
              f"Chunk latency measured per number of network calls; the inference delay in ticks follows from it. "
              f"`stream` observes just in time (the chunk arrives 8 ticks before the running one ends); `stream-rtc`: "

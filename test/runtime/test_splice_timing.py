@@ -41,7 +41,11 @@ def test_30s_run_sends_the_planned_action_at_every_tick(ros_session, node_log_di
     watcher = trace_watcher_cls(ros_session)
     group = Collector(watcher.node, JointGroupCommand, "/follower_left/commands/joint_group", 500)
     # nice -10 (when permitted): other developers' jobs share this 2-core machine
-    specs = runtime_graph_fn(f"test-double:latency={LATENCY}", commander_overrides={"nice": -10})
+    # the plain splice (rtc off): every tick must send the action planned for it by the chunk that runs. With
+    # real-time chunking the new chunk's overlap is the running chunk's actions (test_rtc_graph.py checks that),
+    # and this double, unlike a model, does not make its own tail agree with them.
+    specs = runtime_graph_fn(f"test-double:latency={LATENCY}", policy_overrides={"rtc": "off"},
+                             commander_overrides={"nice": -10})
     with launch(specs, node_log_dir) as procs:
         wait_for_publishers(watcher.node, "/commander/trace", timeout=30)
         # running = first non-held tick
