@@ -434,6 +434,22 @@ class ReplanSchedule:
             return max(stamp, float(published)) + self.chunk_duration + self.pause_fallback
         return stamp + self.trigger_offset()
 
+    def rebased(self, next_start: float, stamp: float, started: Optional[float]) -> float:
+        """:meth:`next_start`'s time once the chunk observed at ``stamp`` is known to run action 0 at ``started``.
+
+        Streaming times the next observation from the observation stamp, which is when the commander runs the
+        chunk's action 0 as long as chunks follow each other. A chunk that starts from a hold (the first one of
+        an episode, or after a fault) begins only when it arrives, its whole inference later: counted from the
+        stamp, the pace would observe that much too early in it (in the sim graph the second observation of an
+        episode came 23 ticks into the first chunk instead of 35). Shifted by the late start, the pace and the
+        just-in-time point are both counted from the chunk's real start. Pause mode, and a start no later than
+        half a tick after the stamp (the splice's rounding to the tick grid), leave ``next_start`` as it is.
+        """
+        if self.execution != "stream" or self.replan_period > 0 or started is None:
+            return next_start
+        late = float(started) - float(stamp)
+        return next_start + late if late > 0.5 * self.period else next_start
+
     def expected_margin(self) -> float:
         """Seconds the new chunk is expected to arrive before the current one runs out (negative: late)."""
         if self.execution == "pause":

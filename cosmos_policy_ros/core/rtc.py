@@ -219,6 +219,12 @@ class RunningChunk:
                 return None
             return s.base + len(s.actions) * self.period
 
+    def started(self, chunk_id: int) -> Optional[float]:
+        """Commander-clock time at which our chunk ``chunk_id`` runs (or ran) action 0, once its trace showed it."""
+        with self._lock:
+            s = self._sent.get(int(chunk_id))
+            return None if s is None else s.base
+
     @property
     def latest_tick_time(self) -> Optional[float]:
         """Nominal time of the newest commander tick heard from its trace (commander clock), or None."""

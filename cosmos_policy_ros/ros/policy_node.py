@@ -431,8 +431,12 @@ class PolicyNode(Node):
                     self._stop.wait(0.02)
                     continue
                 requested = self.replan_requests.pending(now) is not None
-                if next_start is not None and now < next_start and not requested:
-                    self._stop.wait(min(0.01, next_start - now))
+                due = next_start
+                if next_start is not None and after_chunk:  # counted from the chunk's real start (cold starts)
+                    due = self.schedule.rebased(next_start, self._last_obs_stamp,
+                                                self.running_chunk.started(self._chunk_id))
+                if due is not None and now < due and not requested:
+                    self._stop.wait(min(0.01, due - now))
                     continue
                 if after_chunk and not requested and self._chunk_end_request_due(now, next_start):
                     self._stop.wait(0.01)  # the commander has not reached this chunk's end yet: its request will come

@@ -178,6 +178,30 @@ def test_rtc_execution_horizon_paces_streaming_but_never_lets_the_chunk_run_out(
         ReplanSchedule(50, P, max_period=-1.0)
 
 
+def test_streaming_pace_counts_from_a_cold_started_chunks_real_start():
+    """A chunk that starts from a hold (the episode's first) runs action 0 when it arrives, not at its
+    observation stamp: the next observation must come ``max_period`` into the chunk's motion, as it does for a
+    chunk that follows another, not that much earlier. Tick rounding and pause mode change nothing."""
+    from cosmos_policy_ros.core.chunking import ReplanSchedule
+    from cosmos_policy_ros.core.rtc import RunningChunk
+
+    s = ReplanSchedule(horizon=50, period=P, margin=0.3, max_period=35 * P)
+    for latency in (0.5, 0.3):
+        s.record_latency(latency)
+    nxt = s.next_start(10.0)
+    assert nxt == pytest.approx(10.0 + 35 * P)
+    rc = RunningChunk(P)
+    rc.published(1, 10.0, np.zeros((50, 14)), now=10.5)
+    assert s.rebased(nxt, 10.0, rc.started(1)) == nxt  # not seen running yet: the stamp's schedule
+    rc.on_trace(1, 0, 10.52, held=False)  # cold start: action 0 at the first tick after arrival
+    rc.on_trace(1, 1, 10.56, held=False)
+    assert rc.started(1) == pytest.approx(10.52)
+    assert s.rebased(nxt, 10.0, rc.started(1)) == pytest.approx(10.52 + 35 * P)
+    assert s.rebased(nxt, 10.0, 10.015) == nxt  # the splice's rounding to the tick grid: no shift
+    pause = ReplanSchedule(horizon=50, period=P, execution="pause")
+    assert pause.rebased(12.3, 10.0, 10.52) == 12.3
+
+
 def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
     """execution='pause' (the released deploy): observe again only once the chunk has run to its end and the
     robot holds, whatever the latency; streaming observes early enough to avoid any hold."""
