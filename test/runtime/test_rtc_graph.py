@@ -7,7 +7,7 @@ its inference delay; each new chunk keeps the running chunk's actions for the ti
 by tick number on the commander's trace (the commands it sent): across every chunk switch the commands equal the
 running chunk's actions for the delay ticks, the new chunk's first actions are those same actions, and the
 switch tick changes the command by no more than an ordinary tick does (without RTC it would jump by the mode
-shift).
+shift). The pace of observations counts from the first chunk's real start (it began from a hold).
 """
 import numpy as np
 import pytest
@@ -55,6 +55,12 @@ def test_rtc_keeps_the_running_chunks_actions_for_the_delay_ticks(ros_session, n
     row_of = {int(t): i for i, t in enumerate(ticks)}
     ordinary = np.abs(np.diff(cmd, axis=0)[np.diff(cid) == 0]).max()  # per-tick change within a chunk
     switches = np.flatnonzero(np.diff(cid) != 0) + 1
+    # the first chunk started from a hold when it arrived (a cold start): the pace (an observation every 25 ticks)
+    # counts from there, as between chunks that follow each other, not from its observation stamp 12.5 ticks earlier
+    k = switches[0]
+    second_obs_tick = int(ticks[k] - index[k])
+    assert index[0] == 0 and abs(second_obs_tick - int(ticks[0]) - 25) <= 2, \
+        (f"second observation {second_obs_tick - int(ticks[0])} ticks into the first chunk, expected 25\n{logs}")
     checked = 0
     for k in switches[1:]:  # the first switch follows the cold start (no running chunk when it was observed)
         old, new = chunks[int(cid[k - 1])], chunks[int(cid[k])]
