@@ -47,6 +47,8 @@ SECTIONS = {
                         "(ROS-free loop)", "bench/denoising_steps.py", [], 14400),
     "world_model": ("World model: predicted future frames and proprio against copying the current state (held-out "
                     "scenes)", "bench/world_model.py", [], 1800),
+    "planning_success": ("Best-of-N planning against the base policy (held-out seeds)", "bench/planning_success.py",
+                         [], 7200),
 }
 
 
@@ -272,7 +274,7 @@ BODIES: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "model_cpu": model_body, "model_2b_gpu": model_body, "planner_2b_gpu": planner_body, "planner": planner_body,
     "policy_success": policy_success_body, "policy_success_ros": policy_success_ros_body,
     "denoising_steps": denoising_steps_body, "backbones": _script_render("backbones"),
-    "world_model": _script_render("world_model"),
+    "world_model": _script_render("world_model"), "planning_success": _script_render("planning_success"),
 }
 
 

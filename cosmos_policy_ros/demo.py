@@ -254,6 +254,14 @@ def run_demo(args) -> int:
     arguments = {"checkpoint": checkpoint, "task": task, "bag_dir": str(bag_dir), "record": True,
                  "execution": args.execution, "execute_horizon": int(args.execute_horizon), "rtc": args.rtc,
                  "rtc_schedule": args.rtc_schedule, "rtc_execution_horizon": int(args.rtc_execution_horizon)}
+    if args.planning_model:
+        if args.planning_candidates < 2:
+            print(f"demo: --planning-candidates: expected at least 2 with --planning-model, got "
+                  f"{args.planning_candidates}", file=sys.stderr)
+            return 2
+        arguments.update(planning=True, planning_candidates=int(args.planning_candidates),
+                         planner_checkpoint=str(args.planning_model))
+        print(f"[demo] planning: best of {args.planning_candidates} candidates, planning model {args.planning_model}")
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
     node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
@@ -401,6 +409,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with --rtc: weights of the running chunk past the frozen actions (ones: the whole overlap)")
     parser.add_argument("--rtc-execution-horizon", type=int, default=STREAM_RTC_DEFAULTS[2],
                         help="with --rtc: ticks from one observation to the next, at most (0: just in time)")
+    parser.add_argument("--planning-model", default=None,
+                        help="best-of-N planning through the planner node with this planning model (world model + "
+                             "value; e.g. checkpoints/sim_transfer_cube_predict2.5_planning, built by "
+                             "scripts/planning_model.sh; docs/planning.md)")
+    parser.add_argument("--planning-candidates", type=int, default=8,
+                        help="with --planning-model: candidate chunks per query")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     return parser

@@ -91,6 +91,10 @@ PARAMS = (
     Param("rtc_execution_horizon", STREAM_RTC_DEFAULTS[2], "rtc: ticks from one observation to the next while streaming, at most (the "
           "just-in-time start comes first when inference is too slow for this pace; 0: just in time); smaller "
           "re-plans more often from fresher observations"),
+    Param("rtc_replan_margin", 0.1, "rtc: seconds the next chunk should arrive before the running one ends when "
+          "inference is too slow for rtc_execution_horizon's pace (replaces replan_margin while rtc is on: the new chunk "
+          "keeps the running one's actions, so it may take over late in it; a larger margin makes the robot re-plan "
+          "sooner, which costs this policy success)"),
     Param("rtc_trace_topic", "/commander/trace", "the commander's per-tick trace: which chunk it runs, at which "
           "index, or whether it holds (rtc freezes only actions it really executes; execution:=pause waits for it)"),
     Param("commander_link_timeout", 10.0, "execution:=pause: before the first observation, wait up to this long (s) to "
@@ -396,8 +400,9 @@ class PolicyNode(Node):
         self.rtc_delay = DelayEstimator(backend.period, guess=int(math.ceil(self.p["latency_guess"] / backend.period)))
         self.running_chunk = RunningChunk(backend.period)
         try:
+            margin = self.p["rtc_replan_margin"] if self.rtc.enabled else self.p["replan_margin"]
             self.schedule = ReplanSchedule(self.execute_horizon, backend.period, replan_period,
-                                           self.p["replan_margin"], self.p["latency_guess"],
+                                           margin, self.p["latency_guess"],
                                            execution=self.p["execution"], max_period=pace)
         except ValueError as exc:  # a bad schedule setting: hold and say why, like any configuration fault
             with self._state_lock:

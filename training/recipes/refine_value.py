@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stride", type=int, default=4, help="every N-th step a sample (4: reuses the sim recipe's latent cache of the demos)")
     parser.add_argument("--eval-stride", type=int, default=25)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-dir", type=Path, default=Path("data/latent_cache"),
+                        help="latent cache of the training episodes (shared with the sim recipe's by default)")
+    parser.add_argument("--policy-id", default="sim-transfer-cube-refined", help="policy id of the refined checkpoint")
 
 
 def record_set(policy, out: Path, policy_seeds: Sequence[int], expert_seeds: Sequence[int],
@@ -112,9 +115,9 @@ def run(args: argparse.Namespace) -> int:
     targv = ["--init", str(args.policy), "--demos", *map(str, demos), "--rollouts", str(wd / "rollouts_train"),
              "--demo-fraction", str(args.demo_fraction), "--out", str(wd / "run"), "--steps", str(args.steps),
              "--batch", str(args.batch), "--lr", str(args.lr), "--warmup", "20", "--decay-steps", str(args.steps),
-             "--stride", str(args.stride), "--cache-latents", "--cache-dir", "data/latent_cache",
+             "--stride", str(args.stride), "--cache-latents", "--cache-dir", str(args.cache_dir),
              "--keep-checkpoint-stats", "--save-every", str(args.steps), "--threads", str(args.threads),
-             "--no-progress", "--policy-id", "sim-transfer-cube-refined"]
+             "--no-progress", "--policy-id", args.policy_id]
     t1 = time.monotonic()
     trainer, dataset = train_cli.build_from_args(parser.parse_args(targv))
     trainer.train()

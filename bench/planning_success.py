@@ -1,0 +1,150 @@
+"""Benchmark: best-of-N planning (world model x value ensembles) against the base policy, same held-out seeds.
+
+Loop: the ROS-free sim loop (``cosmos_policy_training.rollouts.run_episode``, the released deploy's open-loop
+execution: each 50-action chunk runs to its end, then the next observation). Row ``candidates: 1`` is the base
+policy alone; ``candidates: N`` samples N chunks in one batch (seeds s, s+1, ...: candidate 0 is the base
+policy's own chunk) and keeps the one the planning model scores best (``core.planner``: K = 3 world-model samples
+x M = 5 value samples per candidate, majority mean; candidate 0 kept on ties), as the policy node does with
+``planning_checkpoint`` or the planner node. Every row sees the same scenes (seeds ``seed_start``..).
+
+Writes (``--json``; `make bench` section planning_success):
+
+    {"rows": [{"loop": "ros-free", "candidates": int, "episodes": int, "successes": int, "decision_s": float,
+               "changed_choice_fraction": float, "max_reward_counts": [int x 5], "decisions": int,
+               "per_seed": [bool, ...]}],
+     "seed_start": int, "policy": str, "planning_model": str, "planner": {PlannerConfig},
+     "machine": str, "date": str, "wall_s": float}
+
+decision_s: median seconds per decision (the N candidates and their scoring; the base row: one chunk);
+changed_choice_fraction: decisions where the planner kept a candidate other than 0 (the base policy's chunk).
+
+    python bench/planning_success.py [--episodes 100] [--candidates 1,4,8] [--planning-model DIR] [--json F]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT  # noqa: E402 - the demo's default policy
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the planning model `make bench` uses: the embedded policy refined on its own rollouts (docs/planning.md)
+DEFAULT_PLANNING_MODEL = "checkpoints/sim_transfer_cube_predict2.5_planning"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy", default=str(ROOT / EMBEDDED_CHECKPOINT))
+    p.add_argument("--planning-model", default=str(ROOT / DEFAULT_PLANNING_MODEL),
+                   help="world model + value checkpoint scoring the candidates ('policy': the policy itself)")
+    p.add_argument("--episodes", type=int, default=100)
+    p.add_argument("--seed-start", type=int, default=1000)
+    p.add_argument("--candidates", default="1,4,8", help="comma-separated N per row (1: the base policy)")
+    p.add_argument("--aggregation", default="majority_mean", choices=("majority_mean", "mean", "lcb"))
+    p.add_argument("--score", default="value_v", choices=("value_v", "value_q"))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from cosmos_policy_ros.core.planner import LocalPlanningBackend, Planner, PlannerConfig
+    from cosmos_policy_ros.core.policy import load_policy
+    from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+    from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE, run_episode
+
+    torch.set_num_threads(args.threads)
+    counts = [int(c) for c in args.candidates.split(",") if c.strip()]
+    if not counts or min(counts) < 1:
+        raise SystemExit(f"--candidates: expected positive integers, got {args.candidates!r}")
+    policy = load_policy(args.policy, decode_future_images=False)
+    model_path = args.policy if args.planning_model == "policy" else args.planning_model
+    if max(counts) > 1 and not Path(model_path).is_dir():
+        raise SystemExit(f"planning model {model_path!r} not found: build it with scripts/planning_model.sh "
+                         f"(docs/planning.md) or pass --planning-model")
+    cfg = PlannerConfig(aggregation=args.aggregation, score=args.score, decode_future_images="none")
+    planner = Planner(load_policy(model_path, decode_future_images=False), cfg) if max(counts) > 1 else None
+    sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=DEFAULT_IMAGE_SIZE,
+                   cameras=policy.layout.cameras, max_steps=400, render=False)
+    seeds = list(range(args.seed_start, args.seed_start + args.episodes))
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    rows, t_start = [], time.monotonic()
+    try:
+        for n in counts:
+            backend = policy if n == 1 else LocalPlanningBackend(policy, planner, n)
+            decisions, changed = [], 0
+            if n > 1:
+                inner = backend.infer
+
+                def timed(obs, seed=None, prefix=None, _inner=inner, _b=backend):
+                    nonlocal changed
+                    t0 = time.perf_counter()
+                    out = _inner(obs, seed=seed, prefix=prefix)
+                    decisions.append(time.perf_counter() - t0)
+                    changed += int(_b.last_result.chosen != 0)
+                    return out
+
+                backend.infer = timed
+            results = []
+            for i, seed in enumerate(seeds):
+                r = run_episode(backend, sim, seed)
+                results.append(r)
+                if n == 1:
+                    decisions.append(r.infer_seconds / max(r.queries, 1))
+                say(f"N={n} seed {seed}: success={r.success} max_reward={r.max_reward} "
+                    f"({sum(x.success for x in results)}/{i + 1})")
+            n_dec = len(decisions) if n > 1 else sum(r.queries for r in results)
+            rows.append({"loop": "ros-free", "candidates": n, "episodes": len(results),
+                         "successes": int(sum(r.success for r in results)),
+                         "decision_s": float(statistics.median(decisions)) if decisions else None,
+                         "changed_choice_fraction": (changed / max(n_dec, 1)) if n > 1 else 0.0,
+                         "max_reward_counts": [int(sum(r.max_reward == k for r in results)) for k in range(5)],
+                         "decisions": int(n_dec), "per_seed": [bool(r.success) for r in results]})
+    finally:
+        sim.close()
+    out = {"rows": rows, "seed_start": args.seed_start, "policy": Path(args.policy).name,
+           "planning_model": Path(model_path).name, "planner": cfg.to_dict(),
+           "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
+                      f"{args.threads}",
+           "date": time.strftime("%Y-%m-%d", time.gmtime()), "wall_s": round(time.monotonic() - t_start, 1)}
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    print(render(out))
+    return 0
+
+
+def render(data: dict) -> str:
+    """The markdown section of a planning_success.json."""
+    rows = data["rows"]
+    pl = data.get("planner", {})
+    lines = [f"Base policy `{data.get('policy', '?')}` against best-of-N with the planning model "
+             f"`{data.get('planning_model', '?')}` (K = {len(pl.get('future_state_steps', [])) or '?'} world-model x "
+             f"M = {len(pl.get('value_steps', [])) or '?'} value samples per candidate, {pl.get('aggregation', '?')}, "
+             f"{pl.get('score', '?')}), the same held-out seeds {data.get('seed_start', '?')}.. in every row, "
+             f"{data.get('machine', '?')}, {data.get('date', '?')}. Changed choice: decisions where planning kept a "
+             f"chunk other than the base policy's. Rerun: `python bench/planning_success.py`.\n",
+             "| loop | candidates | success | max reward 0/1/2/3/4 | decision (median) | changed choice |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        n = max(1, r["episodes"])
+        dec = r.get("decision_s")
+        lines.append(f"| {r['loop']} | {r['candidates']}{' (base)' if r['candidates'] == 1 else ''} | "
+                     f"{r['successes']}/{r['episodes']} ({100 * r['successes'] / n:.0f}%) | "
+                     f"{'/'.join(map(str, r.get('max_reward_counts', []))) or '-'} | "
+                     f"{'-' if dec is None else f'{dec:.2f} s'} | {100 * r['changed_choice_fraction']:.0f}% |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
