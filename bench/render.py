@@ -48,7 +48,7 @@ SECTIONS = {
     "world_model": ("World model: predicted future frames and proprio against copying the current state (held-out "
                     "scenes)", "bench/world_model.py", [], 1800),
     "planning_success": ("Best-of-N planning against the base policy (held-out seeds)", "bench/planning_success.py",
-                         [], 7200),
+                         ["--threads", "2"], 7200),
 }
 
 
@@ -230,9 +230,9 @@ def policy_success_ros_body(d: Dict[str, Any]) -> str:
     lines = [f"Embedded checkpoint through the real ROS 2 graph (config/graph.yaml `sim`: sim bridge in real time, "
              f"policy node, commander, recorder; one bag per episode), seeds {d['seed_start']}..{d['seed_start'] + n - 1}, "
              f"{_f(d.get('episode_s'), '{:g}')} s per episode, cameras {d.get('cameras') or NOT_MEASURED} (the demo's "
-             "setting; config/sim.yaml). `stream` re-plans while the robot moves; `stream-rtc` (the launch files' "
-             "default) does so with real-time chunking (replace inpainting, whole-overlap weights, an observation "
-             "every 35 ticks at most; docs/runtime.md); `pause` (`make demo`'s default) runs whole chunks and holds "
+             "setting; config/sim.yaml). `stream` re-plans while the robot moves; `stream-rtc` (the default of the "
+             "launch files and `make demo`) does so with real-time chunking (replace inpainting, whole-overlap "
+             "weights, an observation every 35 ticks at most; docs/runtime.md); `pause` runs whole chunks and holds "
              "while the next is computed (the released deploy). *held ticks*: commander "
              "ticks held while an episode runs (all reasons); *max switch jump*: largest per-tick commanded change at "
              "the ticks where a new chunk took over.", "",

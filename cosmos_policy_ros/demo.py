@@ -396,11 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
-    parser.add_argument("--execution", choices=("stream", "pause"), default="pause",
-                        help="policy node execution: pause (default here: whole chunks, hold while thinking, as the "
-                             "released deploy; the embedded CPU policy succeeds most often this way) or stream (the "
-                             "launch files' default: re-plan while moving, with real-time chunking, the robot never "
-                             "waits for the model; BENCHMARKS.md compares them)")
+    parser.add_argument("--execution", choices=("stream", "pause"), default="stream",
+                        help="policy node execution: stream (the default, as in the launch files: re-plan while "
+                             "moving, with real-time chunking; the robot never waits for the model) or pause (whole "
+                             "chunks, hold while the next is computed, as the released deploy); BENCHMARKS.md "
+                             "compares them")
     parser.add_argument("--execute-horizon", type=int, default=0,
                         help="actions of each chunk executed before the next one (0 = the whole chunk)")
     parser.add_argument("--rtc", choices=("off", "replace", "guided"), default=STREAM_RTC_DEFAULTS[0],

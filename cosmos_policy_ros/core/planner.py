@@ -590,6 +590,11 @@ class LocalPlanningBackend:
     def instructions(self) -> List[str]:
         return list(self.base.instructions)
 
+    @property
+    def layout(self):
+        """The base policy's latent layout (ROS-free rollouts read the action dimension from it)."""
+        return self.base.layout
+
     def infer(self, obs: Observation, seed: Optional[int] = None, prefix=None) -> PolicyOutput:
         out, result, _ = plan(self.base, self.planner, obs, self.num_candidates, seed, prefix=prefix)
         self.last_result = result

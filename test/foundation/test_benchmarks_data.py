@@ -60,6 +60,17 @@ def test_schemas_that_tools_read():
         assert {"calls", "batch", "seconds", "peak_gib", "variant"} <= set(row)
     cpu = json.loads((RESULTS / "model_cpu.json").read_text())  # the same schema, measured on CPU
     assert {"calls", "batch", "seconds", "peak_gib", "variant"} <= set(cpu["rows"][0])
+    plan = json.loads((RESULTS / "planning_success.json").read_text())
+    required = {"loop": str, "candidates": int, "episodes": int, "successes": int, "decision_s": float,
+                "changed_choice_fraction": float}
+    assert plan["rows"]
+    for row in plan["rows"]:
+        for field, kind in required.items():
+            assert isinstance(row[field], (kind, int) if kind is float else kind), (field, row)
+        assert row["loop"] in ("ros-free", "graph")
+    # the base policy and best-of-N on the same seeds, in each loop measured
+    for loop in {r["loop"] for r in plan["rows"]}:
+        assert 1 in {r["candidates"] for r in plan["rows"] if r["loop"] == loop}
 
 
 def test_a_missing_figure_renders_as_not_measured_and_a_gpu_section_without_figures_says_so():

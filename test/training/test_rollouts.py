@@ -317,9 +317,9 @@ def test_stream_defaults_are_the_graph_benchmarks_stream_rtc_row():
 
 
 def test_launch_files_policy_node_and_demo_stream_with_the_benchmarked_stream_rtc_row():
-    """Streaming without further arguments (`ros2 launch`, the policy node alone, `make demo --execution stream`)
-    is the stream-rtc row of the graph benchmark, and its other rows ask for their modes explicitly; the demo
-    runs the mode that succeeds most often with the embedded policy (pause)."""
+    """Streaming without further arguments (`ros2 launch`, the policy node alone, `make demo`) is the stream-rtc
+    row of the graph benchmark, the mode that wins it with the embedded policy, and its other rows ask for their
+    modes explicitly."""
     import importlib.util
     from pathlib import Path
 
@@ -337,7 +337,7 @@ def test_launch_files_policy_node_and_demo_stream_with_the_benchmarked_stream_rt
     assert node["execution"] == "stream"
     assert (node["rtc"], node["rtc_schedule"], node["rtc_execution_horizon"]) == tuple(STREAM_RTC_DEFAULTS)
     d = vars(demo.build_parser().parse_args([]))
-    assert (d["execution"], d["rtc"], d["rtc_schedule"], d["rtc_execution_horizon"]) == ("pause", *STREAM_RTC_DEFAULTS)
+    assert (d["execution"], d["rtc"], d["rtc_schedule"], d["rtc_execution_horizon"]) == ("stream", *STREAM_RTC_DEFAULTS)
     assert d["checkpoint"] is None  # the embedded checkpoint
     path = root / "bench" / "policy_success_ros.py"
     spec = importlib.util.spec_from_file_location("_policy_success_ros", path)
