@@ -143,6 +143,17 @@ def render(data: dict) -> str:
                      f"{r['successes']}/{r['episodes']} ({100 * r['successes'] / n:.0f}%) | "
                      f"{'/'.join(map(str, r.get('max_reward_counts', []))) or '-'} | "
                      f"{'-' if dec is None else f'{dec:.2f} s'} | {100 * r['changed_choice_fraction']:.0f}% |")
+    base = {r["loop"]: r.get("per_seed") for r in rows if r["candidates"] == 1}
+    flips = []
+    for r in rows:
+        b, ps = base.get(r["loop"]), r.get("per_seed")
+        if r["candidates"] > 1 and b and ps and len(b) == len(ps):
+            won = sum((not x) and y for x, y in zip(b, ps))
+            lost = sum(x and not y for x, y in zip(b, ps))
+            flips.append(f"best-of-{r['candidates']} ({r['loop']}) succeeds on {won} scenes the base policy fails and "
+                         f"fails on {lost} it succeeds")
+    if flips:
+        lines.append("\nScene by scene against the base: " + "; ".join(flips) + ".")
     return "\n".join(lines)
 
 
