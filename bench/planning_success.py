@@ -77,24 +77,28 @@ def main(argv=None) -> int:
     sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=DEFAULT_IMAGE_SIZE,
                    cameras=policy.layout.cameras, max_steps=400, render=False)
     seeds = list(range(args.seed_start, args.seed_start + args.episodes))
+
+    class RecordingBackend(LocalPlanningBackend):
+        """Best-of-N that also records each decision's time and whether it kept a chunk other than candidate 0."""
+
+        def __init__(self, *a):
+            super().__init__(*a)
+            self.decisions: list = []
+            self.changed = 0
+
+        def infer(self, obs, seed=None, prefix=None):
+            t0 = time.perf_counter()
+            out = super().infer(obs, seed=seed, prefix=prefix)
+            self.decisions.append(time.perf_counter() - t0)
+            self.changed += int(self.last_result.chosen != 0)
+            return out
+
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     rows, t_start = [], time.monotonic()
     try:
         for n in counts:
-            backend = policy if n == 1 else LocalPlanningBackend(policy, planner, n)
-            decisions, changed = [], 0
-            if n > 1:
-                inner = backend.infer
-
-                def timed(obs, seed=None, prefix=None, _inner=inner, _b=backend):
-                    nonlocal changed
-                    t0 = time.perf_counter()
-                    out = _inner(obs, seed=seed, prefix=prefix)
-                    decisions.append(time.perf_counter() - t0)
-                    changed += int(_b.last_result.chosen != 0)
-                    return out
-
-                backend.infer = timed
+            backend = policy if n == 1 else RecordingBackend(policy, planner, n)
+            decisions = [] if n == 1 else backend.decisions
             results = []
             for i, seed in enumerate(seeds):
                 r = run_episode(backend, sim, seed)
@@ -107,7 +111,7 @@ def main(argv=None) -> int:
             rows.append({"loop": "ros-free", "candidates": n, "episodes": len(results),
                          "successes": int(sum(r.success for r in results)),
                          "decision_s": float(statistics.median(decisions)) if decisions else None,
-                         "changed_choice_fraction": (changed / max(n_dec, 1)) if n > 1 else 0.0,
+                         "changed_choice_fraction": (backend.changed / max(n_dec, 1)) if n > 1 else 0.0,
                          "max_reward_counts": [int(sum(r.max_reward == k for r in results)) for k in range(5)],
                          "decisions": int(n_dec), "per_seed": [bool(r.success) for r in results]})
     finally:
