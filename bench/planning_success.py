@@ -4,8 +4,8 @@ Loop: the ROS-free sim loop (``cosmos_policy_training.rollouts.run_episode``, th
 execution: each 50-action chunk runs to its end, then the next observation). Row ``candidates: 1`` is the base
 policy alone; ``candidates: N`` samples N chunks in one batch (seeds s, s+1, ...: candidate 0 is the base
 policy's own chunk) and keeps the one the planning model scores best (``core.planner``: K = 3 world-model samples
-x M = 5 value samples per candidate, majority mean; candidate 0 kept on ties), as the policy node does with
-``planning_checkpoint`` or the planner node. Every row sees the same scenes (seeds ``seed_start``..).
+x M = 5 value samples per candidate, majority mean, ``--noise`` common by default; candidate 0 kept on ties), as
+the policy node does with ``planning_checkpoint`` or the planner node. Every row sees the same scenes (seeds ``seed_start``..).
 
 Writes (``--json``; `make bench` section planning_success):
 
@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", default="1,4,8", help="comma-separated N per row (1: the base policy)")
     p.add_argument("--aggregation", default="majority_mean", choices=("majority_mean", "mean", "lcb"))
     p.add_argument("--score", default="value_v", choices=("value_v", "value_q"))
+    p.add_argument("--noise", default="common", choices=("common", "per_candidate"),
+                   help="planning noise: the same draws for every candidate, or one set per candidate seed")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     p.add_argument("--quiet", action="store_true")
@@ -72,7 +74,7 @@ def main(argv=None) -> int:
     if max(counts) > 1 and not Path(model_path).is_dir():
         raise SystemExit(f"planning model {model_path!r} not found: build it with scripts/planning_model.sh "
                          f"(docs/planning.md) or pass --planning-model")
-    cfg = PlannerConfig(aggregation=args.aggregation, score=args.score, decode_future_images="none")
+    cfg = PlannerConfig(aggregation=args.aggregation, score=args.score, noise=args.noise, decode_future_images="none")
     planner = Planner(load_policy(model_path, decode_future_images=False), cfg) if max(counts) > 1 else None
     sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=DEFAULT_IMAGE_SIZE,
                    cameras=policy.layout.cameras, max_steps=400, render=False)
@@ -135,7 +137,7 @@ def render(data: dict) -> str:
     lines = [f"Base policy `{data.get('policy', '?')}` against best-of-N with the planning model "
              f"`{data.get('planning_model', '?')}` (K = {len(pl.get('future_state_steps', [])) or '?'} world-model x "
              f"M = {len(pl.get('value_steps', [])) or '?'} value samples per candidate, {pl.get('aggregation', '?')}, "
-             f"{pl.get('score', '?')}), the same held-out seeds {data.get('seed_start', '?')}.. in every row, "
+             f"{pl.get('score', '?')}, {pl.get('noise', 'per_candidate')} noise), the same held-out seeds {data.get('seed_start', '?')}.. in every row, "
              f"{data.get('machine', '?')}, {data.get('date', '?')}. Changed choice: decisions where planning kept a "
              f"chunk other than the base policy's. Rerun: `python bench/planning_success.py`.\n",
              "| loop | candidates | success | max reward 0/1/2/3/4 | decision (median) | changed choice |",

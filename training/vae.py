@@ -66,7 +66,7 @@ from cosmos_policy_ros.core.network import (SPATIAL_COMPRESSION, WAN_LATENTS_MEA
 #: first settles on the mean image; docs/training.md): it needs many more steps.
 DEFAULTS = dict(base_dim=8, num_res_blocks=1, steps=400, batch=4, lr=2e-3, warmup=20, final_factor=0.1,
                 kl_weight=1e-4, weight_decay=0.0, frame_stride=5, heldout=4, eval_stride=25, eval_every=100,
-                seed=0, threads=2, image_size=64, max_minutes=25.0, clips="full")
+                seed=0, threads=2, image_size=64, max_minutes=25.0, clips="full", save_every=100)
 FILES = ("vae.safetensors", "vae_config.json", "vae_report.json")
 
 
@@ -305,22 +305,22 @@ def save_vae_files(vae, vae_cfg: VAEConfig, out: Union[str, Path]) -> None:
     (out / "vae_config.json").write_text(json.dumps(dataclasses.asdict(vae_cfg), indent=1), encoding="utf-8")
 
 
-def load_trained_vae(directory: Union[str, Path]):
+def load_trained_vae(directory: Union[str, Path], option: str = "--vae"):
     """(VAEConfig, state dict, report or None) of a folder written by this module; clear errors otherwise."""
     from safetensors.torch import load_file
 
     d = Path(directory)
     if not d.is_dir():
-        raise FileNotFoundError(f"--vae {d}: no such folder (expected the --out folder of "
+        raise FileNotFoundError(f"{option} {d}: no such folder (expected the --out folder of "
                                 f"`python -m cosmos_policy_training.vae`)")
     missing = [f for f in FILES[:2] if not (d / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"--vae {d}: missing {missing} (expected {list(FILES[:2])})")
+        raise FileNotFoundError(f"{option} {d}: missing {missing} (expected {list(FILES[:2])})")
     raw = json.loads((d / "vae_config.json").read_text(encoding="utf-8"))
     known = {f.name for f in dataclasses.fields(VAEConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise ValueError(f"--vae {d}/vae_config.json: unknown keys {unknown}; expected a subset of {sorted(known)}")
+        raise ValueError(f"{option} {d}/vae_config.json: unknown keys {unknown}; expected a subset of {sorted(known)}")
     cfg = VAEConfig(**raw)
     state = load_file(str(d / "vae.safetensors"))
     report = None
@@ -412,9 +412,22 @@ def train(args: argparse.Namespace) -> dict:
     t_data = time.monotonic() - t_start
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    init = None
+    if args.init:
+        # continue from a folder of this module (its final output or its periodic checkpoint/): the weights and
+        # their config (which override --base-dim / --num-res-blocks); the optimiser starts afresh with its warm-up
+        try:
+            init_cfg, init_state, init_report = load_trained_vae(args.init, "--init")
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"python -m cosmos_policy_training.vae: {e}")
+        vae_cfg = init_cfg
+        init = {"dir": str(args.init), "sha256": file_sha256(Path(args.init) / "vae.safetensors"),
+                "steps": (init_report or {}).get("steps")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
         vae = build_vae(vae_network_config(vae_cfg, image_cfg.size))
+    if args.init:
+        load_vae_into(vae, init_state, f"--init {args.init}")
     n_params = sum(p.numel() for p in vae.parameters())
     gen = torch.Generator().manual_seed(args.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
@@ -482,6 +495,8 @@ def train(args: argparse.Namespace) -> dict:
                 f.write(json.dumps(rec_) + "\n")
             if bar is None:
                 print(f"[vae] {json.dumps(rec_)}", file=sys.stderr, flush=True)
+        if args.save_every and step % args.save_every == 0 and step < args.steps:
+            save_checkpoint(vae, vae_cfg, out / "checkpoint", step, history[-1] if history else {})
     if bar is not None:
         bar.close()
     t_train = time.monotonic() - t_train
@@ -514,7 +529,7 @@ def train(args: argparse.Namespace) -> dict:
                         "(posterior mean) and decoded; each image slot's first raw frame against its input",
                  "heldout": held, "train_frames": train_psnr},
         "latents_after_wan_norm": {"mean": round(float(mu.mean()), 4), "std": round(float(mu.std()), 4)},
-        "steps": step, "stopped_by": stopped, "batch": args.batch, "clips": args.clips,
+        "steps": step, "stopped_by": stopped, "init": init, "batch": args.batch, "clips": args.clips,
         "clip_frames": int(layout_video(frames[:1], frames[:1], layout, clip_frames).shape[2]),
         "sample_posterior": bool(args.sample_posterior),
         "loss": {"l1": "mean |x - x_rec| on [-1, 1]", "mse": "mean (x - x_rec)^2", "kl_weight": args.kl_weight,
@@ -532,6 +547,25 @@ def train(args: argparse.Namespace) -> dict:
     }
     (out / "vae_report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
     return report
+
+
+def save_checkpoint(vae, vae_cfg: VAEConfig, folder: Path, step: int, last: dict) -> None:
+    """The weights so far (a long CPU run that is stopped keeps its progress): ``folder`` holds a VAE folder of
+    this module (``vae.safetensors``, ``vae_config.json`` and a short ``vae_report.json``), ``--init`` continues
+    from it. Written to a temporary folder first, then swapped in, so a kill mid-write leaves the previous one."""
+    import shutil
+
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_vae_files(vae, vae_cfg, tmp)
+    (tmp / "vae_report.json").write_text(json.dumps({"what": "periodic checkpoint of a training run", "steps": step,
+                                                     "last_log": last}, indent=1), encoding="utf-8")
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def plot_history(history: Sequence[dict], path: Path) -> Optional[Path]:
@@ -609,6 +643,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-dim", type=int, default=d["base_dim"])
     parser.add_argument("--num-res-blocks", type=int, default=d["num_res_blocks"])
     parser.add_argument("--steps", type=int, default=d["steps"])
+    parser.add_argument("--init", default=None,
+                        help="start from the weights of a folder this module wrote (its --out, or --out/checkpoint of "
+                             "a stopped run); their config replaces --base-dim / --num-res-blocks")
+    parser.add_argument("--save-every", type=int, default=d["save_every"],
+                        help="write the weights so far to --out/checkpoint every N steps (0: never)")
     parser.add_argument("--batch", type=int, default=d["batch"], help="clips per step (3 images each for ALOHA)")
     parser.add_argument("--lr", type=float, default=d["lr"])
     parser.add_argument("--warmup", type=int, default=d["warmup"])

@@ -51,7 +51,9 @@ PARAMS = (
     Param("majority_threshold", 0.05, "majority_mean: a sample counts when its value exceeds this"),
     Param("lcb_beta", 1.0, "lcb: standard deviations subtracted from the mean"),
     Param("score_mode", "value_v", "value_v (V(s'), released) | value_q (Q(s,a), needs a Q-trained model)"),
-    Param("seed", 0, "planning noise seed (combined with each candidate's seed)"),
+    Param("seed", 0, "planning noise seed"),
+    Param("noise", "common", "common (every candidate scored under the same noise draws: scores differ through the "
+                             "actions alone) | per_candidate (the draws also follow each candidate's seed)"),
     Param("max_batch", 0, "largest network batch (rows) per call; 0 = all N*K*M rows at once"),
     Param("publish_future_images", True, "publish the chosen candidate's predicted future frames on ~/future/<camera>"),
     Param("skip_expired", True, "answer ok=false without planning when a request's deadline already passed "
@@ -111,7 +113,7 @@ class PlannerNode(Node):
         self.config = PlannerConfig(
             future_state_steps=tuple(p["future_state_steps"]), value_steps=tuple(p["value_steps"]),
             aggregation=p["aggregation"], majority_threshold=p["majority_threshold"], lcb_beta=p["lcb_beta"],
-            score=p["score_mode"], seed=p["seed"], max_batch=p["max_batch"],
+            score=p["score_mode"], seed=p["seed"], noise=p["noise"], max_batch=p["max_batch"],
             decode_future_images="first" if p["publish_future_images"] else "none")
         self._fault = parse_fault(p["inject_fault"])
         self.planner = None

@@ -33,7 +33,7 @@ from std_msgs.msg import Float32, Float64MultiArray, Header
 
 from cosmos_policy_ros.msg import ActionChunk
 
-from ..core.chunking import STREAM_RTC_DEFAULTS, ReplanRequests, ReplanSchedule
+from ..core.chunking import STREAM_RTC_DEFAULTS, ReplanRequests, ReplanSchedule, node_schedule
 from ..core.observation import ObservationAssembler, ObservationConfig
 from ..core.rtc import DelayEstimator, RtcConfig, RunningChunk, build_prefix
 from ..core.robot import ACTION_DIM, JS_NAMES, SIDES, gripper_convention, joint_name_map
@@ -389,8 +389,6 @@ class PolicyNode(Node):
                 self.get_logger().info(f"execution {self.p['execution']!r}: real-time chunking (rtc "
                                        f"{self.rtc.method!r}) is not used")
                 self.rtc = RtcConfig("off")
-            # the execution horizon paces streaming, capped by the just-in-time point (ReplanSchedule.max_period)
-            pace = self.rtc.execution_horizon * backend.period if self.rtc.enabled and not replan_period else 0.0
         except ValueError as exc:
             with self._state_lock:
                 self._config_fault = f"bad real-time chunking parameters: {exc}"
@@ -400,10 +398,11 @@ class PolicyNode(Node):
         self.rtc_delay = DelayEstimator(backend.period, guess=int(math.ceil(self.p["latency_guess"] / backend.period)))
         self.running_chunk = RunningChunk(backend.period)
         try:
-            margin = self.p["rtc_replan_margin"] if self.rtc.enabled else self.p["replan_margin"]
-            self.schedule = ReplanSchedule(self.execute_horizon, backend.period, replan_period,
-                                           margin, self.p["latency_guess"],
-                                           execution=self.p["execution"], max_period=pace)
+            # with rtc: paced by its execution horizon, and rtc_replan_margin instead of replan_margin
+            self.schedule = node_schedule(self.execute_horizon, backend.period, replan_period,
+                                          self.p["replan_margin"], self.p["rtc_replan_margin"],
+                                          self.p["latency_guess"], self.p["execution"],
+                                          self.rtc.enabled, self.rtc.execution_horizon)
         except ValueError as exc:  # a bad schedule setting: hold and say why, like any configuration fault
             with self._state_lock:
                 self._config_fault = f"bad re-planning parameters: {exc}"

@@ -124,6 +124,31 @@ def test_batched_planning_equals_per_candidate_planning(tiny_model, observation,
     assert not np.allclose(other.score(observation, candidates, seeds, prepared=prep).values, batched.values)
 
 
+def test_common_noise_scores_candidates_by_their_actions_not_their_seeds(tiny_model, observation, prepared,
+                                                                          candidates):
+    """With common noise (the default) the same chunk scores the same under any candidate seed, so the choice
+    is made by the actions; with per-candidate noise the seed alone moves the score (what made the choice follow
+    the candidate index)."""
+    kw = dict(future_state_steps=(1, 3), value_steps=(1, 2), decode_future_images="none")
+    same = np.stack([candidates[0]] * 3)
+    common = P.Planner(tiny_model, P.PlannerConfig(**kw))
+    assert common.config.noise == "common"
+    res = common.score(observation, same, [195, 196, 197], prepared=prepared)
+    np.testing.assert_array_equal(res.values[1], res.values[0])
+    np.testing.assert_array_equal(res.values[2], res.values[0])
+    assert res.chosen == 0  # a tie keeps the base candidate
+    # different actions still get different scores, and a candidate's score ignores its batch and seed
+    mixed = common.score(observation, candidates, [195, 196, 197], prepared=prepared)
+    assert not np.allclose(mixed.values[0], mixed.values[1])
+    alone = common.score(observation, candidates[1:2], [7], prepared=prepared)
+    np.testing.assert_allclose(alone.values[0], mixed.values[1], atol=1e-5)
+    per = P.Planner(tiny_model, P.PlannerConfig(noise="per_candidate", **kw))
+    res_p = per.score(observation, same, [195, 196, 197], prepared=prepared)
+    assert not np.allclose(res_p.values[1], res_p.values[0])
+    with pytest.raises(ValueError, match="noise: expected one of"):
+        P.PlannerConfig(noise="fresh")
+
+
 def test_reference_ensemble_shapes_images_and_selection(tiny_model, observation, prepared, candidates):
     planner = P.Planner(tiny_model, P.PlannerConfig())  # 3 x 5, majority mean, V(s'), first image decoded
     res = planner.score(observation, candidates[:2], [195, 196], prepared=prepared)

@@ -202,6 +202,30 @@ def test_streaming_pace_counts_from_a_cold_started_chunks_real_start():
     assert pause.rebased(12.3, 10.0, 10.52) == 12.3
 
 
+def test_policy_node_schedule_with_rtc_uses_its_own_margin_and_pace():
+    """The policy node's parameters -> its schedule: with real-time chunking the execution horizon paces the
+    observations and rtc_replan_margin (0.1 s) replaces replan_margin (0.3 s); at 0.5 s of latency the larger
+    margin would observe every 30 ticks instead of keeping the 35-tick pace. Without RTC, replan_margin and no
+    pace; a fixed replan_period is never paced."""
+    from cosmos_policy_ros.core.chunking import node_schedule
+
+    args = dict(horizon=50, period=P, replan_period=0.0, replan_margin=0.3, rtc_replan_margin=0.1,
+                latency_guess=0.0, execution="stream")
+    on = node_schedule(**args, rtc=True, rtc_execution_horizon=35)
+    off = node_schedule(**args, rtc=False, rtc_execution_horizon=35)
+    jit = node_schedule(**args, rtc=True, rtc_execution_horizon=0)  # rtc, just in time
+    assert (on.margin, on.max_period) == (pytest.approx(0.1), pytest.approx(35 * P))
+    assert (off.margin, off.max_period) == (pytest.approx(0.3), 0.0)
+    assert (jit.margin, jit.max_period) == (pytest.approx(0.1), 0.0)
+    for s in (on, off):
+        for latency in (0.5, 0.5, 0.5, 0.5):
+            s.record_latency(latency)
+    assert on.trigger_offset() == pytest.approx(35 * P)  # 2.0 - 0.5 - 0.1 = 1.4 s: the pace holds
+    assert off.trigger_offset() == pytest.approx(30 * P)  # just in time at replan_margin: 2.0 - 0.5 - 0.3 = 1.2 s
+    fixed = node_schedule(**dict(args, replan_period=1.0), rtc=True, rtc_execution_horizon=35)
+    assert fixed.max_period == 0.0 and fixed.next_start(10.0) == pytest.approx(11.0)
+
+
 def test_replan_schedule_pause_waits_for_the_chunk_to_be_executed():
     """execution='pause' (the released deploy): observe again only once the chunk has run to its end and the
     robot holds, whatever the latency; streaming observes early enough to avoid any hold."""

@@ -74,6 +74,27 @@ def test_training_lowers_the_heldout_error_and_the_saved_vae_reloads_strictly_an
         vae_mod.load_vae_into(other, state)
 
 
+def test_a_stopped_run_keeps_its_progress_and_init_continues_from_it(trained, sim_episodes, tmp_path):
+    """A long CPU run writes its weights every --save-every steps (the fixture: 100 of 200); --init starts a run
+    from them, with their configuration, and records where it came from."""
+    ckpt = trained / "checkpoint"
+    cfg, state, rep = vae_mod.load_trained_vae(ckpt)
+    assert cfg == VAEConfig(base_dim=2, num_res_blocks=1) and rep["steps"] == 100
+    _, final, _ = vae_mod.load_trained_vae(trained)
+    assert any(not torch.equal(state[k], final[k]) for k in state)  # the step-100 weights, not the final ones
+    out = tmp_path / "continued"
+    vae_mod.main(["--episodes", str(sim_episodes), "--out", str(out), "--heldout", "1", "--image-size", "16",
+                  "--whole-frames", "--base-dim", "8", "--init", str(ckpt), "--steps", "1", "--batch", "1",
+                  "--lr", "0", "--frame-stride", "40", "--eval-stride", "80", "--threads", "1", "--no-progress"])
+    cfg2, state2, rep2 = vae_mod.load_trained_vae(out)
+    assert cfg2 == cfg  # the checkpoint's configuration, not --base-dim 8
+    assert all(torch.equal(state2[k], state[k]) for k in state)  # lr 0: exactly the weights it started from
+    assert rep2["init"]["dir"] == str(ckpt) and rep2["init"]["steps"] == 100
+    with pytest.raises(SystemExit, match="--init .*no such folder"):
+        vae_mod.main(["--episodes", str(sim_episodes), "--out", str(tmp_path / "x"), "--init", str(tmp_path / "nope"), "--heldout", "1",
+                      "--image-size", "16", "--whole-frames", "--no-progress"])
+
+
 def test_clear_errors_for_no_frames_and_a_wrong_image_size(tmp_path, sim_episodes):
     with pytest.raises(SystemExit, match="no \\*.hdf5 episode files"):
         vae_mod.main(["--episodes", str(tmp_path), "--out", str(tmp_path / "o"), "--no-progress"])
