@@ -6,11 +6,22 @@ and then every candidate is executed from the very same simulator state (MuJoCo 
 by the base policy to the end of the episode. The outcome of each candidate is the ground truth its score should
 predict. Scenes: the base policy's failures in a ``planning_success.json`` first, then as many of its successes.
 
-    python bench/planning_truth.py [--decision 100] [--candidates 8] [--successes 8] [--json out.json]
+    python bench/planning_truth.py [--decision 50] [--candidates 8] [--successes 8] [--json out.json]
+
+`make bench` section planning_truth (after planning_success, whose base row it reads): ``--decision 50``. Schema of
+``--json``: {"summary": {the summary line's fields, "planner": {PlannerConfig}}, "rows": [the per-scene lines]}.
+
+Which part of the planning model is at fault is measured too: each candidate's real future (the frames and
+proprio after its 50 actions) goes through the planning model's value stage in place of the world model's
+prediction (``v_real``: what the planner would score with a perfect world model), and the world model's predicted
+future proprio is compared with the real one (its error, and how far the candidates' futures spread apart,
+predicted against real).
 
 Prints one JSON line per scene ({"seed", "base_ok", "ok": [per candidate], "scores", "chosen", "own_value",
-"spread_rad"}) and a summary: scenes whose candidates all fail / all succeed / differ, and among the latter how
-often the planner's choice succeeded against a random candidate's rate.
+"spread_rad", "v_real", "wm_proprio_mae_rad", "real_future_spread_rad", "predicted_future_spread_rad"}) and a
+summary: scenes whose candidates all fail / all succeed / differ, and among the latter how often the planner's
+choice (and the best ``v_real``) succeeded against a random candidate's rate, and the within-scene ROC AUC of the
+scores and of ``v_real`` against the outcomes.
 """
 from __future__ import annotations
 
@@ -46,7 +57,10 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from cosmos_policy_ros.core.planner import Planner, PlannerConfig
+    from cosmos_policy_ros.core import codec
+    from cosmos_policy_ros.core.images import to_model_range
+    from cosmos_policy_ros.core.planner import Planner, PlannerConfig, aggregate, derive_seed, model_input_images
+    from cosmos_policy_ros.core.robot import ARM_INDICES
     from cosmos_policy_ros.core.policy import load_policy
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
     from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE
@@ -87,6 +101,42 @@ def main(argv=None) -> int:
             setattr(sim, k, v)
         sim.last_action = snap[2].copy()
 
+    model, cfg = planner.model, planner.config
+    lay = model.layout
+    arm = list(ARM_INDICES)
+
+    def real_future_latents(prep, now, obs_next, actions):
+        """The planning model's clean latents of a candidate's real outcome: current images and proprio, its
+        actions, and the frames and proprio 50 ticks later in the future slots (what a perfect world model gives)."""
+        nxt = model_input_images(obs_next.images, model.image, lay.cameras)
+        size = model.image.size
+        frames = torch.zeros((lay.num_raw_frames, 3, size, size), dtype=torch.uint8)
+        for k, slot in enumerate(lay.slots):
+            if slot.kind == "image":
+                src = now if slot.role == "current" else nxt
+                for f in lay.raw_frames(k):
+                    frames[f] = torch.from_numpy(src[slot.camera]).permute(2, 0, 1)
+        with torch.inference_mode():
+            lat = model.network.encode(to_model_range(frames).permute(1, 0, 2, 3).unsqueeze(0))
+        x = model._inject(prep, 1, actions, latents=lat)
+        p_next = codec.normalize_proprio(np.asarray(obs_next.proprio, np.float64), model.stats)
+        x[:, :, lay.future_proprio_index] = codec.inject(torch.from_numpy(p_next).float()[None],
+                                                         model.network.cfg.latent_frame_shape)
+        return x
+
+    def value_stage(prep, clean):
+        """The planner's value stage (M samples per row, common noise, its aggregation) on given futures."""
+        n, mm = clean.shape[0], len(cfg.value_steps)
+        rows_v = clean.double().repeat_interleave(mm, dim=0)
+        x_T = planner.sampling.noise([derive_seed(cfg.seed, 0, 2, 0, j) for _ in range(n) for j in range(mm)],
+                                     rows_v.shape[1:], model.sampler)
+        with torch.inference_mode():
+            x_v, _ = planner.sampling.sample(planner._net_fn(prep.text), rows_v,
+                                             torch.tensor(lay.condition_mask(cfg.score)), x_T,
+                                             list(cfg.value_steps) * n, model.sampler, cfg.max_batch)
+        v = codec.value_to_unit(codec.extract_value(x_v[:, :, lay.value_index])).cpu().numpy().reshape(n, mm)
+        return aggregate(v, cfg.aggregation, cfg.majority_threshold, cfg.lcb_beta)
+
     rows = []
     seeds_n = [195 + i for i in range(args.candidates)]
     try:
@@ -98,33 +148,93 @@ def main(argv=None) -> int:
             snap = snapshot()
             outs = policy.infer_batch(obs, seeds_n)
             acts = np.stack([o.actions for o in outs])
-            res = planner.score(obs, acts, seeds_n)
-            ok = []
+            prep = planner.prepare(obs)
+            res = planner.score(obs, acts, seeds_n, prepared=prep)
+            now = model_input_images(obs.images, model.image, lay.cameras)
+            ok, futures, real_p = [], [], []
             for i in range(args.candidates):
                 restore(snap)
                 execute(acts[i])
+                obs_next = observe()
+                futures.append(real_future_latents(prep, now, obs_next, acts[i]))
+                real_p.append(np.asarray(obs_next.proprio, np.float64))
                 for _ in range(args.decision // H + 1, T // H):
                     execute(policy.infer(observe(), seed=195).actions)
                 ok.append(bool(sim.ever_success))
+            v_real = value_stage(prep, torch.cat(futures))
+            real_p = np.stack(real_p)[:, arm]  # (N, 12) arm joints 50 ticks later
+            pred_p = res.future_proprio[:, :, arm].astype(np.float64)  # (N, K, 12) the world model's
             row = {"seed": seed, "base_ok": bool(base[seed - s0]), "ok": ok,
                    "scores": [round(float(x), 4) for x in res.scores], "chosen": int(res.chosen),
                    "own_value": [round(float(o.value), 4) for o in outs],
-                   "spread_rad": round(float(np.abs(acts - acts.mean(0)).max()), 4)}
+                   "spread_rad": round(float(np.abs(acts - acts.mean(0)).max()), 4),
+                   "v_real": [round(float(x), 4) for x in v_real],
+                   "wm_proprio_mae_rad": round(float(np.abs(pred_p - real_p[:, None]).mean()), 4),
+                   "real_future_spread_rad": round(float(np.abs(real_p - real_p.mean(0)).mean()), 5),
+                   "predicted_future_spread_rad": round(float(np.abs(pred_p.mean(1) - pred_p.mean(1).mean(0)).mean()), 5)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
         sim.close()
     mixed = [r for r in rows if 0 < sum(r["ok"]) < len(r["ok"])]
+
+    def auc(scores, ok):  # P(a succeeding candidate scores above a failing one), ties half
+        pos = [x for x, o in zip(scores, ok) if o]
+        neg = [x for x, o in zip(scores, ok) if not o]
+        return float(np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg]))
+
+    def mean(xs):
+        return round(float(np.mean(xs)), 5) if xs else None
+
     summary = {"decision_tick": args.decision, "candidates": args.candidates, "scenes": len(rows),
                "all_fail": sum(not any(r["ok"]) for r in rows), "all_succeed": sum(all(r["ok"]) for r in rows),
                "mixed": len(mixed), "chosen_succeeded_in_mixed": sum(r["ok"][r["chosen"]] for r in mixed),
                "random_candidate_rate_in_mixed": (sum(sum(r["ok"]) / len(r["ok"]) for r in mixed) / len(mixed))
                if mixed else None,
-               "lowest_scored_candidate_per_scene": [int(np.argmin(r["scores"])) for r in rows]}
+               "lowest_scored_candidate_per_scene": [int(np.argmin(r["scores"])) for r in rows],
+               "scores_within_scene_auc": mean([auc(r["scores"], r["ok"]) for r in mixed]),
+               "v_real_within_scene_auc": mean([auc(r["v_real"], r["ok"]) for r in mixed]),
+               "best_v_real_succeeded_in_mixed": sum(r["ok"][int(np.argmax(r["v_real"]))] for r in mixed),
+               "wm_proprio_mae_rad": mean([r["wm_proprio_mae_rad"] for r in rows]),
+               "real_future_spread_rad": mean([r["real_future_spread_rad"] for r in rows]),
+               "predicted_future_spread_rad": mean([r["predicted_future_spread_rad"] for r in rows]),
+               "planner": cfg.to_dict()}
     print(json.dumps(summary))
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    print(render({"summary": summary, "rows": rows}), file=sys.stderr)
     return 0
+
+
+def render(data: dict) -> str:
+    """The markdown section of a planning_truth.json."""
+    s = data["summary"]
+
+    def f(x, fmt="{:.2f}"):
+        return "-" if x is None else fmt.format(x)
+
+    pl = s.get("planner", {})
+    mixed = s["mixed"]
+    return "\n".join([
+        f"At the tick-{s['decision_tick']} decision of {s['scenes']} held-out scenes (the base policy's failures in "
+        f"planning_success.json's base row, then as many of its successes), {s['candidates']} candidates of the policy "
+        f"are each executed from the same restored simulator state, then the base policy to the end; the planning "
+        f"model ({pl.get('aggregation', '?')}, {pl.get('score', '?')}, {pl.get('noise', '?')} noise) scores them from "
+        f"its world model's prediction, and its value stage also scores each candidate's real future (frames and "
+        f"proprio 50 ticks later). Scenes where all candidates fail / all succeed / outcomes differ: "
+        f"{s['all_fail']} / {s['all_succeed']} / {mixed}.\n",
+        f"| who picks the candidate | its chunk succeeds (scenes where outcomes differ) | score vs outcome within a scene (ROC AUC) |",
+        "| --- | --- | --- |",
+        f"| a random candidate | {f(None if s['random_candidate_rate_in_mixed'] is None else s['random_candidate_rate_in_mixed'] * mixed, '{:.1f}')} of {mixed} | 0.5 |",
+        f"| the planner (world model, then value) | {s['chosen_succeeded_in_mixed']} of {mixed} | {f(s.get('scores_within_scene_auc'))} |",
+        f"| the value on the candidate's real future | {s.get('best_v_real_succeeded_in_mixed', '-')} of {mixed} | {f(s.get('v_real_within_scene_auc'))} |",
+        "",
+        f"World model, arm joints 50 ticks ahead: error {f(s.get('wm_proprio_mae_rad'), '{:.4f}')} rad (MAE); the "
+        f"candidates' futures lie {f(s.get('real_future_spread_rad'), '{:.5f}')} rad from their mean in reality and "
+        f"{f(s.get('predicted_future_spread_rad'), '{:.5f}')} rad in the prediction. Rerun: "
+        f"`python bench/planning_truth.py --decision {s['decision_tick']}`; per-scene rows in the JSON.",
+    ])
 
 
 if __name__ == "__main__":

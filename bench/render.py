@@ -49,6 +49,8 @@ SECTIONS = {
                     "scenes)", "bench/world_model.py", [], 1800),
     "planning_success": ("Best-of-N planning against the base policy (held-out seeds)", "bench/planning_success.py",
                          ["--threads", "2"], 7200),
+    "planning_truth": ("Best-of-N planning: does the planning model rank each candidate by its real outcome?",
+                       "bench/planning_truth.py", ["--decision", "50", "--threads", "2"], 3600),
 }
 
 
@@ -275,6 +277,7 @@ BODIES: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "policy_success": policy_success_body, "policy_success_ros": policy_success_ros_body,
     "denoising_steps": denoising_steps_body, "backbones": _script_render("backbones"),
     "world_model": _script_render("world_model"), "planning_success": _script_render("planning_success"),
+    "planning_truth": _script_render("planning_truth"),
 }
 
 

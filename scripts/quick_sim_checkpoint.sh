@@ -28,6 +28,11 @@
 #   5. DAgger round 2: 400 rollouts of phase B (seeds 6400..6799), as in 3;
 #   6. phase C: phase B continued on everything (1,500 steps, lr 3e-4) -> DIR/checkpoint.
 #
+# VAE_STEPS=N (default 0: the sim preset's randomly initialised, frozen VAE, whose predicted future frames are not
+# pictures) first trains the small Wan VAE on the 40 demos for N steps (python -m cosmos_policy_training.vae, base 8,
+# 4 clips per step: about 4.4 s per step on one idle core, measured 2026-12-07) into DIR/vae, and every phase trains
+# on its latents (docs/training.md, "The sim VAE").
+#
 # Training on the CPU is seeded but not bit-exact across machines: a rerun gives a checkpoint of the same recipe, not
 # the same bytes. Usage: [RECIPE=stream|pause] scripts/quick_sim_checkpoint.sh [DIR]
 # Each recipe's settings are defaults, overridable for experiments: BACKBONE (predict2 / predict2.5), ACTION_WEIGHT,
@@ -45,7 +50,7 @@ case "${RECIPE:-stream}" in
     ACTION_WEIGHT=${ACTION_WEIGHT:-3} REFINE=${REFINE:-pause} ;;
   *) echo "RECIPE: expected stream or pause, got '$RECIPE'" >&2; exit 2 ;;
 esac
-B_STEPS=${B_STEPS:-2000} PAUSE_TICKS=${PAUSE_TICKS:-28}
+B_STEPS=${B_STEPS:-2000} PAUSE_TICKS=${PAUSE_TICKS:-28} VAE_STEPS=${VAE_STEPS:-0}
 case "$REFINE" in pause | stream) ;; *) echo "REFINE: expected pause or stream, got '$REFINE'" >&2; exit 2 ;; esac
 data=$dir/data
 mkdir -p "$data"
@@ -63,7 +68,7 @@ recipe() {
     --first-step-fraction 0.5 --warmup 20 "$@"
 }
 t0=$(date +%s)
-log "recipe ${RECIPE:-stream}, sizes: GRASP_STARTS=$GRASP_STARTS A_STEPS=$A_STEPS B_STEPS=$B_STEPS C_STEPS=$C_STEPS PAUSE_TICKS=$PAUSE_TICKS"
+log "recipe ${RECIPE:-stream}, sizes: GRASP_STARTS=$GRASP_STARTS A_STEPS=$A_STEPS B_STEPS=$B_STEPS C_STEPS=$C_STEPS PAUSE_TICKS=$PAUSE_TICKS VAE_STEPS=$VAE_STEPS"
 log "backbone: $BACKBONE, action weight $ACTION_WEIGHT, refinement: $REFINE"
 log "1. expert data -> $data"
 starts 40 0 "$data/demos"
@@ -80,6 +85,14 @@ for p in glob.glob(sys.argv[1] + '/*.hdf5'):
   touch "$data/handover_starts/.labelled"
 fi
 expert=("$data/scene_starts" "$data/grasp_starts" "$data/handover_starts")
+vae_args=()
+if [ "$VAE_STEPS" -gt 0 ]; then
+  log "1v. the sim VAE: $VAE_STEPS steps on the demos -> $dir/vae"
+  [ -f "$dir/vae/vae_report.json" ] ||
+    python -m cosmos_policy_training.vae --episodes "$data/demos" --out "$dir/vae" --base-dim 8 --batch 4 --lr 2e-3 \
+      --steps "$VAE_STEPS" --eval-every 350 --save-every 50 --threads 2 --max-minutes 0 --no-progress
+  vae_args=(--vae "$dir/vae")
+fi
 dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding the last action 28 ticks before every
   # re-plan (execution:=pause on 2 cores), labelled with the expert's actions, recorded at the re-planning steps
   local a pid pids=()
@@ -94,7 +107,7 @@ dagger() {  # POLICY SEED OUT: 400 rollouts of POLICY on 2 processes, holding th
   { cat "$3".*.log 2>/dev/null || true; } | { grep -o "max reward [0-9]" || true; } | sort | uniq -c  # the round's outcomes
 }
 log "2. phase A: from scratch"
-[ -d "$dir/phase_a" ] || recipe --backbone "$BACKBONE" --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
+[ -d "$dir/phase_a" ] || recipe --backbone "$BACKBONE" "${vae_args[@]}" --extra-demos "${expert[@]}" --out "$dir/phase_a" --run-dir "$dir/run_a" \
   --steps "$A_STEPS" --lr 4e-3 --warmup 200 --decay-factor 0.1 --seed 0
 if [ "$REFINE" = stream ]; then
   log "3s. streaming DAgger: 400 rollouts of phase A"
