@@ -15,6 +15,13 @@ episodes whose samples are the streaming observation ticks (docs/training.md, "S
 
     python -m cosmos_policy_training.rollouts --policy checkpoints/sim_transfer_cube --episodes 40 \
         --seed-start 6800 --out runs/stream_dagger --expert-labels --execution stream --delay-ticks 4 10
+
+``--branch-candidates N`` records, per scene, the N candidates best-of-N chooses from at one query, each executed
+from the same state (:func:`branch_rollouts`): what the planning model's world model needs to learn what an
+action changes (docs/planning.md):
+
+    python -m cosmos_policy_training.rollouts --policy checkpoints/sim_transfer_cube_predict2.5 --episodes 100 \
+        --seed-start 8000 --out runs/branches --branch-candidates 8 --branch-query 1
 """
 from __future__ import annotations
 
@@ -417,6 +424,81 @@ def episode_delay(seed: int, delay_ticks: Union[int, Sequence[int]]) -> int:
     return int(np.random.default_rng([int(seed), 0xDE1A]).integers(v[0], v[1] + 1))
 
 
+class BranchPolicy:
+    """The base policy, except at its ``query``-th query of an episode (0-based), where it samples the
+    ``num_candidates`` chunks best-of-N chooses from (one batch, seeds s, s+1, ...; s = the query's seed or the
+    policy's default) and returns candidate ``candidate``.
+
+    Run once per candidate on the same scene, the episodes share everything up to that query (the sim and the
+    policy are deterministic) and then branch: each candidate's real future and outcome from one state. Planning
+    needs exactly that to learn what an action changes (docs/planning.md, "Does planning pay?")."""
+
+    def __init__(self, policy, query: int, candidate: int, num_candidates: int):
+        if query < 0 or not 0 <= candidate < num_candidates:
+            raise ValueError(f"branch: expected query >= 0 and 0 <= candidate < num_candidates, got query {query}, "
+                             f"candidate {candidate}, num_candidates {num_candidates}")
+        self.policy, self.query, self.candidate, self.num_candidates = policy, int(query), int(candidate), int(num_candidates)
+        self.calls = 0
+        self.policy_id = f"{policy.policy_id}+branch-q{self.query}-c{self.candidate}-of-{self.num_candidates}"
+
+    def __getattr__(self, name):  # horizon, layout, period, ... of the base policy
+        return getattr(self.policy, name)
+
+    def infer(self, obs, seed: Optional[int] = None, **kwargs):
+        k, self.calls = self.calls, self.calls + 1
+        if k != self.query:
+            return self.policy.infer(obs, seed=seed, **kwargs)
+        s = int(getattr(self.policy, "default_seed", 195) if seed is None else seed)
+        return self.policy.infer_batch(obs, [s + i for i in range(self.num_candidates)], **kwargs)[self.candidate]
+
+
+def branch_rollouts(policy, seeds: Sequence[int], out: Path, query: int, num_candidates: int,
+                    image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, max_steps: int = 400,
+                    progress: bool = True) -> List[RolloutResult]:
+    """For every scene seed, ``num_candidates`` episodes that branch at the policy's ``query``-th query
+    (:class:`BranchPolicy`; the released deploy's open-loop chunks), recorded as ``out/episode_<seed>_c<i>.hdf5``
+    with that query's step as their only training sample (its frames and its future 50 ticks later stored);
+    the file's ``branch`` attributes name the scene, the query and the candidate."""
+    from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+
+    if num_candidates < 2:
+        raise ValueError(f"num_candidates: expected at least 2 branches, got {num_candidates}")
+    step = int(query) * int(policy.horizon)
+    if query < 0 or step >= max_steps // 2:
+        raise ValueError(f"query: expected a query of the episode (0..{(max_steps // 2 - 1) // policy.horizon}), "
+                         f"got {query}")
+    sim = AlohaSim("transfer_cube", seed=int(seeds[0]), image_size=tuple(image_size), cameras=policy.layout.cameras,
+                   max_steps=max_steps, render=False)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    try:
+        for s in seeds:
+            outcomes = []
+            for i in range(num_candidates):
+                branch = BranchPolicy(policy, query, i, num_candidates)
+                path = out / f"episode_{int(s)}_c{i}.hdf5"
+                r = run_episode(branch, sim, int(s), image_size=image_size, record=path, sample_steps=[step])
+                _set_attrs(path, {"branch_seed": int(s), "branch_query": int(query), "branch_step": step,
+                                  "branch_candidate": i, "branch_candidates": int(num_candidates)})
+                results.append(r)
+                outcomes.append(r.success)
+            if progress:
+                print(f"  seed {s}: branches at step {step}: {sum(outcomes)}/{num_candidates} succeed "
+                      f"{''.join('+' if o else '-' for o in outcomes)}", flush=True)
+    finally:
+        sim.close()
+    return results
+
+
+def _set_attrs(path: Path, attrs: Dict[str, object]) -> None:
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        for k, v in attrs.items():
+            f.attrs[k] = v
+
+
 def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execute: Optional[int] = None,
                  image_size: Sequence[int] = DEFAULT_IMAGE_SIZE, action_noise: float = 0.0,
                  progress: bool = True, max_steps: int = 400, expert_labels: bool = False,
@@ -532,7 +614,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     g.add_argument("--failure-sample-until", type=int, default=None, metavar="TICK",
                    help="stream, recorded: a failed episode keeps only its observation ticks before TICK (with "
                         "--expert-labels the expert's plan fits a failed scene only up to some time; default: all)")
+    g = p.add_argument_group("branches (best-of-N's candidates executed from one state: planning-model data)")
+    g.add_argument("--branch-candidates", type=int, default=None, metavar="N",
+                   help="per scene, N episodes that branch at the --branch-query-th query into the N candidates the "
+                        "policy samples there (seeds s, s+1, ...), each then run by the base policy to the end; "
+                        "recorded as episode_<seed>_c<i>.hdf5 with that step as the only sample")
+    g.add_argument("--branch-query", type=int, default=1, help="the query that branches (0: the first; default 1, "
+                                                               "step 50: the grasp)")
     args = p.parse_args(argv)
+    if args.branch_candidates is not None:
+        other = {"--execute": args.execute is not None, "--action-noise": args.action_noise != 0,
+                 "--expert-labels": args.expert_labels, "--sample-steps": args.sample_steps is not None,
+                 "--failure-sample-steps": args.failure_sample_steps is not None, "--pause-ticks": args.pause_ticks != 0,
+                 "--execution stream": args.execution != "pause", "--settle-steps": args.settle_steps is not None}
+        given = [k for k, v in other.items() if v]
+        if given:
+            p.error(f"--branch-candidates: not with {', '.join(given)} (branches run the open-loop chunks and record "
+                    f"the branching step)")
+        if args.out is None:
+            p.error("--branch-candidates records episodes: give --out")
+        import torch
+        torch.set_num_threads(args.threads)
+        policy = load_policy(args.policy, decode_future_images=False)
+        try:
+            res = branch_rollouts(policy, list(range(args.seed_start, args.seed_start + args.episodes)), args.out,
+                                  args.branch_query, args.branch_candidates, max_steps=args.max_steps)
+        except ValueError as e:
+            p.error(str(e))
+        print(json.dumps({"scenes": args.episodes, "episodes": len(res), "successes": sum(r.success for r in res)}))
+        return 0
     stream_opts = {"--delay-ticks": args.delay_ticks, "--rtc": args.rtc, "--rtc-schedule": args.rtc_schedule,
                    "--rtc-delay-margin": args.rtc_delay_margin, "--rtc-beta": args.rtc_beta,
                    "--execution-horizon": args.execution_horizon, "--margin-ticks": args.margin_ticks,

@@ -348,3 +348,44 @@ def test_launch_files_policy_node_and_demo_stream_with_the_benchmarked_stream_rt
     assert mod.demo_arguments("stream-rtc")[:8] == ["--execution", "stream", "--rtc", STREAM_RTC_DEFAULTS[0],
                                                     "--rtc-schedule", STREAM_RTC_DEFAULTS[1],
                                                     "--rtc-execution-horizon", str(STREAM_RTC_DEFAULTS[2])]
+
+
+def test_branch_rollouts_share_the_scene_up_to_the_branching_query_then_run_each_candidate(tmp_path):
+    """Best-of-N's candidates executed from one state: every branch of a scene records the same states and
+    actions up to the branching step, then its own candidate (the chunk the policy's batch holds for it),
+    and the branching step is the file's only training sample, with its future stored."""
+    import h5py
+
+    from cosmos_policy_training.rollouts import BranchPolicy, branch_rollouts
+
+    policy = make_tiny_policy(seed=0, instructions=[TASK_DESCRIPTIONS["transfer_cube"]])
+    res = branch_rollouts(policy, [4], tmp_path, query=1, num_candidates=3, image_size=SIZE, max_steps=240,
+                          progress=False)
+    assert len(res) == 3 and res[0].queries == 3  # steps 0, 50, 100 of a 120-tick episode
+    eps = [read_episode(tmp_path / f"episode_4_c{i}.hdf5") for i in range(3)]
+    for ep in eps[1:]:
+        np.testing.assert_array_equal(ep.qpos[:51], eps[0].qpos[:51])  # the same scene up to the branch
+        np.testing.assert_array_equal(ep.action[:50], eps[0].action[:50])
+        assert np.abs(ep.action[50:100] - eps[0].action[50:100]).max() > 1e-4  # then another candidate
+    # the branch executes exactly the candidate of the batch sampled at the branching observation
+    sim = AlohaSim("transfer_cube", seed=4, image_size=SIZE, cameras=policy.layout.cameras, max_steps=240, render=False)
+    try:
+        sim.reset(4, render=False)
+        obs = sim.policy_observation(size=SIZE)
+        for a in policy.infer(obs).actions:
+            for _ in range(2):
+                sim.step(a, render=False)
+        batch = policy.infer_batch(sim.policy_observation(size=SIZE), [195, 196, 197])
+    finally:
+        sim.close()
+    for i, ep in enumerate(eps):
+        np.testing.assert_allclose(ep.action[50:100], batch[i].actions, atol=1e-5)
+        with h5py.File(tmp_path / f"episode_4_c{i}.hdf5", "r") as f:
+            assert list(f.attrs["sample_steps"]) == [50] and f.attrs["branch_candidate"] == i
+            assert f.attrs["branch_step"] == 50 and f.attrs["action_labels"] == "executed"
+        assert ep.images["cam_high"][50].any() and ep.images["cam_high"][100].any()  # the sample and its future
+        assert not ep.images["cam_high"][75].any()
+    with pytest.raises(ValueError, match="num_candidates"):
+        BranchPolicy(policy, 1, 3, 3)
+    with pytest.raises(ValueError, match="query"):
+        branch_rollouts(policy, [4], tmp_path, query=3, num_candidates=2, image_size=SIZE, max_steps=240)
