@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--successes", type=int, default=8, help="base-policy successes to add to its failures")
     p.add_argument("--max-scenes", type=int, default=0, help="at most this many scenes (0: all)")
+    p.add_argument("--score", default="value_v", choices=("value_v", "value_q"),
+                   help="the planner's value: V(s') (reference) or Q(s,a) (the value stage also sees state and action)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
@@ -68,7 +70,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     policy = load_policy(args.policy, decode_future_images=False)
     planner = Planner(load_policy(args.planning_model, decode_future_images=False),
-                      PlannerConfig(decode_future_images="none"))
+                      PlannerConfig(score=args.score, decode_future_images="none"))
     data = json.loads(Path(args.results).read_text())
     base_row = next(r for r in data["rows"] if r["candidates"] == 1)
     s0, base = int(data["seed_start"]), base_row["per_seed"]
