@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--planning-model", default=str(ROOT / "checkpoints" / "sim_transfer_cube_predict2.5_planning"))
     p.add_argument("--results", default=str(ROOT / "bench" / "results" / "planning_success.json"),
                    help="planning_success.json whose base row names the scenes (its per_seed outcomes)")
-    p.add_argument("--decision", type=int, default=100, help="tick of the decision (a multiple of the chunk length)")
+    p.add_argument("--decision", type=int, default=50, help="tick of the decision (a multiple of the chunk length)")
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--successes", type=int, default=8, help="base-policy successes to add to its failures")
     p.add_argument("--max-scenes", type=int, default=0, help="at most this many scenes (0: all)")
@@ -60,11 +60,11 @@ def main(argv=None) -> int:
     import torch
 
     from cosmos_policy_ros.core import codec
-    from cosmos_policy_ros.core.images import to_model_range
     from cosmos_policy_ros.core.planner import Planner, PlannerConfig, aggregate, derive_seed, model_input_images
     from cosmos_policy_ros.core.robot import ARM_INDICES
     from cosmos_policy_ros.core.policy import load_policy
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
+    from cosmos_policy_training.dataset import build_video
     from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE
 
     torch.set_num_threads(args.threads)
@@ -107,19 +107,16 @@ def main(argv=None) -> int:
     lay = model.layout
     arm = list(ARM_INDICES)
 
+    def by_camera(images):  # camera -> (S, S, 3) uint8 -> (1, ncam, 3, S, S)
+        return torch.stack([torch.from_numpy(images[c]).permute(2, 0, 1) for c in lay.cameras])[None]
+
     def real_future_latents(prep, now, obs_next, actions):
         """The planning model's clean latents of a candidate's real outcome: current images and proprio, its
         actions, and the frames and proprio 50 ticks later in the future slots (what a perfect world model gives)."""
         nxt = model_input_images(obs_next.images, model.image, lay.cameras)
-        size = model.image.size
-        frames = torch.zeros((lay.num_raw_frames, 3, size, size), dtype=torch.uint8)
-        for k, slot in enumerate(lay.slots):
-            if slot.kind == "image":
-                src = now if slot.role == "current" else nxt
-                for f in lay.raw_frames(k):
-                    frames[f] = torch.from_numpy(src[slot.camera]).permute(2, 0, 1)
+        video = build_video(by_camera(now), by_camera(nxt), lay)  # the layout video the trainer encodes
         with torch.inference_mode():
-            lat = model.network.encode(to_model_range(frames).permute(1, 0, 2, 3).unsqueeze(0))
+            lat = model.network.encode(video)
         x = model._inject(prep, 1, actions, latents=lat)
         p_next = codec.normalize_proprio(np.asarray(obs_next.proprio, np.float64), model.stats)
         x[:, :, lay.future_proprio_index] = codec.inject(torch.from_numpy(p_next).float()[None],
