@@ -9,7 +9,8 @@ then calls this renderer; on its own it rewrites BENCHMARKS.md from the files al
 Every section's file holds the schema documented at the top of its bench script, plus one ``run`` object
 written by run_all.py (all keys optional, so a file a bench script wrote alone still renders):
 
-    {"run": {"status": "ok" | "failed" | "timed out" | "not measured" | "not run",
+    {"run": {"status": "ok" | "failed" | "timed out" | "not measured" | "not run" | "stale" (figures of an
+                       earlier checkpoint or code, kept until rerun; the note says which and why),
              "measured": "YYYY-MM-DD HH:MM UTC", "machine": str, "took_s": float, "load_average": str,
              "rerun": str (the command), "note": str (why not measured / the error)}}
 

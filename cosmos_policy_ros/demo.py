@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import bisect
 import datetime as dt
+import json
 import os
 import sys
 import threading
@@ -36,7 +37,6 @@ def _source_root() -> Optional[Path]:
 def training_seeds(checkpoint: str) -> Optional[range]:
     """The scene seeds of the checkpoint's training demos (its recipe.json ``demos.seeds``, "a..b"), if known."""
     try:
-        import json
 
         text = json.loads((Path(checkpoint) / "recipe.json").read_text())["demos"]["seeds"]
         a, b = (int(v) for v in str(text).split(".."))
@@ -49,8 +49,6 @@ def trained_vae(checkpoint: str) -> Optional[dict]:
     """The trained VAE a checkpoint's recipe.json records (``vae``, also through the ``init_recipe`` chain of a
     continued checkpoint), or None: no recipe, or the preset's randomly initialised VAE."""
     try:
-        import json
-
         recipe = json.loads((Path(checkpoint) / "recipe.json").read_text())
     except Exception:  # noqa: BLE001 - no or unreadable recipe: nothing recorded
         return None
@@ -155,21 +153,49 @@ class FramePairs:
         return out
 
 
-def write_comparison_png(pairs, path: Path, t0: float) -> Optional[Path]:
-    """Rows of [predicted | real] cam_high frames at the predicted moment; None when nothing to show."""
+def model_view(checkpoint: str, camera: str = "cam_high"):
+    """frame -> the frame as the checkpoint's network sees it (its ROI, squash, resize and crop), or None when the
+    checkpoint has no image config: the predicted frames are in that view, so the real one is shown in it too."""
+    try:
+        conf = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
+        img = conf.get("image")
+    except (OSError, ValueError):
+        return None
+    if not img:
+        return None
+    import torch
+
+    from cosmos_policy_ros.core.images import ImageConfig, preprocess_batch
+
+    cfg = ImageConfig(**img)
+
+    def view(frame: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0)
+        return preprocess_batch(x, cfg, camera)[0].permute(1, 2, 0).numpy()
+
+    return view
+
+
+def write_comparison_png(pairs, path: Path, t0: float, view=None) -> Optional[Path]:
+    """Rows of [predicted | real in the model's view | real] cam_high frames at the predicted moment (the middle
+    column when ``view`` maps a real frame to the network's input); None when nothing to show."""
     if not pairs:
         return None
     from PIL import Image, ImageDraw
 
     h, w = 180, 240
-    canvas = Image.new("RGB", (2 * w + 30, len(pairs) * (h + 24) + 24), (255, 255, 255))
+    cols = 3 if view is not None else 2
+    canvas = Image.new("RGB", (cols * (w + 10) + 10, len(pairs) * (h + 24) + 24), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
-    draw.text((10, 4), "predicted (left) vs real (right) cam_high, at the predicted moment", fill=(0, 0, 0))
+    title = ("cam_high at the predicted moment: predicted | real, as the network sees it | real frame" if view
+             else "predicted (left) vs real (right) cam_high, at the predicted moment")
+    draw.text((10, 4), title, fill=(0, 0, 0))
     for row, (stamp, pred, real) in enumerate(pairs):
         y = 24 + row * (h + 24)
         draw.text((10, y), f"t = {stamp - t0:+.2f} s", fill=(0, 0, 0))
-        canvas.paste(Image.fromarray(pred).resize((w, h), Image.BILINEAR), (10, y + 14))
-        canvas.paste(Image.fromarray(real).resize((w, h), Image.BILINEAR), (20 + w, y + 14))
+        shown = [pred] + ([view(real)] if view is not None else []) + [real]
+        for col, im in enumerate(shown):
+            canvas.paste(Image.fromarray(im).resize((w, h), Image.BILINEAR), (10 + col * (w + 10), y + 14))
     canvas.save(path)
     return path
 
@@ -359,7 +385,8 @@ def run_demo(args) -> int:
         result = results[0]
         ep_stamp0 = result["stamp0"]
 
-    png = write_comparison_png(pairs.pairs(), out_dir / "predicted_vs_real.png", ep_stamp0 or 0.0)
+    png = write_comparison_png(pairs.pairs(), out_dir / "predicted_vs_real.png", ep_stamp0 or 0.0,
+                               view=model_view(checkpoint))
     print("\n=== cosmos_policy_ros demo summary ===")
     print(f"policy      : {about}")
     print(f"task        : {task!r} (simulated ALOHA transfer cube)")
@@ -377,8 +404,6 @@ def run_demo(args) -> int:
         print(f"              {vae_note(checkpoint)}")
     print(f"node logs   : {log_dir}")
     if args.json:
-        import json
-
         Path(args.json).write_text(json.dumps([{k: (str(v) if isinstance(v, Path) else v) for k, v in r.items()
                                                 if k != "label"} for r in results], indent=1))
     return 0 if all(r["bag"] for r in results) else 1

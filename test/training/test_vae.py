@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -233,3 +234,43 @@ def test_training_clips_pair_each_step_with_its_future_in_the_same_file(sim_epis
             assert torch.equal(frames[pairs[k, 0]], ref[t]) and torch.equal(frames[pairs[k, 1]], ref[t_next]), (f, t)
             k += 1
     assert k == pairs.shape[0]
+
+
+def test_hard_pixel_term_is_the_mean_of_each_frames_worst_pixels_and_bad_settings_are_refused(tmp_path, sim_episodes):
+    """--hard-weight adds the mean error over each frame's worst pixels: a missed 2x2 object in an 8x8 frame
+    weighs fully there while the plain L1 dilutes it 16 times."""
+    video = torch.zeros(1, 3, 2, 8, 8)
+    rec = video.clone()
+    rec[:, :, 0, 2:4, 5:7] = 1.0  # a 2x2 "cube" painted wrong in frame 0; frame 1 exact
+    frac = 4 / 64
+    assert vae_mod.hard_pixel_l1(rec, video, frac).item() == pytest.approx(0.5)  # frame 0's worst 4: 1; frame 1's: 0
+    assert (rec - video).abs().mean().item() == pytest.approx(4 / 128)
+    assert vae_mod.hard_pixel_l1(rec, video, 1.0).item() == pytest.approx(4 / 128)
+    for bad in (["--hard-weight", "-1"], ["--hard-fraction", "0"], ["--hard-fraction", "1.5"]):
+        with pytest.raises(SystemExit, match="--hard-weight / --hard-fraction: expected"):
+            vae_mod.main(["--episodes", str(sim_episodes), "--out", str(tmp_path / "o"), "--image-size", "16",
+                          "--whole-frames", "--no-progress", *bad])
+
+
+def test_demo_png_shows_the_real_frame_in_the_networks_view_beside_the_prediction(tmp_path):
+    """The predicted cam_high frames are the network's view (the ROI cut to the table, 64 px): the demo's PNG shows
+    the real frame in that view too, so a user compares like with like."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT, model_view, write_comparison_png
+
+    ckpt = Path(__file__).resolve().parents[2] / EMBEDDED_CHECKPOINT
+    view = model_view(str(ckpt))
+    frame = np.zeros((240, 320, 3), np.uint8)
+    frame[130:150, 170:190] = (255, 0, 0)  # a red square inside cam_high's ROI (rows 100-180, columns 140-220)
+    seen = view(frame)
+    assert seen.shape == (64, 64, 3) and seen.dtype == np.uint8
+    red = (seen[..., 0] > 200) & (seen[..., 1] < 50)
+    assert 60 < red.sum() < 600  # the 20 px square fills about a quarter of the ROI's width
+    assert model_view(str(tmp_path)) is None  # no checkpoint config: two columns, as before
+    pred = np.full((64, 64, 3), 90, np.uint8)
+    three = write_comparison_png([(1.0, pred, frame)], tmp_path / "a.png", 0.0, view=view)
+    two = write_comparison_png([(1.0, pred, frame)], tmp_path / "b.png", 0.0)
+    assert Image.open(three).size[0] > Image.open(two).size[0] * 1.4
