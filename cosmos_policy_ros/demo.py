@@ -155,19 +155,16 @@ class FramePairs:
 
 def model_view(checkpoint: str, camera: str = "cam_high"):
     """frame -> the frame as the checkpoint's network sees it (its ROI, squash, resize and crop), or None when the
-    checkpoint has no image config: the predicted frames are in that view, so the real one is shown in it too."""
-    try:
-        conf = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8"))
-        img = conf.get("image")
-    except (OSError, ValueError):
-        return None
-    if not img:
-        return None
+    checkpoint has no readable config: the predicted frames are in that view, so the real one is shown in it too."""
     import torch
 
-    from cosmos_policy_ros.core.images import ImageConfig, preprocess_batch
+    from cosmos_policy_ros.core.checkpoint import image_config_of
+    from cosmos_policy_ros.core.images import preprocess_batch
 
-    cfg = ImageConfig(**img)
+    try:
+        cfg = image_config_of(json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
     def view(frame: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1).unsqueeze(0)

@@ -272,11 +272,12 @@ def psnr_table(recs: Dict[Tuple[str, str], Tuple[np.ndarray, np.ndarray]], layou
     return {"psnr_db": round(float(np.mean(every)), 3), "per_camera": per_cam}
 
 
-def hard_pixel_l1(rec: torch.Tensor, video: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Mean |x - x_rec| over the worst ``fraction`` of each frame's pixels. A small object (the sim's cube is 7x7
-    of cam_high's 64x64 pixels) barely moves the mean loss when the decoder paints it as table, so a decoder that
-    has settled on the large shapes keeps missing it; among a frame's largest errors it weighs as much as the rest."""
-    err = (rec - video).abs().mean(dim=1).flatten(2)  # (B, T, H*W)
+def hard_pixel_l1(err: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Mean of ``err`` (|x - x_rec|, (B, C, T, H, W)) over the worst ``fraction`` of each frame's pixels. A small
+    object (the sim's cube is 7x7 of cam_high's 64x64 pixels) barely moves the mean loss when the decoder paints it as
+    table, so a decoder that has settled on the large shapes keeps missing it; among a frame's largest errors it
+    weighs as much as the rest."""
+    err = err.mean(dim=1).flatten(2)  # (B, T, H*W)
     k = max(1, int(round(fraction * err.shape[-1])))
     return err.topk(k, dim=-1).values.mean()
 
@@ -364,6 +365,8 @@ def vae_summary(directory: Union[str, Path]) -> dict:
 def image_config_from_args(args: argparse.Namespace, layout: LatentLayout) -> ImageConfig:
     """The policy's image preprocessing: ``--like CKPT``'s, else the sim network's at ``--image-size`` with the
     sim recipe's cam_high ROI (unless ``--whole-frames``) and any ``--roi``."""
+    from cosmos_policy_ros.core.checkpoint import image_config_of
+
     from .cli import parse_rois
     from .configs import image_config_for
 
@@ -376,7 +379,7 @@ def image_config_from_args(args: argparse.Namespace, layout: LatentLayout) -> Im
         if not cfg_file.is_file():
             raise SystemExit(f"--like {args.like}: no config.json (expected a checkpoint in our format)")
         conf = json.loads(cfg_file.read_text(encoding="utf-8"))
-        img = ImageConfig(**conf["image"]) if conf.get("image") else ImageConfig(size=int(conf["network"]["image_size"]))
+        img = image_config_of(conf)
         net_size = int(conf["network"]["image_size"])
         if net_size != size and args.image_size_given:
             raise SystemExit(f"--image-size {size}: the --like checkpoint's network takes {net_size} px images")
@@ -478,12 +481,13 @@ def train(args: argparse.Namespace) -> dict:
         if args.sample_posterior:
             z = z + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
-        l1 = (rec - video).abs().mean()
+        err = (rec - video).abs()
+        l1 = err.mean()
         mse = (rec - video).pow(2).mean()
         kl = kl_to_unit(post)
         loss = l1 + mse + args.kl_weight * kl
         if args.hard_weight > 0:
-            loss = loss + args.hard_weight * hard_pixel_l1(rec, video, args.hard_fraction)
+            loss = loss + args.hard_weight * hard_pixel_l1(err, args.hard_fraction)
         if not torch.isfinite(loss):
             raise SystemExit(f"python -m cosmos_policy_training.vae: the loss is {loss.item()} at step {step}; "
                              f"lower --lr ({args.lr})")

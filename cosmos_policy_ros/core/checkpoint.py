@@ -561,6 +561,12 @@ def save_checkpoint(data: CheckpointData, directory: Union[str, Path]) -> Path:
     return d
 
 
+def image_config_of(config: Mapping) -> ImageConfig:
+    """The image preprocessing a config.json in our format records (``image``), else the network's plain resize."""
+    img = dict(config.get("image") or {})
+    return ImageConfig(**img) if img else ImageConfig(size=int(config["network"]["image_size"]))
+
+
 def load_our_checkpoint(path: Union[str, Path]) -> CheckpointData:
     """Read a directory in our format (safetensors + JSON only)."""
     d = Path(path)
@@ -578,8 +584,7 @@ def load_our_checkpoint(path: Union[str, Path]) -> CheckpointData:
         layout_cfg = config["layout"]
         layout = LatentLayout.from_dict(layout_cfg) if isinstance(layout_cfg, dict) else get_layout(str(layout_cfg))
         sampler = backbone.sampler_from_dict(config.get("sampler", {}))
-        img = dict(config.get("image", {}))
-        image = ImageConfig(**img) if img else ImageConfig(size=network.image_size)
+        image = image_config_of(config)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{d / CONFIG_FILE}: invalid config: {type(e).__name__}: {e}") from None
     for name in (MODEL_FILE, VAE_FILE, STATS_FILE, backbone.embeddings_file):
