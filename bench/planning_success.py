@@ -4,15 +4,20 @@ Loop: the ROS-free sim loop (``cosmos_policy_training.rollouts.run_episode``, th
 execution: each 50-action chunk runs to its end, then the next observation). Row ``candidates: 1`` is the base
 policy alone; ``candidates: N`` samples N chunks in one batch (seeds s, s+1, ...: candidate 0 is the base
 policy's own chunk) and keeps the one the planning model scores best (``core.planner``: K = 3 world-model samples
-x M = 5 value samples per candidate, majority mean, ``--noise`` common by default; candidate 0 kept on ties), as
+x M = 5 value samples per candidate, majority mean, ``--noise`` common by default; candidate 0 kept on ties and,
+with ``--margin``, unless another candidate scores higher by more than the margin), as
 the policy node does with ``planning_checkpoint`` or the planner node. Every row sees the same scenes (seeds ``seed_start``..).
+Controls: ``--choice random`` picks a uniformly random candidate at every decision instead (no planning model: is
+the planner's choice better than chance among the same candidates?), ``--policy-seed S`` samples the base chunk
+(candidate 0) with seed S instead of the policy's default 195.
 
 Writes (``--json``; `make bench` section planning_success):
 
     {"rows": [{"loop": "ros-free", "candidates": int, "episodes": int, "successes": int, "decision_s": float,
                "changed_choice_fraction": float, "max_reward_counts": [int x 5], "decisions": int,
                "per_seed": [bool, ...]}],
-     "seed_start": int, "policy": str, "planning_model": str, "planner": {PlannerConfig},
+     "seed_start": int, "policy": str, "planning_model": str | null, "planner": {PlannerConfig},
+     "choice": "planner" | "random", "policy_seed": int | null,
      "machine": str, "date": str, "wall_s": float}
 
 decision_s: median seconds per decision (the N candidates and their scoring; the base row: one chunk);
@@ -52,6 +57,14 @@ def main(argv=None) -> int:
     p.add_argument("--score", default="value_v", choices=("value_v", "value_q"))
     p.add_argument("--noise", default="common", choices=("common", "per_candidate"),
                    help="planning noise: the same draws for every candidate, or one set per candidate seed")
+    p.add_argument("--margin", type=float, default=0.0,
+                   help="switch margin: another candidate replaces candidate 0 only when it scores higher by more "
+                        "than this (0: the reference)")
+    p.add_argument("--choice", default="planner", choices=("planner", "random"),
+                   help="rows with N > 1: the planning model's choice, or a uniformly random candidate (a control: "
+                        "what picking among the same candidates without a planning model does)")
+    p.add_argument("--policy-seed", type=int, default=None,
+                   help="the base policy's sampling seed (candidate 0; default: the policy's, 195)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     p.add_argument("--quiet", action="store_true")
@@ -71,11 +84,13 @@ def main(argv=None) -> int:
         raise SystemExit(f"--candidates: expected positive integers, got {args.candidates!r}")
     policy = load_policy(args.policy, decode_future_images=False)
     model_path = args.policy if args.planning_model == "policy" else args.planning_model
-    if max(counts) > 1 and not Path(model_path).is_dir():
+    if max(counts) > 1 and args.choice == "planner" and not Path(model_path).is_dir():
         raise SystemExit(f"planning model {model_path!r} not found: build it with scripts/planning_model.sh "
                          f"(docs/planning.md) or pass --planning-model")
-    cfg = PlannerConfig(aggregation=args.aggregation, score=args.score, noise=args.noise, decode_future_images="none")
-    planner = Planner(load_policy(model_path, decode_future_images=False), cfg) if max(counts) > 1 else None
+    cfg = PlannerConfig(aggregation=args.aggregation, score=args.score, noise=args.noise, decode_future_images="none",
+                        switch_margin=args.margin)
+    use_planner = max(counts) > 1 and args.choice == "planner"
+    planner = Planner(load_policy(model_path, decode_future_images=False), cfg) if use_planner else None
     sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=DEFAULT_IMAGE_SIZE,
                    cameras=policy.layout.cameras, max_steps=400, render=False)
     seeds = list(range(args.seed_start, args.seed_start + args.episodes))
@@ -95,15 +110,35 @@ def main(argv=None) -> int:
             self.changed += int(self.last_result.chosen != 0)
             return out
 
+    class RandomChoiceBackend:
+        """The control: a uniformly random one of the N candidates (seeds s..s+N-1) at every decision, no scoring."""
+
+        def __init__(self, base, n):
+            self.base, self.n, self.rng = base, n, np.random.default_rng(0)
+            self.horizon, self.action_dim, self.period = base.horizon, base.action_dim, base.period
+            self.layout, self.policy_id = base.layout, f"{base.policy_id}+random-of-{n}"
+            self.decisions: list = []
+            self.changed = 0
+
+        def infer(self, obs, seed=None, prefix=None):
+            t0 = time.perf_counter()
+            pick = int(self.rng.integers(self.n))
+            first = getattr(self.base, "default_seed", 195) if seed is None else int(seed)
+            out = self.base.infer(obs, seed=first + pick)
+            self.decisions.append(time.perf_counter() - t0)
+            self.changed += int(pick != 0)
+            return out
+
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     rows, t_start = [], time.monotonic()
     try:
         for n in counts:
-            backend = policy if n == 1 else RecordingBackend(policy, planner, n)
+            backend = policy if n == 1 else (RecordingBackend(policy, planner, n) if planner is not None
+                                             else RandomChoiceBackend(policy, n))
             decisions = [] if n == 1 else backend.decisions
             results = []
             for i, seed in enumerate(seeds):
-                r = run_episode(backend, sim, seed)
+                r = run_episode(backend, sim, seed, policy_seed=args.policy_seed)
                 results.append(r)
                 if n == 1:
                     decisions.append(r.infer_seconds / max(r.queries, 1))
@@ -119,7 +154,8 @@ def main(argv=None) -> int:
     finally:
         sim.close()
     out = {"rows": rows, "seed_start": args.seed_start, "policy": Path(args.policy).name,
-           "planning_model": Path(model_path).name, "planner": cfg.to_dict(),
+           "planning_model": Path(model_path).name if planner is not None else None, "planner": cfg.to_dict(),
+           "choice": args.choice, "policy_seed": args.policy_seed,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
                       f"{args.threads}",
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "wall_s": round(time.monotonic() - t_start, 1)}
@@ -134,12 +170,20 @@ def render(data: dict) -> str:
     """The markdown section of a planning_success.json."""
     rows = data["rows"]
     pl = data.get("planner", {})
-    lines = [f"Base policy `{data.get('policy', '?')}` against best-of-N with the planning model "
-             f"`{data.get('planning_model', '?')}` (K = {len(pl.get('future_state_steps', [])) or '?'} world-model x "
-             f"M = {len(pl.get('value_steps', [])) or '?'} value samples per candidate, {pl.get('aggregation', '?')}, "
-             f"{pl.get('score', '?')}, {pl.get('noise', 'per_candidate')} noise), the same held-out seeds {data.get('seed_start', '?')}.. in every row, "
-             f"{data.get('machine', '?')}, {data.get('date', '?')}. Changed choice: decisions where planning kept a "
-             f"chunk other than the base policy's. Rerun: `python bench/planning_success.py`.\n",
+    if data.get("choice") == "random":
+        head = (f"Base policy `{data.get('policy', '?')}` against a uniformly random one of N candidates at every "
+                f"decision (the control: no planning model)")
+    else:
+        head = (f"Base policy `{data.get('policy', '?')}` against best-of-N with the planning model "
+                f"`{data.get('planning_model', '?')}` (K = {len(pl.get('future_state_steps', [])) or '?'} world-model x "
+                f"M = {len(pl.get('value_steps', [])) or '?'} value samples per candidate, {pl.get('aggregation', '?')}, "
+                f"{pl.get('score', '?')}, {pl.get('noise', 'per_candidate')} noise, switch margin "
+                f"{pl.get('switch_margin', 0.0):g})")
+    seed = data.get("policy_seed")
+    lines = [f"{head}, the same held-out seeds {data.get('seed_start', '?')}.. in every row"
+             f"{'' if seed is None else f', policy seed {seed}'}, {data.get('machine', '?')}, {data.get('date', '?')}. "
+             f"Changed choice: decisions where planning kept a chunk other than the base policy's. Rerun: "
+             f"`python bench/planning_success.py`.\n",
              "| loop | candidates | success | max reward 0/1/2/3/4 | decision (median) | changed choice |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:

@@ -15,10 +15,13 @@ Which part of the planning model is at fault is measured too: each candidate's r
 proprio after its 50 actions) goes through the planning model's value stage in place of the world model's
 prediction (``v_real``: what the planner would score with a perfect world model), and the world model's predicted
 future proprio is compared with the real one (its error, and how far the candidates' futures spread apart,
-predicted against real).
+predicted against real). Whether the world model follows an action at all is probed with a far larger change than
+the candidates': a chunk that holds the arms at the base chunk's first action, executed and predicted like them
+(how far its future lies from the base chunk's, real and predicted).
 
 Prints one JSON line per scene ({"seed", "base_ok", "ok": [per candidate], "scores", "chosen", "own_value",
-"spread_rad", "v_real", "wm_proprio_mae_rad", "real_future_spread_rad", "predicted_future_spread_rad"}) and a
+"spread_rad", "v_real", "wm_proprio_mae_rad", "real_future_spread_rad", "predicted_future_spread_rad",
+"hold_real_shift_rad", "hold_predicted_shift_rad"}) and a
 summary: scenes whose candidates all fail / all succeed / differ, and among the latter how often the planner's
 choice (and the best ``v_real``) succeeded against a random candidate's rate, and the within-scene ROC AUC of the
 scores and of ``v_real`` against the outcomes.
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
     import torch
 
     from cosmos_policy_ros.core import codec
-    from cosmos_policy_ros.core.planner import Planner, PlannerConfig, aggregate, derive_seed, model_input_images
+    from cosmos_policy_ros.core.planner import Planner, PlannerConfig, aggregate, model_input_images, select_candidate
     from cosmos_policy_ros.core.robot import ARM_INDICES
     from cosmos_policy_ros.core.policy import load_policy
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
@@ -123,19 +126,6 @@ def main(argv=None) -> int:
                                                          model.network.cfg.latent_frame_shape)
         return x
 
-    def value_stage(prep, clean):
-        """The planner's value stage (M samples per row, common noise, its aggregation) on given futures."""
-        n, mm = clean.shape[0], len(cfg.value_steps)
-        rows_v = clean.double().repeat_interleave(mm, dim=0)
-        x_T = planner.sampling.noise([derive_seed(cfg.seed, 0, 2, 0, j) for _ in range(n) for j in range(mm)],
-                                     rows_v.shape[1:], model.sampler)
-        with torch.inference_mode():
-            x_v, _ = planner.sampling.sample(planner._net_fn(prep.text), rows_v,
-                                             torch.tensor(lay.condition_mask(cfg.score)), x_T,
-                                             list(cfg.value_steps) * n, model.sampler, cfg.max_batch)
-        v = codec.value_to_unit(codec.extract_value(x_v[:, :, lay.value_index])).cpu().numpy().reshape(n, mm)
-        return aggregate(v, cfg.aggregation, cfg.majority_threshold, cfg.lcb_beta)
-
     rows = []
     seeds_n = [195 + i for i in range(args.candidates)]
     try:
@@ -160,7 +150,15 @@ def main(argv=None) -> int:
                 for _ in range(args.decision // H + 1, T // H):
                     execute(policy.infer(observe(), seed=195).actions)
                 ok.append(bool(sim.ever_success))
-            v_real = value_stage(prep, torch.cat(futures))
+            v_real = aggregate(planner.values_of(prep, torch.cat(futures)), cfg.aggregation, cfg.majority_threshold,
+                               cfg.lcb_beta)
+            # action gain: a chunk that freezes the arms at the base chunk's first action, a far larger change than
+            # the candidates' spread; does the predicted future follow it?
+            hold = np.repeat(acts[:1, :1], H, axis=1)
+            restore(snap)
+            execute(hold[0])
+            hold_real = np.asarray(observe().proprio, np.float64)[arm]
+            hold_pred = planner.score(obs, hold, seeds_n[:1], prepared=prep).future_proprio[0][:, arm].mean(0)
             real_p = np.stack(real_p)[:, arm]  # (N, 12) arm joints 50 ticks later
             pred_p = res.future_proprio[:, :, arm].astype(np.float64)  # (N, K, 12) the world model's
             row = {"seed": seed, "base_ok": bool(base[seed - s0]), "ok": ok,
@@ -170,7 +168,9 @@ def main(argv=None) -> int:
                    "v_real": [round(float(x), 4) for x in v_real],
                    "wm_proprio_mae_rad": round(float(np.abs(pred_p - real_p[:, None]).mean()), 4),
                    "real_future_spread_rad": round(float(np.abs(real_p - real_p.mean(0)).mean()), 5),
-                   "predicted_future_spread_rad": round(float(np.abs(pred_p.mean(1) - pred_p.mean(1).mean(0)).mean()), 5)}
+                   "predicted_future_spread_rad": round(float(np.abs(pred_p.mean(1) - pred_p.mean(1).mean(0)).mean()), 5),
+                   "hold_real_shift_rad": round(float(np.abs(hold_real - real_p[0]).mean()), 5),
+                   "hold_predicted_shift_rad": round(float(np.abs(hold_pred - pred_p[0].mean(0)).mean()), 5)}
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -197,6 +197,9 @@ def main(argv=None) -> int:
                "wm_proprio_mae_rad": mean([r["wm_proprio_mae_rad"] for r in rows]),
                "real_future_spread_rad": mean([r["real_future_spread_rad"] for r in rows]),
                "predicted_future_spread_rad": mean([r["predicted_future_spread_rad"] for r in rows]),
+               "hold_real_shift_rad": mean([r["hold_real_shift_rad"] for r in rows]),
+               "hold_predicted_shift_rad": mean([r["hold_predicted_shift_rad"] for r in rows]),
+               "margin_sweep": margin_sweep(rows, select_candidate),
                "planner": cfg.to_dict()}
     print(json.dumps(summary))
     if args.json:
@@ -204,6 +207,22 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
     print(render({"summary": summary, "rows": rows}), file=sys.stderr)
     return 0
+
+
+MARGINS = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+
+
+def margin_sweep(rows, select) -> list:
+    """For each switch margin, what the planner's choice at this decision would do against candidate 0 (the base
+    policy's own chunk): scenes it turns into successes (``won``), into failures (``lost``), and how often it
+    keeps another candidate (``changed``)."""
+    out = []
+    for m in MARGINS:
+        picks = [(r, select(r["scores"], margin=m)) for r in rows]
+        out.append({"margin": m, "changed": sum(c != 0 for _, c in picks),
+                    "won": sum((not r["ok"][0]) and r["ok"][c] for r, c in picks),
+                    "lost": sum(r["ok"][0] and not r["ok"][c] for r, c in picks)})
+    return out
 
 
 def render(data: dict) -> str:
@@ -231,9 +250,17 @@ def render(data: dict) -> str:
         "",
         f"World model, arm joints 50 ticks ahead: error {f(s.get('wm_proprio_mae_rad'), '{:.4f}')} rad (MAE); the "
         f"candidates' futures lie {f(s.get('real_future_spread_rad'), '{:.5f}')} rad from their mean in reality and "
-        f"{f(s.get('predicted_future_spread_rad'), '{:.5f}')} rad in the prediction. Rerun: "
+        f"{f(s.get('predicted_future_spread_rad'), '{:.5f}')} rad in the prediction. A chunk that holds the arms at "
+        f"the base chunk's first action ends {f(s.get('hold_real_shift_rad'), '{:.4f}')} rad from the base chunk's "
+        f"real future; its predicted future lies {f(s.get('hold_predicted_shift_rad'), '{:.4f}')} rad from the base "
+        f"chunk's predicted one. Rerun: "
         f"`python bench/planning_truth.py --decision {s['decision_tick']}`; per-scene rows in the JSON.",
-    ])
+    ] + ([
+        "",
+        f"Switch margin (candidate 0 kept unless another scores higher by more than it), over the {s['scenes']} scenes: "
+        + "; ".join(f"{m['margin']:g}: changed {m['changed']}, +{m['won']} / -{m['lost']}" for m in s["margin_sweep"])
+        + " (scenes turned into successes / failures against candidate 0).",
+    ] if s.get("margin_sweep") else []))
 
 
 if __name__ == "__main__":

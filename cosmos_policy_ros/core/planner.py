@@ -11,7 +11,10 @@ the planning model (a :class:`~cosmos_policy_ros.core.policy.CosmosPolicy` of th
    and action generated) or on everything (``value_q`` = Q(s,a)),
 
 aggregates the K x M values (in [0, 1]) into one score per candidate and picks the best one, keeping the
-base candidate (index 0) unless another scores *strictly* higher.
+base candidate (index 0) unless another scores *strictly* higher, by more than ``switch_margin`` (default 0).
+A margin makes the planner replace the policy's own chunk only when the planning model is confident that
+another one is better: a planning model whose ranking is right where scores differ a lot, and noise where they
+differ a little, then helps without giving away the scenes the base chunk would have won.
 
 Batching: all N*K world-model samples run as one batch and all N*K*M value samples as another, although
 their step counts differ: every row runs its own schedule and, at call index j, only the rows that still need a
@@ -85,6 +88,8 @@ class PlannerConfig:
     decode_future_images: ``first`` (one predicted future per candidate, the k = 0 sample), ``all`` (K per
         candidate) or ``none``.
     max_batch: largest number of rows per network call (0 = no limit); bounds GPU memory on small cards.
+    switch_margin: another candidate replaces the base one (index 0) only when its score exceeds the base's by
+        more than this (scores are in [0, 1]; 0 = the reference: any strictly higher score wins).
     """
 
     future_state_steps: Tuple[int, ...] = (1, 3, 5)
@@ -97,6 +102,7 @@ class PlannerConfig:
     noise: str = "common"
     decode_future_images: str = "first"
     max_batch: int = 0
+    switch_margin: float = 0.0
 
     def __post_init__(self):
         for name in ("future_state_steps", "value_steps"):
@@ -117,8 +123,11 @@ class PlannerConfig:
                              f"{self.majority_threshold}, {self.lcb_beta}")
         if int(self.max_batch) != self.max_batch or self.max_batch < 0:
             raise ValueError(f"planner max_batch: expected an integer >= 0, got {self.max_batch!r}")
+        if not math.isfinite(self.switch_margin) or not 0.0 <= self.switch_margin < 1.0:
+            raise ValueError(f"planner switch_margin: expected a number in [0, 1), got {self.switch_margin!r}")
         self.seed = int(self.seed)
         self.max_batch = int(self.max_batch)
+        self.switch_margin = float(self.switch_margin)
 
     @property
     def num_future_samples(self) -> int:
@@ -162,22 +171,27 @@ def aggregate(values: np.ndarray, method: str = "majority_mean", threshold: floa
     raise ValueError(f"aggregation: expected one of {AGGREGATIONS}, got {method!r}")
 
 
-def select_candidate(scores: Sequence[float], base: int = 0) -> int:
-    """Index of the best score; ``base`` is kept unless another candidate is strictly better.
+def select_candidate(scores: Sequence[float], base: int = 0, margin: float = 0.0) -> int:
+    """Index of the best score; ``base`` is kept unless another candidate scores more than ``margin`` above it
+    (margin 0: strictly better).
 
-    Ties between non-base candidates go to the lowest index; NaN scores never win.
+    Ties between non-base candidates go to the lowest index; NaN scores never win (a NaN base loses to any
+    finite score).
     """
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 1 or s.size == 0:
         raise ValueError(f"select_candidate: expected a non-empty 1-D score list, got shape {s.shape}")
     if not 0 <= base < s.size:
         raise ValueError(f"select_candidate: base index {base} outside 0..{s.size - 1}")
+    if not math.isfinite(margin) or margin < 0:
+        raise ValueError(f"select_candidate: expected a margin >= 0, got {margin}")
     s = np.where(np.isnan(s), -np.inf, s)
-    best = base
-    for i in range(s.size):
-        if s[i] > s[best]:  # strictly better only; ascending order keeps the lowest index on ties
-            best = i
-    return int(best)
+    others = s.copy()
+    others[base] = -np.inf
+    best = int(np.argmax(others)) if s.size > 1 else base  # argmax: the lowest index among tied maxima
+    if s.size > 1 and others[best] > s[base] + margin:
+        return best
+    return int(base)
 
 
 def derive_seed(*parts: int) -> int:
@@ -492,6 +506,29 @@ class Planner:
             return net(x_in, c_noise, cond, text.expand(x_in.shape[0], -1, -1))
         return fn
 
+    def _value_stage(self, net_fn: NetFn, futures: torch.Tensor, noise_keys: Sequence[Tuple[int, int]]):
+        """M value samples of each row of ``futures`` (R, 16, T, h, w: current state, action and future filled in),
+        in the score mode's conditioning; row r draws its noise from ``noise_keys[r]`` = (noise id, k).
+        Returns ((R, M) values in [0, 1], batched network calls)."""
+        cfg, lay, m = self.config, self.layout, self.model
+        mm = len(cfg.value_steps)
+        rows = futures.double().repeat_interleave(mm, dim=0)  # (R*M, ...)
+        seeds = [derive_seed(cfg.seed, s, 2, i, j) for s, i in noise_keys for j in range(mm)]
+        x_T = self.sampling.noise(seeds, rows.shape[1:], m.sampler).to(rows.device)
+        x_v, calls = self.sampling.sample(net_fn, rows, torch.tensor(lay.condition_mask(cfg.score)), x_T,
+                                          list(cfg.value_steps) * futures.shape[0], m.sampler, cfg.max_batch)
+        raw = codec.extract_value(x_v[:, :, lay.value_index])  # (R*M,) in [-1, 1]
+        _sync(x_v.device)
+        return codec.value_to_unit(raw).cpu().numpy().reshape(futures.shape[0], mm), calls
+
+    def values_of(self, prepared, futures: torch.Tensor) -> np.ndarray:
+        """The value stage alone on given futures (R, 16, T, h, w) of one observation (``prepared``): (R, M) value
+        samples in [0, 1], every row under the common noise draws of world-model sample k = 0. Scores futures that
+        did not come from the world model, e.g. the real outcome of each candidate (bench/planning_truth.py)."""
+        with torch.inference_mode():
+            values, _ = self._value_stage(self._net_fn(prepared.text), futures, [(0, 0)] * futures.shape[0])
+        return values
+
     # ---- scoring -----------------------------------------------------------------------------------
     def score(self, obs: Observation, actions: np.ndarray, candidate_seeds: Optional[Sequence[int]] = None,
               preprocessed: bool = False, prepared=None) -> PlanResult:
@@ -531,15 +568,10 @@ class Planner:
             _sync(x_wm.device)
             t_wm = time.perf_counter()
             # ---- value: N*K*M rows, row (n, k, j) -> world-model row (n, k), j-th step count
-            clean_v = x_wm.repeat_interleave(mm, dim=0)  # (N*K*M, ...) float64
-            v_seeds = [derive_seed(cfg.seed, s, 2, i, j) for s in noise_ids for i in range(k) for j in range(mm)]
-            x_T = smp.noise(v_seeds, clean_v.shape[1:], sc).to(clean_v.device)
-            x_v, v_calls = smp.sample(net_fn, clean_v, torch.tensor(lay.condition_mask(cfg.score)), x_T,
-                                      list(v_steps) * (n * k), sc, cfg.max_batch)
-            raw = codec.extract_value(x_v[:, :, lay.value_index])  # (N*K*M,) in [-1, 1]
-            values = codec.value_to_unit(raw).cpu().numpy().reshape(n, k, mm)
+            values, v_calls = self._value_stage(net_fn, x_wm, [(s, i) for s in noise_ids for i in range(k)])
+            values = values.reshape(n, k, mm)
             p_norm = codec.extract(x_wm[:, :, lay.future_proprio_index], lay.proprio_dim).cpu().numpy()
-        _sync(x_v.device)
+        _sync(x_wm.device)
         t_v = time.perf_counter()
         future_proprio = codec.unnormalize_proprio(p_norm, m.stats).reshape(n, k, lay.proprio_dim).astype(np.float32)
         images: List[List[Dict[str, np.ndarray]]] = [[] for _ in range(n)]
@@ -552,7 +584,8 @@ class Planner:
         t_dec = time.perf_counter()
         scores = aggregate(values.reshape(n, k * mm), cfg.aggregation, cfg.majority_threshold, cfg.lcb_beta)
         return PlanResult(
-            chosen=select_candidate(scores), scores=scores, values=values, future_proprio=future_proprio,
+            chosen=select_candidate(scores, margin=cfg.switch_margin), scores=scores, values=values,
+            future_proprio=future_proprio,
             future_images=images, candidate_seeds=seeds, config=cfg,
             calls={"world_model": wm_calls, "value": v_calls},
             timings={"prepare": t_prep - t_start, "world_model": t_wm - t_prep, "value": t_v - t_wm,

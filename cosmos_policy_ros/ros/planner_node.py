@@ -55,6 +55,8 @@ PARAMS = (
     Param("noise", "common", "common (every candidate scored under the same noise draws: scores differ through the "
                              "actions alone) | per_candidate (the draws also follow each candidate's seed)"),
     Param("max_batch", 0, "largest network batch (rows) per call; 0 = all N*K*M rows at once"),
+    Param("switch_margin", 0.0, "another candidate replaces candidate 0 only when its score is higher by more than "
+          "this (0 = the reference: any strictly higher score)"),
     Param("publish_future_images", True, "publish the chosen candidate's predicted future frames on ~/future/<camera>"),
     Param("skip_expired", True, "answer ok=false without planning when a request's deadline already passed "
           "(needs synchronised clocks across machines)"),
@@ -114,6 +116,7 @@ class PlannerNode(Node):
             future_state_steps=tuple(p["future_state_steps"]), value_steps=tuple(p["value_steps"]),
             aggregation=p["aggregation"], majority_threshold=p["majority_threshold"], lcb_beta=p["lcb_beta"],
             score=p["score_mode"], seed=p["seed"], noise=p["noise"], max_batch=p["max_batch"],
+            switch_margin=p["switch_margin"],
             decode_future_images="first" if p["publish_future_images"] else "none")
         self._fault = parse_fault(p["inject_fault"])
         self.planner = None

@@ -475,12 +475,14 @@ class PolicyNode(Node):
                 self.replan_requests.served(obs.observed_since)
                 next_start = self.schedule.next_start(obs.stamp, published=self._published_at)
                 after_chunk = True  # the next observation waits for this chunk's end
-        except Exception:  # noqa: BLE001 - never die silently
+        except Exception as e:  # noqa: BLE001 - never die silently
+            if not rclpy.ok(context=self.context):  # shut down under an inference in flight: not a crash
+                self.get_logger().info(f"policy worker stopped: ROS shut down during an inference ({e})")
+                return
             self.get_logger().fatal("policy worker crashed:\n" + traceback.format_exc())
             with self._state_lock:
                 self._config_fault = "policy worker crashed"
-            if rclpy.ok(context=self.context):
-                self._publish_status()
+            self._publish_status()
 
     def _awaiting_commander(self, now: float) -> bool:
         """execution:=pause: hold back the first observation until the commander's trace is heard.

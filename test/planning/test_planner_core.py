@@ -53,6 +53,23 @@ def test_selection_keeps_the_base_unless_strictly_better():
     assert P.select_candidate([0.3, 0.3, 0.3], base=2) == 2
 
 
+def test_switch_margin_keeps_the_base_unless_another_is_clearly_better():
+    scores = [0.50, 0.54, 0.58, 0.56]
+    assert P.select_candidate(scores) == 2
+    assert P.select_candidate(scores, margin=0.05) == 2  # 0.58 beats 0.50 by 0.08
+    assert P.select_candidate(scores, margin=0.08) == 0  # not by more than 0.08
+    assert P.select_candidate(scores, margin=0.1) == 0
+    assert P.select_candidate([0.2, 0.9, 0.9], margin=0.5) == 1  # ties among others: lowest index
+    assert P.select_candidate([float("nan"), 0.1], margin=0.5) == 1  # a broken base never wins
+    assert P.select_candidate([0.2, float("nan")], margin=0.0) == 0
+    assert P.select_candidate([0.7], margin=0.2) == 0
+    with pytest.raises(ValueError, match="expected a margin >= 0, got -0.1"):
+        P.select_candidate(scores, margin=-0.1)
+    with pytest.raises(ValueError, match="switch_margin: expected a number in \\[0, 1\\), got 1.5"):
+        P.PlannerConfig(switch_margin=1.5)
+    assert P.PlannerConfig().switch_margin == 0.0
+
+
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="future_state_steps: expected a non-empty list of integers >= 1, got \\[0\\]"):
         P.PlannerConfig(future_state_steps=(0,))
@@ -149,6 +166,24 @@ def test_common_noise_scores_candidates_by_their_actions_not_their_seeds(tiny_mo
         P.PlannerConfig(noise="fresh")
 
 
+def test_value_stage_alone_scores_given_futures_row_by_row(tiny_model, prepared, candidates):
+    """values_of: the planner's value stage on futures that did not come from its world model (the real outcome of
+    each candidate, bench/planning_truth.py): one row's values do not depend on the batch around it, and the same
+    future scores the same in every row (common noise)."""
+    planner = P.Planner(tiny_model, P.PlannerConfig(value_steps=(1, 2), decode_future_images="none"))
+    futures = tiny_model._inject(prepared, 3, candidates)  # current state + each candidate's action
+    v = planner.values_of(prepared, futures)
+    assert v.shape == (3, 2) and np.all((v >= 0) & (v <= 1))
+    np.testing.assert_allclose(planner.values_of(prepared, futures[1:2])[0], v[1], atol=1e-5)
+    same = planner.values_of(prepared, futures[:1].repeat(2, 1, 1, 1, 1))
+    np.testing.assert_array_equal(same[0], same[1])
+    # these rows differ only in the action: V(s') regenerates the action (only the future is given), Q(s, a) reads it
+    np.testing.assert_allclose(v[0], v[1], atol=1e-6)
+    q = P.Planner(tiny_model, P.PlannerConfig(value_steps=(1, 2), score="value_q", decode_future_images="none"))
+    vq = q.values_of(prepared, futures)
+    assert not np.allclose(vq[0], vq[1])
+
+
 def test_reference_ensemble_shapes_images_and_selection(tiny_model, observation, prepared, candidates):
     planner = P.Planner(tiny_model, P.PlannerConfig())  # 3 x 5, majority mean, V(s'), first image decoded
     res = planner.score(observation, candidates[:2], [195, 196], prepared=prepared)
@@ -157,6 +192,9 @@ def test_reference_ensemble_shapes_images_and_selection(tiny_model, observation,
     assert res.calls == {"world_model": 5, "value": 5}
     np.testing.assert_allclose(res.scores, P.aggregate(res.values.reshape(2, 15), "majority_mean"))
     assert res.chosen == P.select_candidate(res.scores)
+    # a margin above the score gap keeps candidate 0 whatever the scores
+    wide = P.Planner(tiny_model, P.PlannerConfig(switch_margin=0.999, decode_future_images="none"))
+    assert wide.score(observation, candidates[:2], [195, 196], prepared=prepared).chosen == 0
     assert res.future_proprio.shape == (2, 3, 14) and np.all(np.isfinite(res.future_proprio))
     assert [len(f) for f in res.future_images] == [1, 1]
     for frames in res.future_images:
