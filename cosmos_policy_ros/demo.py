@@ -37,7 +37,6 @@ def _source_root() -> Optional[Path]:
 def training_seeds(checkpoint: str) -> Optional[range]:
     """The scene seeds of the checkpoint's training demos (its recipe.json ``demos.seeds``, "a..b"), if known."""
     try:
-
         text = json.loads((Path(checkpoint) / "recipe.json").read_text())["demos"]["seeds"]
         a, b = (int(v) for v in str(text).split(".."))
         return range(a, b + 1)

@@ -571,8 +571,7 @@ class Planner:
             values, v_calls = self._value_stage(net_fn, x_wm, [(s, i) for s in noise_ids for i in range(k)])
             values = values.reshape(n, k, mm)
             p_norm = codec.extract(x_wm[:, :, lay.future_proprio_index], lay.proprio_dim).cpu().numpy()
-        _sync(x_wm.device)
-        t_v = time.perf_counter()
+        t_v = time.perf_counter()  # _value_stage synchronised the device
         future_proprio = codec.unnormalize_proprio(p_norm, m.stats).reshape(n, k, lay.proprio_dim).astype(np.float32)
         images: List[List[Dict[str, np.ndarray]]] = [[] for _ in range(n)]
         if cfg.decode_future_images != "none":
