@@ -38,6 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from cosmos_policy_ros.core.types import DEFAULT_SEED  # noqa: E402
 from cosmos_policy_ros.demo import EMBEDDED_CHECKPOINT  # noqa: E402 - the demo's default policy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def main(argv=None) -> int:
         def infer(self, obs, seed=None, prefix=None):
             t0 = time.perf_counter()
             pick = int(self.rng.integers(self.n))
-            first = getattr(self.base, "default_seed", 195) if seed is None else int(seed)
+            first = getattr(self.base, "default_seed", DEFAULT_SEED) if seed is None else int(seed)
             out = self.base.infer(obs, seed=first + pick)
             self.decisions.append(time.perf_counter() - t0)
             self.changed += int(pick != 0)

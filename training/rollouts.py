@@ -38,6 +38,7 @@ import numpy as np
 # streaming defaults: the launch files' and the graph benchmark's stream-rtc row (bench/policy_success_ros.py
 # RTC_BEST): RTC method, weight schedule, execution horizon (ticks from one observation to the next)
 from cosmos_policy_ros.core.chunking import STREAM_RTC_DEFAULTS
+from cosmos_policy_ros.core.types import DEFAULT_SEED
 
 # camera frames of the ROS-free loops and of the sim recipe's demos: half the wire size (480x640), so the
 # cam_high ROI of the embedded checkpoint keeps its detail; the ROS graph renders 480x640
@@ -448,7 +449,7 @@ class BranchPolicy:
         k, self.calls = self.calls, self.calls + 1
         if k != self.query:
             return self.policy.infer(obs, seed=seed, **kwargs)
-        s = int(getattr(self.policy, "default_seed", 195) if seed is None else seed)
+        s = int(getattr(self.policy, "default_seed", DEFAULT_SEED) if seed is None else seed)
         return self.policy.infer_batch(obs, [s + i for i in range(self.num_candidates)], **kwargs)[self.candidate]
 
 
@@ -506,14 +507,16 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
                  failure_sample_steps: Optional[Sequence[int]] = None, pause_ticks: int = 0,
                  observe_before_pause: bool = False, execution: str = "pause",
                  delay_ticks: Union[int, Sequence[int]] = 0, rtc=None, execution_horizon: int = 0,
-                 margin_ticks: int = 8, failure_sample_until: Optional[int] = None) -> List[RolloutResult]:
+                 margin_ticks: int = 8, failure_sample_until: Optional[int] = None,
+                 policy_seed: Optional[int] = None) -> List[RolloutResult]:
     """Run one episode per scene seed (and record each to ``out/episode_<seed>.hdf5`` when ``out``);
     ``expert_labels``: record the scripted expert's actions for the visited states (DAgger data).
     ``settle_steps``: the sim's (None: objects at rest at step 0; 0: gym-aloha's mid-air first frame).
     ``sample_steps``, ``failure_sample_steps``, ``pause_ticks``, ``observe_before_pause``: see
     :func:`run_episode` (``execution="pause"``, the default).
     ``execution="stream"``: :func:`run_stream_episode` with ``rtc``, ``execution_horizon``, ``margin_ticks`` and
-    ``failure_sample_until``; ``delay_ticks``: N, or a range (LO, HI) drawn per episode (:func:`episode_delay`)."""
+    ``failure_sample_until``; ``delay_ticks``: N, or a range (LO, HI) drawn per episode (:func:`episode_delay`).
+    ``policy_seed``: the sampling seed of every query (None: the policy's ``default_seed``, the released 195)."""
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
 
     if execution not in ("pause", "stream"):
@@ -543,12 +546,12 @@ def rollout_many(policy, seeds: Sequence[int], out: Optional[Path] = None, execu
                 r = run_stream_episode(policy, sim, int(s), episode_delay(int(s), delay_ticks), rtc=rtc,
                                        execution_horizon=execution_horizon, margin_ticks=margin_ticks,
                                        image_size=image_size, record=rec, labels=labels,
-                                       failure_sample_until=failure_sample_until)
+                                       failure_sample_until=failure_sample_until, policy_seed=policy_seed)
             else:
                 r = run_episode(policy, sim, int(s), execute=execute, image_size=image_size, record=rec,
                                 action_noise=action_noise, labels=labels, sample_steps=sample_steps,
                                 failure_sample_steps=failure_sample_steps, pause_ticks=pause_ticks,
-                                observe_before_pause=observe_before_pause)
+                                observe_before_pause=observe_before_pause, policy_seed=policy_seed)
             results.append(r)
             if progress:
                 extra = "" if execution != "stream" else \
@@ -574,6 +577,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                    help="record the scripted expert's actions for the states the policy visits (DAgger data; "
                         "train on the files as --demos)")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--policy-seed", type=int, default=None,
+                   help="sampling seed of every query (default: the policy's, the released deploy's 195)")
     p.add_argument("--max-steps", type=int, default=400,
                    help="physics steps per episode (50 Hz; default 400: 8 s, 200 policy ticks)")
     p.add_argument("--settle-steps", type=int, default=None,
@@ -626,7 +631,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         other = {"--execute": args.execute is not None, "--action-noise": args.action_noise != 0,
                  "--expert-labels": args.expert_labels, "--sample-steps": args.sample_steps is not None,
                  "--failure-sample-steps": args.failure_sample_steps is not None, "--pause-ticks": args.pause_ticks != 0,
-                 "--execution stream": args.execution != "pause", "--settle-steps": args.settle_steps is not None}
+                 "--execution stream": args.execution != "pause", "--settle-steps": args.settle_steps is not None,
+                 "--policy-seed": args.policy_seed is not None}
         given = [k for k, v in other.items() if v]
         if given:
             p.error(f"--branch-candidates: not with {', '.join(given)} (branches run the open-loop chunks and record "
@@ -685,6 +691,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   "failure_sample_until": args.failure_sample_until}
     if args.pause_ticks < 0:
         p.error(f"--pause-ticks: expected >= 0, got {args.pause_ticks}")
+    if args.policy_seed is not None and args.policy_seed < 0:
+        p.error(f"--policy-seed: expected >= 0, got {args.policy_seed}")
     if args.max_steps < 2:
         p.error(f"--max-steps: expected >= 2 physics steps, got {args.max_steps}")
     if args.failure_sample_steps is not None and args.sample_steps is None:
@@ -700,7 +708,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                        max_steps=args.max_steps, execute=args.execute, action_noise=args.action_noise, expert_labels=args.expert_labels,
                        settle_steps=args.settle_steps, sample_steps=args.sample_steps,
                        failure_sample_steps=args.failure_sample_steps, pause_ticks=args.pause_ticks,
-                       observe_before_pause=args.observe_before_pause, **stream)
+                       observe_before_pause=args.observe_before_pause, policy_seed=args.policy_seed, **stream)
     summary = {"episodes": len(res), "successes": sum(r.success for r in res)}
     if stream:
         summary["observations_per_episode"] = sum(len(r.obs_ticks) for r in res) / max(1, len(res))

@@ -61,7 +61,7 @@ from .backbone import Backbone, get_backbone
 from .images import ImageConfig, preprocess_batch
 from .rf_sampler import RFSamplerConfig, make_scheduler, rf_initial_noise
 from .sampler import SamplerConfig, check_mixed_rows, condition_rows, initial_noise, karras_sigmas, rf_scalings
-from .types import Observation, PolicyOutput
+from .types import DEFAULT_SEED, Observation, PolicyOutput
 
 AGGREGATIONS = ("majority_mean", "mean", "lcb")
 SCORE_MODES = ("value_v", "value_q")
@@ -608,7 +608,7 @@ def plan(policy, planner: Planner, obs: Observation, num_candidates: int = 8,
     """Sample N candidates with ``policy`` (one batch), score them with ``planner``; returns
     (chosen output, plan result, all candidate outputs). prefix: real-time chunking
     (:class:`cosmos_policy_ros.core.rtc.ChunkPrefix`), the same for every candidate."""
-    seed = getattr(policy, "default_seed", 195) if base_seed is None else int(base_seed)
+    seed = getattr(policy, "default_seed", DEFAULT_SEED) if base_seed is None else int(base_seed)
     seeds = candidate_seeds(seed, num_candidates)
     outs = policy.infer_batch(obs, seeds, **({"prefix": prefix} if prefix is not None else {}))
     result = planner.score(obs, np.stack([o.actions for o in outs]), seeds)

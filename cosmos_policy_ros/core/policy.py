@@ -34,10 +34,8 @@ from .network import CosmosNetwork, NetworkConfig, build_transformer, build_vae,
 from .rtc import ChunkPrefix
 from .backbone import get_backbone, run_sampler
 from .sampler import Inpainting, SamplerConfig, lift_chunk, plan_stages
-from .types import InferenceCancelled, Observation, PolicyOutput
+from .types import DEFAULT_SEED, InferenceCancelled, Observation, PolicyOutput
 
-#: The released deploy's fixed seed.
-DEFAULT_SEED = 195
 DecodeMode = Union[bool, str]  # True, False or "deferred" (see CosmosPolicy.infer_batch)
 
 
@@ -142,7 +140,7 @@ class CosmosPolicy:
     supports_cancel = True  # infer/infer_batch/sample take ``cancel`` (see :meth:`sample`)
 
     def infer(self, obs: Observation, seed: Optional[int] = None, **kwargs) -> PolicyOutput:
-        """One chunk for ``obs`` (seed defaults to the released deploy's 195)."""
+        """One chunk for ``obs`` (seed defaults to ``default_seed``, the released deploy's 195)."""
         return self.infer_batch(obs, [self.default_seed if seed is None else int(seed)], **kwargs)[0]
 
     def infer_batch(self, obs: Observation, seeds: Sequence[int], actions: Optional[np.ndarray] = None,

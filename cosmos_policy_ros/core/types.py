@@ -15,6 +15,9 @@ import numpy as np
 #: Camera names of the ALOHA, in the reference's naming.
 ALOHA_CAMERAS = ("cam_high", "cam_left_wrist", "cam_right_wrist")
 
+#: The released deploy's fixed sampling seed (every query samples its initial noise from it).
+DEFAULT_SEED = 195
+
 
 class InferenceCancelled(RuntimeError):
     """An inference stopped early because its ``cancel()`` callable returned True (its chunk would be refused)."""

@@ -29,7 +29,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..core.types import Observation, PolicyOutput
+from ..core.types import DEFAULT_SEED, Observation, PolicyOutput
 from .params import Param, declare
 
 DEFAULT_CANDIDATES_TOPIC = "/planner/candidates"
@@ -364,7 +364,7 @@ class PlanningBackend:
         chunking (core.rtc.ChunkPrefix): every candidate is inpainted toward the same running chunk, so whichever
         the planner picks keeps the actions that execute during inference."""
         n = self.config.num_candidates
-        base_seed = int(seed) if seed is not None else int(getattr(self.base, "default_seed", 195))
+        base_seed = int(seed) if seed is not None else int(getattr(self.base, "default_seed", DEFAULT_SEED))
         seeds = [base_seed + i for i in range(n)]
         outs = self.infer_batch(obs, seeds, prefix=prefix)
         if n == 1:

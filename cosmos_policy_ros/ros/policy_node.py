@@ -37,7 +37,7 @@ from ..core.chunking import STREAM_RTC_DEFAULTS, ReplanRequests, ReplanSchedule,
 from ..core.observation import ObservationAssembler, ObservationConfig
 from ..core.rtc import DelayEstimator, RtcConfig, RunningChunk, build_prefix
 from ..core.robot import ACTION_DIM, JS_NAMES, SIDES, gripper_convention, joint_name_map
-from ..core.types import ALOHA_CAMERAS, InferenceCancelled, PolicyOutput
+from ..core.types import ALOHA_CAMERAS, DEFAULT_SEED, InferenceCancelled, PolicyOutput
 from . import diagnostics as dg
 from .conversions import chunk_to_msg, rgb_to_image_msg, stamp_to_sec
 from .params import Param, declare
@@ -100,7 +100,7 @@ PARAMS = (
     Param("commander_link_timeout", 10.0, "execution:=pause: before the first observation, wait up to this long (s) to "
           "hear the commander's trace, so its chunk-end requests can reach this node (DDS discovery takes seconds "
           "on a loaded machine); then start anyway with a warning; 0 = do not wait"),
-    Param("seed", 195, "sampling seed (the released deploy uses 195 for every query)"),
+    Param("seed", DEFAULT_SEED, "sampling seed (the released deploy uses 195 for every query)"),
     Param("planning_candidates", 0, "best-of-N: sample N chunks in one batch (0 or 1 = off); scored by the planning "
           "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
     Param("planning_checkpoint", "", "planning model (world model + value) for best-of-N: path, Hugging Face id or "

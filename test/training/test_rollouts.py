@@ -8,7 +8,7 @@ import pytest
 from cosmos_policy_ros.core.policy import make_tiny_policy
 from cosmos_policy_ros.sim.aloha_sim import TASK_DESCRIPTIONS, AlohaSim
 from cosmos_policy_training.episodes import read_episode
-from cosmos_policy_training.rollouts import expert_actions, run_episode
+from cosmos_policy_training.rollouts import expert_actions, rollout_many, run_episode
 
 SIZE = (48, 64)
 
@@ -52,6 +52,21 @@ def test_expert_labels_replace_the_recorded_actions_not_the_observations(setup, 
     assert a.attrs["action_labels"] == "executed"
     with pytest.raises(ValueError, match="labels: expected"):
         run_episode(policy, sim, 4, image_size=SIZE, labels=labels[:10])
+
+
+@pytest.mark.parametrize("execution", ["pause", "stream"])
+def test_policy_seed_is_the_sampling_seed_of_every_query(setup, tmp_path, execution):
+    """``--policy-seed`` (rollout_many's policy_seed): the whole episode samples with that seed; none is the
+    policy's default (the released 195)."""
+    policy, _ = setup
+    kw = {"execution": "stream", "delay_ticks": 2} if execution == "stream" else {}
+    actions = {}
+    for name, seed in (("default", None), ("195", 195), ("7", 7)):
+        r = rollout_many(policy, [4], out=tmp_path / name, image_size=SIZE, max_steps=80, progress=False,
+                         policy_seed=seed, **kw)[0]
+        actions[name] = read_episode(r.path).action
+    np.testing.assert_array_equal(actions["default"], actions["195"])
+    assert np.abs(actions["7"] - actions["195"]).max() > 1e-3
 
 
 def test_sample_steps_store_only_the_replanning_frames_and_change_nothing_else(setup, tmp_path):
