@@ -9,7 +9,8 @@ with ``--margin``, unless another candidate scores higher by more than the margi
 the policy node does with ``planning_checkpoint`` or the planner node. Every row sees the same scenes (seeds ``seed_start``..).
 Controls: ``--choice random`` picks a uniformly random candidate at every decision instead (no planning model: is
 the planner's choice better than chance among the same candidates?), ``--policy-seed S`` samples the base chunk
-(candidate 0) with seed S instead of the policy's default 195.
+(candidate 0) with seed S instead of the policy's default 195, ``--plan-queries Q ..`` plans only at those queries
+of an episode (the base policy's chunk at the others: which decisions planning wins or loses in the closed loop).
 
 Writes (``--json``; `make bench` section planning_success):
 
@@ -17,7 +18,7 @@ Writes (``--json``; `make bench` section planning_success):
                "changed_choice_fraction": float, "max_reward_counts": [int x 5], "decisions": int,
                "per_seed": [bool, ...]}],
      "seed_start": int, "policy": str, "planning_model": str | null, "planner": {PlannerConfig},
-     "choice": "planner" | "random", "policy_seed": int | null,
+     "choice": "planner" | "random", "policy_seed": int | null, "plan_queries": [int, ...] | null,
      "machine": str, "date": str, "wall_s": float}
 
 decision_s: median seconds per decision (the N candidates and their scoring; the base row: one chunk);
@@ -64,6 +65,10 @@ def main(argv=None) -> int:
     p.add_argument("--choice", default="planner", choices=("planner", "random"),
                    help="rows with N > 1: the planning model's choice, or a uniformly random candidate (a control: "
                         "what picking among the same candidates without a planning model does)")
+    p.add_argument("--plan-queries", type=int, nargs="+", default=None, metavar="Q",
+                   help="rows with N > 1: plan only at these queries of each episode (0: tick 0, 1: tick 50, ...) "
+                        "and take the base policy's chunk at the others (a control: which decisions planning wins "
+                        "or loses in the closed loop; default: every query)")
     p.add_argument("--policy-seed", type=int, default=None,
                    help="the base policy's sampling seed (candidate 0; default: the policy's, 195)")
     p.add_argument("--threads", type=int, default=1)
@@ -83,6 +88,10 @@ def main(argv=None) -> int:
     counts = [int(c) for c in args.candidates.split(",") if c.strip()]
     if not counts or min(counts) < 1:
         raise SystemExit(f"--candidates: expected positive integers, got {args.candidates!r}")
+    if args.plan_queries is not None and min(args.plan_queries) < 0:
+        raise SystemExit(f"--plan-queries: expected query numbers >= 0, got {args.plan_queries}")
+    if args.plan_queries is not None and args.choice != "planner":
+        raise SystemExit("--plan-queries: with --choice planner only")
     policy = load_policy(args.policy, decode_future_images=False)
     model_path = args.policy if args.planning_model == "policy" else args.planning_model
     if max(counts) > 1 and args.choice == "planner" and not Path(model_path).is_dir():
@@ -99,12 +108,17 @@ def main(argv=None) -> int:
     class RecordingBackend(LocalPlanningBackend):
         """Best-of-N that also records each decision's time and whether it kept a chunk other than candidate 0."""
 
-        def __init__(self, *a):
+        def __init__(self, *a, plan_queries=None):
             super().__init__(*a)
             self.decisions: list = []
             self.changed = 0
+            self.plan_queries = None if plan_queries is None else set(plan_queries)
+            self.query = 0  # the episode's query number (reset by the loop below)
 
         def infer(self, obs, seed=None, prefix=None):
+            q, self.query = self.query, self.query + 1
+            if self.plan_queries is not None and q not in self.plan_queries:
+                return self.base.infer(obs, seed=seed)  # the base policy's chunk: candidate 0, not a decision
             t0 = time.perf_counter()
             out = super().infer(obs, seed=seed, prefix=prefix)
             self.decisions.append(time.perf_counter() - t0)
@@ -134,11 +148,13 @@ def main(argv=None) -> int:
     rows, t_start = [], time.monotonic()
     try:
         for n in counts:
-            backend = policy if n == 1 else (RecordingBackend(policy, planner, n) if planner is not None
-                                             else RandomChoiceBackend(policy, n))
+            backend = policy if n == 1 else (RecordingBackend(policy, planner, n, plan_queries=args.plan_queries)
+                                             if planner is not None else RandomChoiceBackend(policy, n))
             decisions = [] if n == 1 else backend.decisions
             results = []
             for i, seed in enumerate(seeds):
+                if n > 1:
+                    backend.query = 0
                 r = run_episode(backend, sim, seed, policy_seed=args.policy_seed)
                 results.append(r)
                 if n == 1:
@@ -156,7 +172,7 @@ def main(argv=None) -> int:
         sim.close()
     out = {"rows": rows, "seed_start": args.seed_start, "policy": Path(args.policy).name,
            "planning_model": Path(model_path).name if planner is not None else None, "planner": cfg.to_dict(),
-           "choice": args.choice, "policy_seed": args.policy_seed,
+           "choice": args.choice, "policy_seed": args.policy_seed, "plan_queries": args.plan_queries,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
                       f"{args.threads}",
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "wall_s": round(time.monotonic() - t_start, 1)}

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Optional
 
 ACTIONS = {"start": "start_episode", "stop": "stop_episode", "estop": "estop", "reset": "reset_estop"}
 
@@ -66,6 +67,10 @@ def _route(manager: str, commander: str, timeout: float = 10.0, grace: float = 3
         if found:
             return manager
         named = _commander_parameter(node, commander, "episode_manager", timeout) if cmd.service_is_ready() else ""
+        if named is None:  # the commander is up but did not say: guessing "none" could bypass its manager
+            raise ConnectionError(f"{commander} did not answer which episode manager runs it (parameter "
+                                  f"episode_manager) within {timeout:g} s: retry with a longer --timeout, or "
+                                  "--no-manager to talk to the commander directly")
         if named:
             named = "/" + named.strip("/")
             if named != manager:
@@ -82,8 +87,10 @@ def _route(manager: str, commander: str, timeout: float = 10.0, grace: float = 3
         rclpy.shutdown(context=ctx)
 
 
-def _commander_parameter(node, commander: str, name: str, timeout: float) -> str:
-    """The commander's string parameter ``name`` ("" when it has none or does not answer in ``timeout``)."""
+def _commander_parameter(node, commander: str, name: str, timeout: float) -> Optional[str]:
+    """The commander's string parameter ``name`` ("" when it has none or it is not a string; None when the
+    commander does not answer within ``timeout``: a loaded computer can take seconds to discover its parameter
+    service, and that must not read as "no manager")."""
     import rclpy
     from rcl_interfaces.msg import ParameterType
     from rcl_interfaces.srv import GetParameters
@@ -91,14 +98,16 @@ def _commander_parameter(node, commander: str, name: str, timeout: float) -> str
 
     client = node.create_client(GetParameters, commander + "/get_parameters")
     if not client.wait_for_service(timeout_sec=timeout):
-        return ""
+        return None
     fut = client.call_async(GetParameters.Request(names=[name]))
     executor = SingleThreadedExecutor(context=node.context)  # the probe's own context, not the global one
     try:
         rclpy.spin_until_future_complete(node, fut, executor=executor, timeout_sec=timeout)
     finally:
         executor.shutdown()
-    if not fut.done() or fut.result() is None or not fut.result().values:
+    if not fut.done() or fut.result() is None:
+        return None
+    if not fut.result().values:
         return ""
     value = fut.result().values[0]
     return value.string_value if value.type == ParameterType.PARAMETER_STRING else ""

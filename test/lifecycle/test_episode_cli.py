@@ -167,8 +167,26 @@ def test_episode_start_never_bypasses_the_manager_the_commander_names(ros_sessio
     assert spec[0].parameters["episode_manager"] == "/episode_manager"
     with launch(spec, node_log_dir) as procs:
         assert node.create_client(Trigger, "/commander/start_episode").wait_for_service(timeout_sec=30.0)
-        rc, out = _cli("start", "--timeout", "3")
+        # --timeout also bounds the CLI's read of the commander's episode_manager parameter: a fresh participant can
+        # take seconds to discover the parameter service on a loaded computer (the next test covers no answer)
+        rc, out = _cli("start", "--timeout", "10")
         assert rc == 2, out
         assert "/commander is run by the episode manager /episode_manager" in out and "--no-manager" in out, out
         assert _new_events(events, 0) == []
         assert all(p.alive() for p in procs)
+
+
+def test_episode_start_refuses_when_the_commander_does_not_say_who_manages_it(ros_session):
+    """A commander whose parameters cannot be read in time (discovery on a loaded computer) may name a manager:
+    `episode start` must not guess "none" and start an episode behind that manager's back."""
+    from std_srvs.srv import Trigger
+
+    calls = []
+    # a commander stand-in without parameter services: its start_episode answers, its parameters never do
+    node = ros_session.make_node("commander", start_parameter_services=False)
+    node.create_service(Trigger, "/commander/start_episode",
+                        lambda req, res: (calls.append(1), setattr(res, "success", True), res)[-1])
+    rc, out = _cli("start", "--timeout", "2")
+    assert rc == 2, out
+    assert "/commander did not answer which episode manager runs it" in out and "--no-manager" in out, out
+    assert calls == []
