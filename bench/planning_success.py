@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             decisions = [] if n == 1 else backend.decisions
             results = []
             for i, seed in enumerate(seeds):
-                if n > 1:
+                if isinstance(backend, RecordingBackend):
                     backend.query = 0
                 r = run_episode(backend, sim, seed, policy_seed=args.policy_seed)
                 results.append(r)

@@ -8,7 +8,7 @@
 #      different actions from one state with their real outcomes; BRANCH_GRASP scenes branch at the grasp
 #      (tick 50), BRANCH_APPROACH at the start; BRANCH_STEPS of training, mostly world-model samples.
 #
-#   scripts/planning_model.sh [WORK_DIR]        (default runs/planning_model; about 45 min on 2 CPU cores)
+#   scripts/planning_model.sh [WORK_DIR]        (default runs/planning_model; about 40 min on 2 CPU cores)
 #
 # Writes WORK_DIR/results.json (value AUC of stage 1, the branch stage's record) and copies the refined checkpoint to
 # $OUT (default checkpoints/sim_transfer_cube_predict2.5_planning). Sizes: POLICY_EPISODES, EXPERT_EPISODES, STEPS,
@@ -34,18 +34,20 @@ if [ "$BRANCH_STEPS" -gt 0 ]; then
   # scenes 7000.. and 7100..: apart from the held-out 1000..1199, the tuning 4000..4099, the refinement's 2000.. and
   # 5000.. and the policy's DAgger scenes (6000..6799)
   t0=$SECONDS
+  branch_dirs=()
   branch() {  # QUERY SEED_START SCENES DIR
     [ "$3" -gt 0 ] || return 0
     [ -f "$4/episode_$(($2 + $3 - 1))_c7.hdf5" ] ||
       python -m cosmos_policy_training.rollouts --policy checkpoints/sim_transfer_cube_predict2.5 --branch-candidates 8 \
         --branch-query "$1" --seed-start "$2" --episodes "$3" --out "$4" --threads 2
+    branch_dirs+=("$4")
   }
   branch 1 7000 "$BRANCH_GRASP" "$work/branch_grasp"
   branch 0 7100 "$BRANCH_APPROACH" "$work/branch_approach"
   t1=$SECONDS
   # every 20th step of stage 1's rollouts keeps their value targets in the mix without drowning the branch scenes
   python -m cosmos_policy_training.cli --init "$final" --demos "$work/demos" \
-    --rollouts "$work/rollouts_train" "$work/branch_grasp" "$work/branch_approach" --demo-fraction 0.1 --stride 20 \
+    --rollouts "$work/rollouts_train" "${branch_dirs[@]}" --demo-fraction 0.1 --stride 20 \
     --split 0.1 0.6 0.3 --out "$work/run_branch" --steps "$BRANCH_STEPS" --batch 16 --lr 2e-4 --warmup 20 \
     --decay-steps "$BRANCH_STEPS" --cache-latents --cache-dir "$work/latent_cache" --keep-checkpoint-stats \
     --save-every "$BRANCH_STEPS" --threads 2 --no-progress --policy-id sim-transfer-cube-predict2.5-planning
