@@ -207,6 +207,14 @@ def _recent_errors(procs, lines: int = 3) -> str:
     return "\n".join(out) if out else "(no node reported an error or warning; see the node logs)"
 
 
+def chunks_run(rows) -> int:
+    """Chunks the commander ran (distinct chunk ids on ticks that were not held) in one episode's trace rows."""
+    from cosmos_policy_ros.ros.commander_logic import TRACE_FIELDS
+
+    held, cid = TRACE_FIELDS.index("held"), TRACE_FIELDS.index("chunk_id")
+    return len({r[cid] for r in rows if r[held] == 0 and r[cid] >= 0})
+
+
 def trace_figures(rows) -> Tuple[int, float]:
     """(ticks held, largest arm-joint command change in rad at a tick where a new chunk took over) of the
     commander's trace rows (TRACE_FIELDS, then the 14 commands sent) of one episode."""
@@ -348,8 +356,15 @@ def run_demo(args) -> int:
                 s = current()
                 if s is not None and (s.ever_success or s.episode_end):
                     break
-                if time.monotonic() - t_ep > args.duration:
-                    break
+                elapsed = time.monotonic() - t_ep
+                if elapsed > args.duration:
+                    ran = chunks_run([m.data for m in trace.snapshot()[n_trace0:]])
+                    if ran >= args.min_chunks:
+                        break
+                    if elapsed > args.duration + args.min_chunks_wait:
+                        print(f"[demo]   warning: only {ran} of --min-chunks {args.min_chunks} chunks ran in "
+                              f"{elapsed:.0f} s; ending the episode", flush=True)
+                        break
                 if s is not None and time.monotonic() - last_report > 2.0:
                     print(f"[demo]   sim t={s.sim_time:5.1f} s  reward {s.max_reward}/4  "
                           f"chunks {len(chunks) - n_chunks0}", flush=True)
@@ -416,6 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--episodes", type=int, default=1, help="episodes to run (seeds seed, seed+1, ...)")
     parser.add_argument("--json", default=None, help="also write the per-episode results as JSON here")
     parser.add_argument("--duration", type=float, default=12.0, help="episode time limit in seconds")
+    parser.add_argument("--min-chunks", type=int, default=0,
+                        help="keep the episode going past --duration until the commander has run this many chunks "
+                             "(a loaded machine computes the first ones slowly), at most --min-chunks-wait s longer")
+    parser.add_argument("--min-chunks-wait", type=float, default=120.0,
+                        help="with --min-chunks: extra seconds allowed past --duration")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="simulated camera frame rate (Hz)")
     parser.add_argument("--execution", choices=("stream", "pause"), default="stream",
                         help="policy node execution: stream (the default, as in the launch files: re-plan while "
@@ -443,7 +463,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Parse arguments and run the demo."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.min_chunks < 0 or args.min_chunks_wait < 0:
+        parser.error(f"--min-chunks and --min-chunks-wait must be >= 0, got {args.min_chunks} and {args.min_chunks_wait}")
     try:
         return run_demo(args)
     except (RuntimeError, TimeoutError) as exc:

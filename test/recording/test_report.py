@@ -18,7 +18,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def demo_bag(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    proc = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.demo", "--duration", "4", "--out", str(out)],
+    # At least 2 chunks run whatever the load: on a busy 2-core machine the first inference alone can take 4 s.
+    proc = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.demo", "--duration", "4", "--min-chunks", "2",
+                           "--out", str(out)],
                           capture_output=True, text=True, timeout=400, env=dict(os.environ))
     bags = sorted(p for p in (out / "bags").iterdir() if p.is_dir()) if (out / "bags").is_dir() else []
     assert proc.returncode == 0 and len(bags) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -54,7 +56,7 @@ def test_report_writes_the_episode_png_with_every_panel(demo_bag, tmp_path):
     assert titles[16].startswith("safety interventions")
     # what the panels show comes from the recorded episode
     assert summary["ticks"] > 25  # > 1 s of 25 Hz commander ticks
-    assert summary["chunk_switches"] >= 1
+    assert summary["chunk_switches"] >= 2  # the first running chunk counts, then each change
     assert summary["value_points"] >= 1
     assert summary["held_ticks"] is not None and summary["held_ticks"] < summary["ticks"]
 

@@ -274,3 +274,21 @@ def test_pause_asks_for_an_observation_from_the_tick_a_chunk_runs_out(pause):
     # the chunk planned from that observation starts at its first action
     logic.on_chunk(ramp(2, 7 * P + 0.01), 8.5 * P)
     assert [r.index for r in run(logic, 9 * P, 3)] == [0, 1, 2]
+
+
+def test_demo_counts_the_chunks_the_commander_ran_from_its_trace():
+    """`make demo --min-chunks` ends an episode on what the trace shows ran: held ticks and refused chunks do not count."""
+    from cosmos_policy_ros.demo import chunks_run
+
+    logic = make()
+    rows = [r.trace(0, r.tick * P) for r in run(logic, 0.0, 3)]  # held: no chunk yet
+    assert chunks_run(rows) == 0
+    logic.on_chunk(ramp(1, 0.1), 0.11)
+    rows += [r.trace(0, r.tick * P) for r in run(logic, 3 * P, 4)]
+    assert chunks_run(rows) == 1
+    assert not logic.on_chunk(ramp(2, 0.05), 0.3).accepted  # older than the running one
+    rows += [r.trace(0, r.tick * P) for r in run(logic, 7 * P, 2)]
+    assert chunks_run(rows) == 1
+    assert logic.on_chunk(ramp(3, 0.3), 0.35).accepted
+    rows += [r.trace(0, r.tick * P) for r in run(logic, 9 * P, 4)]
+    assert chunks_run(rows) == 2
