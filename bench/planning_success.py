@@ -16,13 +16,14 @@ Writes (``--json``; `make bench` section planning_success):
 
     {"rows": [{"loop": "ros-free", "candidates": int, "episodes": int, "successes": int, "decision_s": float,
                "changed_choice_fraction": float, "max_reward_counts": [int x 5], "decisions": int,
-               "per_seed": [bool, ...]}],
+               "per_seed": [bool, ...], "plan_window": [start_s, end_s] | null}],
      "seed_start": int, "policy": str, "planning_model": str | null, "planner": {PlannerConfig},
      "choice": "planner" | "random", "policy_seed": int | null, "plan_queries": [int, ...] | null,
      "machine": str, "date": str, "wall_s": float}
 
 decision_s: median seconds per decision (the N candidates and their scoring; the base row: one chunk);
-changed_choice_fraction: decisions where the planner kept a candidate other than 0 (the base policy's chunk).
+changed_choice_fraction: decisions where the planner kept a candidate other than 0 (the base policy's chunk);
+decisions: planned decisions (a windowed row counts only those inside its window).
 
     python bench/planning_success.py [--episodes 100] [--candidates 1,4,8] [--planning-model DIR] [--json F]
 """
@@ -55,6 +56,11 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--seed-start", type=int, default=1000)
     p.add_argument("--candidates", default="1,4,8", help="comma-separated N per row (1: the base policy)")
+    p.add_argument("--windowed", default=None,
+                   help="comma-separated N of extra rows that plan only inside --plan-window ('' = none; default 8 "
+                        "with --choice planner and no --plan-queries, else none)")
+    p.add_argument("--plan-window", type=float, nargs=2, default=(1.0, 3.0), metavar=("START", "END"),
+                   help="the windowed rows' planning window: observations START..END s after the episode start")
     p.add_argument("--aggregation", default="majority_mean", choices=("majority_mean", "mean", "lcb"))
     p.add_argument("--score", default="value_v", choices=("value_v", "value_q"))
     p.add_argument("--noise", default="common", choices=("common", "per_candidate"),
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from cosmos_policy_ros.core.planner import LocalPlanningBackend, Planner, PlannerConfig
+    from cosmos_policy_ros.core.planner import LocalPlanningBackend, Planner, PlannerConfig, PlanWindow
     from cosmos_policy_ros.core.policy import load_policy
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
     from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE, run_episode
@@ -88,18 +94,30 @@ def main(argv=None) -> int:
     counts = [int(c) for c in args.candidates.split(",") if c.strip()]
     if not counts or min(counts) < 1:
         raise SystemExit(f"--candidates: expected positive integers, got {args.candidates!r}")
+    if args.windowed is None:
+        args.windowed = "8" if args.choice == "planner" and args.plan_queries is None else ""
+    windowed = [int(c) for c in args.windowed.split(",") if c.strip()]
+    if windowed and min(windowed) < 2:
+        raise SystemExit(f"--windowed: expected integers >= 2, got {args.windowed!r}")
+    try:
+        window = PlanWindow.parse(args.plan_window) if windowed else None
+    except ValueError as exc:
+        raise SystemExit(f"--plan-window: {exc}")
+    if windowed and (args.choice != "planner" or args.plan_queries is not None):
+        raise SystemExit("--windowed: with --choice planner and without --plan-queries only (pass --windowed '')")
+    rows_spec = [(n, None) for n in counts] + [(n, window) for n in windowed]
     if args.plan_queries is not None and min(args.plan_queries) < 0:
         raise SystemExit(f"--plan-queries: expected query numbers >= 0, got {args.plan_queries}")
     if args.plan_queries is not None and args.choice != "planner":
         raise SystemExit("--plan-queries: with --choice planner only")
     policy = load_policy(args.policy, decode_future_images=False)
     model_path = args.policy if args.planning_model == "policy" else args.planning_model
-    if max(counts) > 1 and args.choice == "planner" and not Path(model_path).is_dir():
+    if max(n for n, _ in rows_spec) > 1 and args.choice == "planner" and not Path(model_path).is_dir():
         raise SystemExit(f"planning model {model_path!r} not found: build it with scripts/planning_model.sh "
                          f"(docs/planning.md) or pass --planning-model")
     cfg = PlannerConfig(aggregation=args.aggregation, score=args.score, noise=args.noise, decode_future_images="none",
                         switch_margin=args.margin)
-    use_planner = max(counts) > 1 and args.choice == "planner"
+    use_planner = max(n for n, _ in rows_spec) > 1 and args.choice == "planner"
     planner = Planner(load_policy(model_path, decode_future_images=False), cfg) if use_planner else None
     sim = AlohaSim("transfer_cube", seed=args.seed_start, image_size=DEFAULT_IMAGE_SIZE,
                    cameras=policy.layout.cameras, max_steps=400, render=False)
@@ -108,8 +126,8 @@ def main(argv=None) -> int:
     class RecordingBackend(LocalPlanningBackend):
         """Best-of-N that also records each decision's time and whether it kept a chunk other than candidate 0."""
 
-        def __init__(self, *a, plan_queries=None):
-            super().__init__(*a)
+        def __init__(self, *a, plan_queries=None, window=None):
+            super().__init__(*a, window=window)
             self.decisions: list = []
             self.changed = 0
             self.plan_queries = None if plan_queries is None else set(plan_queries)
@@ -121,6 +139,8 @@ def main(argv=None) -> int:
                 return self.base.infer(obs, seed=seed)  # the base policy's chunk: candidate 0, not a decision
             t0 = time.perf_counter()
             out = super().infer(obs, seed=seed, prefix=prefix)
+            if self.last_result is None:
+                return out  # outside the planning window: the base policy's chunk, not a decision
             self.decisions.append(time.perf_counter() - t0)
             self.changed += int(self.last_result.chosen != 0)
             return out
@@ -147,8 +167,9 @@ def main(argv=None) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     rows, t_start = [], time.monotonic()
     try:
-        for n in counts:
-            backend = policy if n == 1 else (RecordingBackend(policy, planner, n, plan_queries=args.plan_queries)
+        for n, win in rows_spec:
+            backend = policy if n == 1 else (RecordingBackend(policy, planner, n, plan_queries=args.plan_queries,
+                                                              window=win)
                                              if planner is not None else RandomChoiceBackend(policy, n))
             decisions = [] if n == 1 else backend.decisions
             results = []
@@ -159,7 +180,7 @@ def main(argv=None) -> int:
                 results.append(r)
                 if n == 1:
                     decisions.append(r.infer_seconds / max(r.queries, 1))
-                say(f"N={n} seed {seed}: success={r.success} max_reward={r.max_reward} "
+                say(f"N={n}{'' if win is None else f' window {win.start:g}-{win.end:g} s'} seed {seed}: success={r.success} max_reward={r.max_reward} "
                     f"({sum(x.success for x in results)}/{i + 1})")
             n_dec = len(decisions) if n > 1 else sum(r.queries for r in results)
             rows.append({"loop": "ros-free", "candidates": n, "episodes": len(results),
@@ -167,7 +188,8 @@ def main(argv=None) -> int:
                          "decision_s": float(statistics.median(decisions)) if decisions else None,
                          "changed_choice_fraction": (backend.changed / max(n_dec, 1)) if n > 1 else 0.0,
                          "max_reward_counts": [int(sum(r.max_reward == k for r in results)) for k in range(5)],
-                         "decisions": int(n_dec), "per_seed": [bool(r.success) for r in results]})
+                         "decisions": int(n_dec), "per_seed": [bool(r.success) for r in results],
+                         "plan_window": None if win is None else win.to_list()})
     finally:
         sim.close()
     out = {"rows": rows, "seed_start": args.seed_start, "policy": Path(args.policy).name,
@@ -206,7 +228,9 @@ def render(data: dict) -> str:
     for r in rows:
         n = max(1, r["episodes"])
         dec = r.get("decision_s")
-        lines.append(f"| {r['loop']} | {r['candidates']}{' (base)' if r['candidates'] == 1 else ''} | "
+        win = r.get("plan_window")
+        where = "" if not win else f", {win[0]:g}-{win[1]:g} s only"
+        lines.append(f"| {r['loop']} | {r['candidates']}{' (base)' if r['candidates'] == 1 else where} | "
                      f"{r['successes']}/{r['episodes']} ({100 * r['successes'] / n:.0f}%) | "
                      f"{'/'.join(map(str, r.get('max_reward_counts', []))) or '-'} | "
                      f"{'-' if dec is None else f'{dec:.2f} s'} | {100 * r['changed_choice_fraction']:.0f}% |")
@@ -217,7 +241,9 @@ def render(data: dict) -> str:
         if r["candidates"] > 1 and b and ps and len(b) == len(ps):
             won = sum((not x) and y for x, y in zip(b, ps))
             lost = sum(x and not y for x, y in zip(b, ps))
-            flips.append(f"best-of-{r['candidates']} ({r['loop']}) succeeds on {won} scenes the base policy fails and "
+            win = r.get("plan_window")
+            where = "" if not win else f" planning {win[0]:g}-{win[1]:g} s into the episode only"
+            flips.append(f"best-of-{r['candidates']}{where} ({r['loop']}) succeeds on {won} scenes the base policy fails and "
                          f"fails on {lost} it succeeds")
     if flips:
         lines.append("\nScene by scene against the base: " + "; ".join(flips) + ".")

@@ -295,6 +295,10 @@ def run_demo(args) -> int:
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
     node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
+    if args.planning_window:
+        node_params["policy"] = {"planning_window": [float(v) for v in args.planning_window]}
+        print(f"[demo] planning only for observations {args.planning_window[0]:g}..{args.planning_window[1]:g} s "
+              f"into the episode (the base chunk elsewhere)")
     pairs = FramePairs()
     with graph.run("sim", arguments, log_dir=str(log_dir), node_parameters=node_params) as procs, RosSession() as ros:
         node = ros.make_node("demo")
@@ -456,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "scripts/planning_model.sh; docs/planning.md)")
     parser.add_argument("--planning-candidates", type=int, default=8,
                         help="with --planning-model: candidate chunks per query")
+    parser.add_argument("--planning-window", type=float, nargs=2, metavar=("START", "END"), default=None,
+                        help="with --planning-model: plan only for observations taken START..END s after the episode "
+                             "start (e.g. 1 3: the grasp, where planning pays on this task; docs/planning.md)")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     return parser
@@ -465,6 +472,15 @@ def main(argv=None) -> int:
     """Parse arguments and run the demo."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.planning_window is not None:
+        if not args.planning_model:
+            parser.error("--planning-window: only with --planning-model")
+        from cosmos_policy_ros.core.planner import PlanWindow
+
+        try:
+            PlanWindow.parse(args.planning_window)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.min_chunks < 0 or args.min_chunks_wait < 0:
         parser.error(f"--min-chunks and --min-chunks-wait must be >= 0, got {args.min_chunks} and {args.min_chunks_wait}")
     try:

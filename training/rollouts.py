@@ -180,6 +180,9 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
     execute = int(execute or policy.horizon)
     size = tuple(int(v) for v in image_size)
     sim.reset(seed, render=False)
+    start_episode = getattr(policy, "start_episode", None)
+    if callable(start_episode):  # e.g. a planning window counts from the episode start (core.planner.PlanWindow)
+        start_episode(sim.time)
     T = sim.config.max_steps // 2
     _check_labels(labels, T, policy.layout.action_dim)
     if failure_sample_steps is not None and (sample_steps is None or not set(failure_sample_steps) <= set(sample_steps)):
@@ -324,6 +327,9 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
     s = int(execution_horizon) or max(1, H - d - int(margin_ticks))
     size = tuple(int(v) for v in image_size)
     sim.reset(seed, render=False)
+    start_episode = getattr(policy, "start_episode", None)
+    if callable(start_episode):  # e.g. a planning window counts from the episode start (core.planner.PlanWindow)
+        start_episode(sim.time)
     T = sim.config.max_steps // 2
     _check_labels(labels, T, policy.layout.action_dim)
     rec = None if record is None else _TimelineRecorder(policy.layout.cameras, size, labels)

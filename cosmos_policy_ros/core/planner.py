@@ -615,23 +615,77 @@ def plan(policy, planner: Planner, obs: Observation, num_candidates: int = 8,
     return outs[result.chosen], result, outs
 
 
+@dataclass(frozen=True)
+class PlanWindow:
+    """When to plan: only decisions observed ``start`` <= t < ``end`` seconds after the episode start.
+
+    Every other decision runs the base policy's own chunk (candidate 0, the one it sends without planning) at
+    the base policy's cost. Why: a planner is only as good as its value's ranking at that moment. Measured
+    2026-12-07 on the sim transfer cube (docs/planning.md): at the grasp (the decision observed 2 s in) the
+    planning model's pick beats the base chunk, at the start its value cannot tell the outcome yet and planning
+    there loses scenes; best-of-8 at the grasp only: 89/100 against the base's 85/100.
+    """
+
+    start: float
+    end: float
+
+    def __post_init__(self):
+        if not (math.isfinite(self.start) and math.isfinite(self.end) and 0 <= self.start < self.end):
+            raise ValueError(f"planning window: expected [start, end] seconds with 0 <= start < end, "
+                             f"got [{self.start}, {self.end}]")
+
+    @classmethod
+    def parse(cls, values: Optional[Sequence[float]]) -> Optional["PlanWindow"]:
+        """``[]`` / None -> None (plan every decision); ``[start, end]`` -> a window."""
+        vals = [float(v) for v in (values or ())]
+        if not vals:
+            return None
+        if len(vals) != 2:
+            raise ValueError(f"planning window: expected [start, end] seconds or [] (every decision), got {vals}")
+        return cls(vals[0], vals[1])
+
+    def skip_reason(self, stamp: float, episode_start: Optional[float]) -> Optional[str]:
+        """None when a decision observed at ``stamp`` is planned; else why not (no episode start known, or the
+        observation lies outside the window)."""
+        if episode_start is None:
+            return "no episode start known"
+        t = float(stamp) - float(episode_start)
+        if self.start <= t < self.end:
+            return None
+        return f"observed {t:.2f} s into the episode, outside the planning window [{self.start:g}, {self.end:g}) s"
+
+    def to_list(self) -> List[float]:
+        return [float(self.start), float(self.end)]
+
+
 class LocalPlanningBackend:
     """PolicyBackend running best-of-N in one process (policy and planning model on one or two devices).
 
     ``infer`` samples ``num_candidates`` chunks with the base backend and returns the chosen one; the
-    last :class:`PlanResult` stays in ``last_result``. The ROS split (planner in its own node, deadline,
-    fallback) is :class:`cosmos_policy_ros.ros.planning_client.PlanningBackend`.
+    last :class:`PlanResult` stays in ``last_result`` (None after a decision the window skipped). The ROS split
+    (planner in its own node, deadline, fallback) is :class:`cosmos_policy_ros.ros.planning_client.PlanningBackend`.
+
+    window: a :class:`PlanWindow` (None: plan every decision); :meth:`start_episode` tells the backend when the
+    episode began (the ROS-free rollouts call it at each reset, the policy node on each episode START event).
     """
 
-    def __init__(self, base, planner: Planner, num_candidates: int = 8):
+    def __init__(self, base, planner: Planner, num_candidates: int = 8, window: Optional[PlanWindow] = None):
         if num_candidates < 1:
             raise ValueError(f"num_candidates: expected >= 1, got {num_candidates}")
         self.base = base
         self.planner = planner
         self.num_candidates = int(num_candidates)
+        self.window = window
         self.horizon, self.action_dim, self.period = base.horizon, base.action_dim, base.period
         self.policy_id = f"{base.policy_id}+best-of-{num_candidates}"
         self.last_result: Optional[PlanResult] = None
+        self.episode_start: Optional[float] = None
+        self.skipped = 0  # decisions the window left to the base policy
+        self.last_skip_reason = ""
+
+    def start_episode(self, stamp: float) -> None:
+        """An episode began at ``stamp`` (the observations' clock): the planning window counts from here."""
+        self.episode_start = float(stamp)
 
     @property
     def instructions(self) -> List[str]:
@@ -643,6 +697,12 @@ class LocalPlanningBackend:
         return self.base.layout
 
     def infer(self, obs: Observation, seed: Optional[int] = None, prefix=None) -> PolicyOutput:
+        skip = None if self.window is None else self.window.skip_reason(obs.stamp, self.episode_start)
+        if skip is not None:  # the base policy's own chunk, exactly as without planning
+            self.skipped += 1
+            self.last_skip_reason = skip
+            self.last_result = None
+            return self.base.infer(obs, seed=seed, **({"prefix": prefix} if prefix is not None else {}))
         out, result, _ = plan(self.base, self.planner, obs, self.num_candidates, seed, prefix=prefix)
         self.last_result = result
         out.timings = dict(out.timings)

@@ -19,6 +19,7 @@ class Param:
     default: Any
     description: str
     dynamic: bool = False  # may change at run time (otherwise read once at start)
+    element: Any = None  # element type of a list parameter whose default is empty (else taken from the default)
 
 
 _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
@@ -38,12 +39,20 @@ def declare(node, params: Sequence[Param]) -> Dict[str, Any]:
     """Declare every parameter on ``node``; return name -> current value (YAML / -p overrides applied)."""
     out: Dict[str, Any] = {}
     for p in params:
-        desc = ParameterDescriptor(name=p.name, type=_param_type(p), description=p.description,
+        desc = ParameterDescriptor(name=p.name, type=_param_type(p, p.element), description=p.description,
                                    read_only=not p.dynamic)
         default = list(p.default) if isinstance(p.default, tuple) else p.default
         # ints given where a double is expected (e.g. "period: 1" in YAML) are accepted
         desc.dynamic_typing = False
+        if isinstance(default, list) and not default:
+            # an empty default would make rclpy type the parameter from the value (a byte array); declare the
+            # type without a value instead, so a YAML / -p list of the element type is accepted
+            from rclpy.parameter import Parameter as RclpyParameter
+
+            default = RclpyParameter.Type(desc.type)
         value = node.declare_parameter(p.name, default, desc).value
+        if value is None and isinstance(p.default, (list, tuple)):
+            value = []
         if isinstance(p.default, float) and isinstance(value, int):
             value = float(value)
         out[p.name] = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "array" else value

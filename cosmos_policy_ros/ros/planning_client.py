@@ -294,17 +294,24 @@ class PlanningBackend:
     """PolicyBackend that sends N candidates to the planner node and returns its choice (see module docstring).
 
     base: the wrapped backend; node: the rclpy node to publish / subscribe on (the policy node);
-    config: :class:`ClientConfig`. Candidate images are preprocessed to the model input size here
+    config: :class:`ClientConfig`; window: a :class:`~cosmos_policy_ros.core.planner.PlanWindow` (only the
+    decisions it covers go to the planner; the others run the base policy's chunk, no request, no wait), counted
+    from the episode start :meth:`start_episode` reports (the policy node: each episode START event). Candidate images are preprocessed to the model input size here
     (``image_size``, or the base backend's ``image`` config), so a request carries ~450 KB at 224 px.
     """
 
-    def __init__(self, base, node, config: Optional[ClientConfig] = None, publish_diagnostics: bool = True):
+    def __init__(self, base, node, config: Optional[ClientConfig] = None, publish_diagnostics: bool = True,
+                 window=None):
         from cosmos_policy_ros.msg import PlanCandidates, PlanDecision
         from rclpy.qos import QoSProfile
 
         self.base = base
         self.node = node
         self.config = config or ClientConfig()
+        self.window = window  # core.planner.PlanWindow or None (plan every decision)
+        self.episode_start: Optional[float] = None
+        self.skipped = 0
+        self.last_skip_reason = ""
         self.horizon, self.action_dim, self.period = base.horizon, base.action_dim, base.period
         self.policy_id = base.policy_id
         self.client_id = f"{node.get_fully_qualified_name()}#{uuid.uuid4().hex[:8]}"
@@ -365,6 +372,11 @@ class PlanningBackend:
         the planner picks keeps the actions that execute during inference."""
         n = self.config.num_candidates
         base_seed = int(seed) if seed is not None else int(getattr(self.base, "default_seed", DEFAULT_SEED))
+        skip = None if self.window is None else self.window.skip_reason(obs.stamp, self.episode_start)
+        if skip is not None:  # the base policy's own chunk, exactly as without planning
+            self.skipped += 1
+            self.last_skip_reason = skip
+            return self.base.infer(obs, seed=base_seed, **({"prefix": prefix} if prefix is not None else {}))
         seeds = [base_seed + i for i in range(n)]
         outs = self.infer_batch(obs, seeds, prefix=prefix)
         if n == 1:
@@ -416,6 +428,10 @@ class PlanningBackend:
         out.timings["planning"] = decision.planning_time
         return out
 
+    def start_episode(self, stamp: float) -> None:
+        """An episode began at ``stamp`` (ROS time, the observations' clock): the planning window counts from here."""
+        self.episode_start = float(stamp)
+
     def _fallback(self, outs: List[PolicyOutput], kind: str, reason: str, t0: float) -> PolicyOutput:
         self.fallbacks[kind] += 1
         self.last_fallback_reason = reason
@@ -452,6 +468,10 @@ class PlanningBackend:
             "planning_last_wait_s": self.last_wait, "planning_last_fallback_reason": self.last_fallback_reason or "none"}
         for k, v in self.fallbacks.items():
             values[f"planning_fallbacks_{k}"] = v
+        if self.window is not None:
+            values["planning_window_s"] = f"[{self.window.start:g}, {self.window.end:g})"
+            values["planning_skipped"] = self.skipped
+            values["planning_last_skip_reason"] = self.last_skip_reason or "none"
         return values
 
     def diagnostic_level(self):
@@ -460,6 +480,8 @@ class PlanningBackend:
 
         if self.last_fell_back:
             return dg.WARN, f"planning fell back to candidate 0: {self.last_fallback_reason}"
+        if self.window is not None and self.episode_start is None and self.skipped:
+            return dg.WARN, "planning window set but no episode start heard: every decision runs the base chunk"
         if self.decisions_used == 0:
             return dg.OK, "no planning decision yet"
         return dg.OK, f"planner chose candidate {self.last_chosen}"

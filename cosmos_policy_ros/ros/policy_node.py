@@ -31,7 +31,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float32, Float64MultiArray, Header
 
-from cosmos_policy_ros.msg import ActionChunk
+from cosmos_policy_ros.msg import ActionChunk, EpisodeEvent
 
 from ..core.chunking import STREAM_RTC_DEFAULTS, ReplanRequests, ReplanSchedule, node_schedule
 from ..core.observation import ObservationAssembler, ObservationConfig
@@ -105,6 +105,11 @@ PARAMS = (
           "model when planning_checkpoint is set, else ranked by the policy's own predicted value"),
     Param("planning_checkpoint", "", "planning model (world model + value) for best-of-N: path, Hugging Face id or "
           "'tiny-random'; empty = rank by the policy's value head"),
+    Param("planning_window", [], "best-of-N (planning_checkpoint or planning) only for observations taken between "
+          "these [start, end) seconds after the episode start (the commander's START event on episode_topic); the "
+          "base policy's own chunk elsewhere, at its usual cost. [] = plan every decision. The sim transfer cube "
+          "gains only at the grasp: [1.0, 3.0] (docs/planning.md)", element=float),
+    Param("episode_topic", "/episode", "EpisodeEvent topic whose START events start planning_window's clock"),
     Param("publish_future_images", True, "publish predicted future frames on ~/future/<slot>"),
     Param("status_rate", 25.0, "Hz at which ~/status is published"),
     Param("retry_delay", 0.5, "seconds to wait after a failed inference before retrying"),
@@ -172,6 +177,13 @@ class PolicyNode(Node):
                              "must have the same length")
         if len(p["arms"]) != 2:
             raise ValueError(f"arms: expected 2 follower namespaces (left, right), got {p['arms']}")
+        from ..core.planner import PlanWindow
+
+        self.planning_window = PlanWindow.parse(p["planning_window"])  # ValueError: "expected ..., got ..."
+        self._planning_backend = None  # the planning wrapper, told about each episode START
+        self._episode_start: Optional[float] = None
+        if self.planning_window is not None:
+            self.create_subscription(EpisodeEvent, p["episode_topic"], self._on_episode, 10)
         size = (p["image_height"], p["image_width"]) if p["image_height"] > 0 and p["image_width"] > 0 else None
         self.assembler = ObservationAssembler(
             ObservationConfig(cameras=p["camera_slots"], max_age=p["max_input_age"],
@@ -322,6 +334,19 @@ class PolicyNode(Node):
         if changed:
             self._publish_status()
 
+    def _on_episode(self, msg) -> None:
+        """An episode START: the planning window counts from its stamp (the commander's clock, as the inputs')."""
+        if msg.event != EpisodeEvent.START:
+            return
+        self._episode_start = stamp_to_sec(msg.header.stamp)
+        if self._planning_backend is not None:
+            self._planning_backend.start_episode(self._episode_start)
+
+    def _attach_planning(self, backend) -> None:
+        self._planning_backend = backend
+        if self._episode_start is not None:  # an episode that started while the model loaded
+            backend.start_episode(self._episode_start)
+
     # -- worker ------------------------------------------------------------------------------------------
     def _load(self) -> bool:
         try:
@@ -353,7 +378,8 @@ class PolicyNode(Node):
                 from ..core.planner import LocalPlanningBackend, Planner
 
                 model = load_backend(self.p["planning_checkpoint"], self.p["device"])
-                backend = LocalPlanningBackend(backend, Planner(model), n)
+                backend = LocalPlanningBackend(backend, Planner(model), n, window=self.planning_window)
+                self._attach_planning(backend)
             except Exception as exc:  # noqa: BLE001 - a planning setup failure must not go unnoticed
                 with self._state_lock:
                     self._config_fault = f"cannot set up planning with {self.p['planning_checkpoint']!r}: {exc}"
@@ -370,7 +396,8 @@ class PolicyNode(Node):
                 params = dict(self.planning_params)
                 if n > 1:  # the launch argument's candidate count
                     params["planning_num_candidates"] = n
-                backend = PlanningBackend(backend, self, ClientConfig.from_params(params))
+                backend = PlanningBackend(backend, self, ClientConfig.from_params(params), window=self.planning_window)
+                self._attach_planning(backend)
         n_exec = int(self.p["execute_horizon"])
         if not 0 <= n_exec <= backend.horizon:
             with self._state_lock:

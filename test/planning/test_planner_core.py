@@ -252,3 +252,40 @@ def test_local_planning_backend_returns_the_chosen_candidate(tiny_model, observa
     assert res.candidate_seeds == [10, 11, 12]
     assert out.seed == 10 + res.chosen
     assert out.actions.shape == (50, 14) and "planning" in out.timings
+
+
+def test_planning_window_validates_and_says_why_a_decision_is_not_planned():
+    assert P.PlanWindow.parse([]) is None and P.PlanWindow.parse(None) is None
+    w = P.PlanWindow.parse([1, 3])
+    assert w.to_list() == [1.0, 3.0]
+    for bad in ([3.0, 1.0], [-1.0, 1.0], [1.0, float("inf")], [1.0, 1.0]):
+        with pytest.raises(ValueError, match="0 <= start < end"):
+            P.PlanWindow.parse(bad)
+    with pytest.raises(ValueError, match=r"expected \[start, end\] seconds or \[\]"):
+        P.PlanWindow.parse([1.0, 2.0, 3.0])
+    assert w.skip_reason(12.0, None) == "no episode start known"
+    assert w.skip_reason(10.0 + 1.0, 10.0) is None and w.skip_reason(10.0 + 2.99, 10.0) is None
+    assert "0.50 s into the episode, outside the planning window [1, 3) s" in w.skip_reason(10.5, 10.0)
+    assert w.skip_reason(13.0, 10.0) is not None  # the end is not part of the window
+
+
+def test_local_planning_backend_plans_only_inside_its_window(tiny_model, observation):
+    from dataclasses import replace
+
+    planner = P.Planner(tiny_model, P.PlannerConfig(future_state_steps=(1,), value_steps=(1,),
+                                                    decode_future_images="none"))
+    backend = P.LocalPlanningBackend(tiny_model, planner, num_candidates=3, window=P.PlanWindow(1.0, 3.0))
+    at = lambda t: replace(observation, stamp=t)  # noqa: E731
+    base = tiny_model.infer(at(100.5), seed=10)
+    out = backend.infer(at(100.5), seed=10)  # no episode start yet: the base policy's own chunk
+    assert backend.last_result is None and backend.skipped == 1 and backend.last_skip_reason == "no episode start known"
+    np.testing.assert_array_equal(out.actions, base.actions)
+    backend.start_episode(100.0)
+    out = backend.infer(at(100.5), seed=10)  # 0.5 s in: before the window
+    assert backend.last_result is None and backend.skipped == 2
+    np.testing.assert_array_equal(out.actions, base.actions)
+    out = backend.infer(at(102.0), seed=10)  # 2 s in: planned
+    assert backend.last_result is not None and backend.last_result.candidate_seeds == [10, 11, 12]
+    assert out.seed == 10 + backend.last_result.chosen and backend.skipped == 2
+    backend.infer(at(103.5), seed=10)  # past the window
+    assert backend.last_result is None and backend.skipped == 3

@@ -86,3 +86,52 @@ def test_commander_keeps_ticking_while_planning_falls_back(repo_root, tmp_path):
             assert any("fell back to candidate 0" in m for m in msgs), msgs[-3:]
     finally:
         session.close()
+
+
+def test_planning_window_plans_only_early_in_the_episode_the_commander_starts(repo_root, tmp_path):
+    """planning_window counts from the commander's episode START: before any episode every decision is the base
+    chunk (with a WARN saying why), right after START the decisions go to the planner (none runs here, so the
+    client falls back to candidate 0 and counts it), and past the window they are the base chunk again."""
+    from std_srvs.srv import Trigger
+
+    conf = _runtime_conftest(repo_root)
+    specs = conf.runtime_graph("test-double:latency=0.2", policy_overrides={
+        "planning": True, "planning_num_candidates": 3, "planning_deadline": 0.5, "planning_window": [0.0, 1.5],
+        "max_input_age": 1.0, "stamp_tolerance": 1.0},
+        commander_overrides={"joint_state_max_age": 1.0, "policy_timeout": 3.0})
+    session = RosSession()
+    try:
+        conf.SyntheticRobot(session)
+        watcher = conf.TraceWatcher(session)
+        with launch(specs, str(tmp_path)) as procs:
+            logs = lambda: "\n".join(p.output()[-2500:] for p in procs)  # noqa: E731
+
+            def latest():
+                vals = watcher.diag_values("planning client")
+                return vals[-1] if vals else None
+
+            def count(key):
+                v = latest()
+                return -1 if v is None else int(v.get(key, -1))
+
+            wait_for(lambda: count("planning_skipped") >= 2, 90.0, what=f"two skipped decisions\n{logs()}")
+            assert count("planning_fallbacks_no_planner") == 0, latest()
+            assert latest()["planning_last_skip_reason"] == "no episode start known"
+            assert "no episode start heard" in latest()["_message"]
+            skipped_before = count("planning_skipped")
+
+            client = watcher.node.create_client(Trigger, "/commander/start_episode")
+            assert client.wait_for_service(timeout_sec=30.0)
+            future = client.call_async(Trigger.Request())
+            wait_for(future.done, 30.0, what="the commander's start_episode answer")
+            assert future.result().success, future.result().message
+            # inside the window: the decision goes to the planner (absent here: candidate 0, counted as such)
+            wait_for(lambda: count("planning_fallbacks_no_planner") >= 1, 30.0,
+                     what=f"a planned decision after the episode START\n{logs()}")
+            # past the window: the base chunk again, and the reason says where the observation fell
+            wait_for(lambda: count("planning_skipped") > skipped_before
+                     and "outside the planning window [0, 1.5) s" in latest()["planning_last_skip_reason"], 30.0,
+                     what=f"a decision past the window left to the base policy\n{logs()}")
+            assert all(p.alive() for p in procs), logs()
+    finally:
+        session.close()

@@ -404,3 +404,17 @@ def test_branch_rollouts_share_the_scene_up_to_the_branching_query_then_run_each
         BranchPolicy(policy, 1, 3, 3)
     with pytest.raises(ValueError, match="query"):
         branch_rollouts(policy, [4], tmp_path, query=3, num_candidates=2, image_size=SIZE, max_steps=240)
+
+
+def test_a_planning_window_counts_from_each_episodes_reset(setup):
+    """The ROS-free loops tell a planning backend when each episode starts, so its window means the same in every
+    episode: queries at ticks 0, 10, 20, 30 (0.0 / 0.4 / 0.8 / 1.2 s); the window 0.3..0.9 s plans two of them."""
+    from cosmos_policy_ros.core.planner import LocalPlanningBackend, Planner, PlannerConfig, PlanWindow
+
+    policy, sim = setup
+    planner = Planner(policy, PlannerConfig(future_state_steps=(1,), value_steps=(1,), decode_future_images="none"))
+    backend = LocalPlanningBackend(policy, planner, num_candidates=2, window=PlanWindow(0.3, 0.9))
+    res = run_episode(backend, sim, 4, execute=10, image_size=SIZE)
+    assert res.queries == 4 and backend.skipped == 2
+    run_episode(backend, sim, 5, execute=10, image_size=SIZE)
+    assert backend.skipped == 4 and backend.episode_start == 0.0
