@@ -1,8 +1,8 @@
 """Benchmark: best-of-N planning (world model x value ensembles) against the base policy, same held-out seeds.
 
-Loop: the ROS-free sim loop (``cosmos_policy_training.rollouts.run_episode``, the released deploy's open-loop
-execution: each 50-action chunk runs to its end, then the next observation). Row ``candidates: 1`` is the base
-policy alone; ``candidates: N`` samples N chunks in one batch (seeds s, s+1, ...: candidate 0 is the base
+Loop (``--execution pause``, `make bench`): the ROS-free sim loop (``cosmos_policy_training.rollouts.run_episode``,
+the released deploy's open-loop execution: each 50-action chunk runs to its end, then the next observation).
+Row ``candidates: 1`` is the base policy alone; ``candidates: N`` samples N chunks in one batch (seeds s, s+1, ...: candidate 0 is the base
 policy's own chunk) and keeps the one the planning model scores best (``core.planner``: K = 3 world-model samples
 x M = 5 value samples per candidate, majority mean, ``--noise`` common by default; candidate 0 kept on ties and,
 with ``--margin``, unless another candidate scores higher by more than the margin), as
@@ -11,6 +11,13 @@ Controls: ``--choice random`` picks a uniformly random candidate at every decisi
 the planner's choice better than chance among the same candidates?), ``--policy-seed S`` samples the base chunk
 (candidate 0) with seed S instead of the policy's default 195, ``--plan-queries Q ..`` plans only at those queries
 of an episode (the base policy's chunk at the others: which decisions planning wins or loses in the closed loop).
+Rows ``--windowed N``: best-of-N only for the observations inside ``--plan-window`` (seconds after the episode
+start; default 1..3 s, the grasp decision at tick 50 in this loop), the base policy's chunk elsewhere: the
+deployable form of planning at chosen decisions (``core.plan_window.PlanWindow``, the policy node's
+``planning_window``). ``--execution stream-rtc``: the graph's default execution instead (``run_stream_episode``:
+re-plan while the robot moves, real-time chunking as the launch files set it), every chunk arriving
+``--delay-ticks`` after its observation, planned or not (a planner as fast as the policy: a GPU's case, not this
+CPU's).
 
 Writes (``--json``; `make bench` section planning_success):
 
@@ -19,6 +26,7 @@ Writes (``--json``; `make bench` section planning_success):
                "per_seed": [bool, ...], "plan_window": [start_s, end_s] | null}],
      "seed_start": int, "policy": str, "planning_model": str | null, "planner": {PlannerConfig},
      "choice": "planner" | "random", "policy_seed": int | null, "plan_queries": [int, ...] | null,
+     "execution": "pause" | "stream-rtc" (absent: pause), "delay_ticks": int | null,
      "machine": str, "date": str, "wall_s": float}
 
 decision_s: median seconds per decision (the N candidates and their scoring; the base row: one chunk);
@@ -77,6 +85,11 @@ def main(argv=None) -> int:
                         "or loses in the closed loop; default: every query)")
     p.add_argument("--policy-seed", type=int, default=None,
                    help="the base policy's sampling seed (candidate 0; default: the policy's, 195)")
+    p.add_argument("--execution", default="pause", choices=("pause", "stream-rtc"),
+                   help="pause: the released deploy's open-loop chunks (make bench); stream-rtc: the graph's default "
+                        "streaming with real-time chunking (replace, ones, an observation every 35 ticks), every "
+                        "chunk, planned or not, arriving --delay-ticks after its observation")
+    p.add_argument("--delay-ticks", type=int, default=6, help="stream-rtc: inference delay in 25 Hz ticks")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="write the figures here (schema: this file's docstring)")
     p.add_argument("--quiet", action="store_true")
@@ -88,7 +101,9 @@ def main(argv=None) -> int:
     from cosmos_policy_ros.core.planner import LocalPlanningBackend, Planner, PlannerConfig, PlanWindow
     from cosmos_policy_ros.core.policy import load_policy
     from cosmos_policy_ros.sim.aloha_sim import AlohaSim
-    from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE, run_episode
+    from cosmos_policy_ros.core.chunking import STREAM_RTC_DEFAULTS
+    from cosmos_policy_ros.core.rtc import RtcConfig
+    from cosmos_policy_training.rollouts import DEFAULT_IMAGE_SIZE, run_episode, run_stream_episode
 
     torch.set_num_threads(args.threads)
     counts = [int(c) for c in args.candidates.split(",") if c.strip()]
@@ -176,11 +191,17 @@ def main(argv=None) -> int:
             for i, seed in enumerate(seeds):
                 if isinstance(backend, RecordingBackend):
                     backend.query = 0
-                r = run_episode(backend, sim, seed, policy_seed=args.policy_seed)
+                if args.execution == "pause":
+                    r = run_episode(backend, sim, seed, policy_seed=args.policy_seed)
+                else:
+                    r = run_stream_episode(backend, sim, seed, args.delay_ticks,
+                                           rtc=RtcConfig(STREAM_RTC_DEFAULTS[0], STREAM_RTC_DEFAULTS[1]),
+                                           execution_horizon=STREAM_RTC_DEFAULTS[2], policy_seed=args.policy_seed)
                 results.append(r)
                 if n == 1:
                     decisions.append(r.infer_seconds / max(r.queries, 1))
-                say(f"N={n}{'' if win is None else f' window {win.start:g}-{win.end:g} s'} seed {seed}: success={r.success} max_reward={r.max_reward} "
+                where = "" if win is None else f" window {win.start:g}-{win.end:g} s"
+                say(f"N={n}{where} seed {seed}: success={r.success} max_reward={r.max_reward} "
                     f"({sum(x.success for x in results)}/{i + 1})")
             n_dec = len(decisions) if n > 1 else sum(r.queries for r in results)
             rows.append({"loop": "ros-free", "candidates": n, "episodes": len(results),
@@ -195,6 +216,7 @@ def main(argv=None) -> int:
     out = {"rows": rows, "seed_start": args.seed_start, "policy": Path(args.policy).name,
            "planning_model": Path(model_path).name if planner is not None else None, "planner": cfg.to_dict(),
            "choice": args.choice, "policy_seed": args.policy_seed, "plan_queries": args.plan_queries,
+           "execution": args.execution, "delay_ticks": args.delay_ticks if args.execution == "stream-rtc" else None,
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
                       f"{args.threads}",
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "wall_s": round(time.monotonic() - t_start, 1)}
@@ -203,6 +225,17 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     print(render(out))
     return 0
+
+
+def windowed_note(rows) -> str:
+    """The table's words for rows that plan only inside a window (empty when there are none)."""
+    wins = sorted({tuple(r["plan_window"]) for r in rows if r.get("plan_window")})
+    if not wins:
+        return ""
+    spans = ", ".join(f"{a:g}-{b:g} s" for a, b in wins)
+    grasp = "; in the pause loop 1-3 s is the grasp decision at tick 50" if wins == [(1.0, 3.0)] else ""
+    return (f" (of the planned decisions); a row marked {spans} only plans for observations taken that long after "
+            f"the episode start (`planning_window`{grasp}) and runs the base policy's chunk at the others")
 
 
 def render(data: dict) -> str:
@@ -219,9 +252,13 @@ def render(data: dict) -> str:
                 f"{pl.get('score', '?')}, {pl.get('noise', 'per_candidate')} noise, switch margin "
                 f"{pl.get('switch_margin', 0.0):g})")
     seed = data.get("policy_seed")
+    if data.get("execution") == "stream-rtc":
+        head += (f"; streaming with real-time chunking, every chunk (planned or not) arriving "
+                 f"{data.get('delay_ticks')} ticks after its observation")
     lines = [f"{head}, the same held-out seeds {data.get('seed_start', '?')}.. in every row"
              f"{'' if seed is None else f', policy seed {seed}'}, {data.get('machine', '?')}, {data.get('date', '?')}. "
-             f"Changed choice: decisions where planning kept a chunk other than the base policy's. Rerun: "
+             f"Changed choice: decisions where planning kept a chunk other than the base policy's"
+             f"{windowed_note(rows)}. Rerun: "
              f"`python bench/planning_success.py`.\n",
              "| loop | candidates | success | max reward 0/1/2/3/4 | decision (median) | changed choice |",
              "| --- | --- | --- | --- | --- | --- |"]

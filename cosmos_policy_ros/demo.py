@@ -475,7 +475,7 @@ def main(argv=None) -> int:
     if args.planning_window is not None:
         if not args.planning_model:
             parser.error("--planning-window: only with --planning-model")
-        from cosmos_policy_ros.core.planner import PlanWindow
+        from cosmos_policy_ros.core.plan_window import PlanWindow
 
         try:
             PlanWindow.parse(args.planning_window)

@@ -294,10 +294,11 @@ class PlanningBackend:
     """PolicyBackend that sends N candidates to the planner node and returns its choice (see module docstring).
 
     base: the wrapped backend; node: the rclpy node to publish / subscribe on (the policy node);
-    config: :class:`ClientConfig`; window: a :class:`~cosmos_policy_ros.core.planner.PlanWindow` (only the
+    config: :class:`ClientConfig`; window: a :class:`~cosmos_policy_ros.core.plan_window.PlanWindow` (only the
     decisions it covers go to the planner; the others run the base policy's chunk, no request, no wait), counted
-    from the episode start :meth:`start_episode` reports (the policy node: each episode START event). Candidate images are preprocessed to the model input size here
-    (``image_size``, or the base backend's ``image`` config), so a request carries ~450 KB at 224 px.
+    from the episode start :meth:`start_episode` reports (the policy node: each episode START event).
+    Candidate images are preprocessed to the model input size here (``image_size``, or the base backend's
+    ``image`` config), so a request carries ~450 KB at 224 px.
     """
 
     def __init__(self, base, node, config: Optional[ClientConfig] = None, publish_diagnostics: bool = True,
@@ -308,7 +309,7 @@ class PlanningBackend:
         self.base = base
         self.node = node
         self.config = config or ClientConfig()
-        self.window = window  # core.planner.PlanWindow or None (plan every decision)
+        self.window = window  # core.plan_window.PlanWindow or None (plan every decision)
         self.episode_start: Optional[float] = None
         self.skipped = 0
         self.last_skip_reason = ""

@@ -177,7 +177,7 @@ class PolicyNode(Node):
                              "must have the same length")
         if len(p["arms"]) != 2:
             raise ValueError(f"arms: expected 2 follower namespaces (left, right), got {p['arms']}")
-        from ..core.planner import PlanWindow
+        from ..core.plan_window import PlanWindow
 
         self.planning_window = PlanWindow.parse(p["planning_window"])  # ValueError: "expected ..., got ..."
         self._planning_backend = None  # the planning wrapper, told about each episode START
@@ -398,6 +398,9 @@ class PolicyNode(Node):
                     params["planning_num_candidates"] = n
                 backend = PlanningBackend(backend, self, ClientConfig.from_params(params), window=self.planning_window)
                 self._attach_planning(backend)
+        if self.planning_window is not None and self._planning_backend is None:
+            self.get_logger().warning("planning_window is set but no planning runs (it applies with planning:=true, or "
+                                      "planning_candidates > 1 with planning_checkpoint): ignored")
         n_exec = int(self.p["execute_horizon"])
         if not 0 <= n_exec <= backend.horizon:
             with self._state_lock:
