@@ -143,6 +143,15 @@ def _hold(sim, action: np.ndarray, ticks: int) -> None:
         sim.step(action, render=False)
 
 
+def _reset(policy, sim, seed: int) -> None:
+    """Reset ``sim`` to scene ``seed`` and tell a policy that keeps time per episode that one began (a planning
+    backend's window counts from the episode start: core.plan_window.PlanGate)."""
+    sim.reset(seed, render=False)
+    start_episode = getattr(policy, "start_episode", None)
+    if callable(start_episode):
+        start_episode(sim.time)
+
+
 def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_size: Sequence[int] = DEFAULT_IMAGE_SIZE,
                 record: Optional[Path] = None, policy_seed: Optional[int] = None,
                 action_noise: float = 0.0, labels: Optional[np.ndarray] = None,
@@ -179,10 +188,7 @@ def run_episode(policy, sim, seed: int, execute: Optional[int] = None, image_siz
 
     execute = int(execute or policy.horizon)
     size = tuple(int(v) for v in image_size)
-    sim.reset(seed, render=False)
-    start_episode = getattr(policy, "start_episode", None)
-    if callable(start_episode):  # e.g. a planning window counts from the episode start (core.planner.PlanWindow)
-        start_episode(sim.time)
+    _reset(policy, sim, seed)
     T = sim.config.max_steps // 2
     _check_labels(labels, T, policy.layout.action_dim)
     if failure_sample_steps is not None and (sample_steps is None or not set(failure_sample_steps) <= set(sample_steps)):
@@ -326,10 +332,7 @@ def run_stream_episode(policy, sim, seed: int, delay_ticks: int, rtc=None, execu
         raise ValueError(f"failure_sample_until: expected a tick >= 1, got {failure_sample_until}")
     s = int(execution_horizon) or max(1, H - d - int(margin_ticks))
     size = tuple(int(v) for v in image_size)
-    sim.reset(seed, render=False)
-    start_episode = getattr(policy, "start_episode", None)
-    if callable(start_episode):  # e.g. a planning window counts from the episode start (core.planner.PlanWindow)
-        start_episode(sim.time)
+    _reset(policy, sim, seed)
     T = sim.config.max_steps // 2
     _check_labels(labels, T, policy.layout.action_dim)
     rec = None if record is None else _TimelineRecorder(policy.layout.cameras, size, labels)

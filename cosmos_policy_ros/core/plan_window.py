@@ -51,3 +51,32 @@ class PlanWindow:
 
     def to_list(self) -> List[float]:
         return [float(self.start), float(self.end)]
+
+
+class PlanGate:
+    """A planning backend's side of a :class:`PlanWindow`: when the episode began, and which decisions it left to
+    the base policy. Shared by the in-process planner and the planner node's client, so both count the same way.
+
+    window None: every decision is planned (the gate never skips, and never needs an episode start).
+    """
+
+    def __init__(self, window: Optional[PlanWindow] = None):
+        self.window = window
+        self.episode_start: Optional[float] = None
+        self.skipped = 0  # decisions the window left to the base policy
+        self.last_skip_reason = ""
+
+    def start_episode(self, stamp: float) -> None:
+        """An episode began at ``stamp`` (the observations' clock): the window counts from here."""
+        self.episode_start = float(stamp)
+
+    def skips(self, stamp: float) -> bool:
+        """Whether the decision observed at ``stamp`` runs the base policy's chunk instead (counted, with why)."""
+        if self.window is None:
+            return False
+        why = self.window.skip_reason(stamp, self.episode_start)
+        if why is None:
+            return False
+        self.skipped += 1
+        self.last_skip_reason = why
+        return True

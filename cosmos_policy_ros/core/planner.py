@@ -61,7 +61,7 @@ from .backbone import Backbone, get_backbone
 from .images import ImageConfig, preprocess_batch
 from .rf_sampler import RFSamplerConfig, make_scheduler, rf_initial_noise
 from .sampler import SamplerConfig, check_mixed_rows, condition_rows, initial_noise, karras_sigmas, rf_scalings
-from .plan_window import PlanWindow  # noqa: F401 - part of this module's API (LocalPlanningBackend's window)
+from .plan_window import PlanGate, PlanWindow
 from .types import DEFAULT_SEED, Observation, PolicyOutput
 
 AGGREGATIONS = ("majority_mean", "mean", "lcb")
@@ -633,17 +633,14 @@ class LocalPlanningBackend:
         self.base = base
         self.planner = planner
         self.num_candidates = int(num_candidates)
-        self.window = window
+        self.gate = PlanGate(window)  # the episode start and the decisions the window skipped
         self.horizon, self.action_dim, self.period = base.horizon, base.action_dim, base.period
         self.policy_id = f"{base.policy_id}+best-of-{num_candidates}"
         self.last_result: Optional[PlanResult] = None
-        self.episode_start: Optional[float] = None
-        self.skipped = 0  # decisions the window left to the base policy
-        self.last_skip_reason = ""
 
     def start_episode(self, stamp: float) -> None:
         """An episode began at ``stamp`` (the observations' clock): the planning window counts from here."""
-        self.episode_start = float(stamp)
+        self.gate.start_episode(stamp)
 
     @property
     def instructions(self) -> List[str]:
@@ -655,10 +652,7 @@ class LocalPlanningBackend:
         return self.base.layout
 
     def infer(self, obs: Observation, seed: Optional[int] = None, prefix=None) -> PolicyOutput:
-        skip = None if self.window is None else self.window.skip_reason(obs.stamp, self.episode_start)
-        if skip is not None:  # the base policy's own chunk, exactly as without planning
-            self.skipped += 1
-            self.last_skip_reason = skip
+        if self.gate.skips(obs.stamp):  # the base policy's own chunk, exactly as without planning
             self.last_result = None
             return self.base.infer(obs, seed=seed, **({"prefix": prefix} if prefix is not None else {}))
         out, result, _ = plan(self.base, self.planner, obs, self.num_candidates, seed, prefix=prefix)

@@ -28,9 +28,9 @@ _ARRAY_TYPES = {bool: ParameterType.PARAMETER_BOOL_ARRAY, int: ParameterType.PAR
                 float: ParameterType.PARAMETER_DOUBLE_ARRAY, str: ParameterType.PARAMETER_STRING_ARRAY}
 
 
-def _param_type(p: Param, element: type = None) -> int:
+def _param_type(p: Param) -> int:
     if isinstance(p.default, (list, tuple)):
-        kind = element or (type(p.default[0]) if p.default else str)
+        kind = p.element or (type(p.default[0]) if p.default else str)
         return _ARRAY_TYPES[kind]
     return _TYPES[type(p.default)]
 
@@ -39,7 +39,7 @@ def declare(node, params: Sequence[Param]) -> Dict[str, Any]:
     """Declare every parameter on ``node``; return name -> current value (YAML / -p overrides applied)."""
     out: Dict[str, Any] = {}
     for p in params:
-        desc = ParameterDescriptor(name=p.name, type=_param_type(p, p.element), description=p.description,
+        desc = ParameterDescriptor(name=p.name, type=_param_type(p), description=p.description,
                                    read_only=not p.dynamic)
         default = list(p.default) if isinstance(p.default, tuple) else p.default
         # ints given where a double is expected (e.g. "period: 1" in YAML) are accepted

@@ -29,6 +29,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..core.plan_window import PlanGate
 from ..core.types import DEFAULT_SEED, Observation, PolicyOutput
 from .params import Param, declare
 
@@ -309,10 +310,7 @@ class PlanningBackend:
         self.base = base
         self.node = node
         self.config = config or ClientConfig()
-        self.window = window  # core.plan_window.PlanWindow or None (plan every decision)
-        self.episode_start: Optional[float] = None
-        self.skipped = 0
-        self.last_skip_reason = ""
+        self.gate = PlanGate(window)  # the episode start and the decisions the window skipped
         self.horizon, self.action_dim, self.period = base.horizon, base.action_dim, base.period
         self.policy_id = base.policy_id
         self.client_id = f"{node.get_fully_qualified_name()}#{uuid.uuid4().hex[:8]}"
@@ -373,10 +371,7 @@ class PlanningBackend:
         the planner picks keeps the actions that execute during inference."""
         n = self.config.num_candidates
         base_seed = int(seed) if seed is not None else int(getattr(self.base, "default_seed", DEFAULT_SEED))
-        skip = None if self.window is None else self.window.skip_reason(obs.stamp, self.episode_start)
-        if skip is not None:  # the base policy's own chunk, exactly as without planning
-            self.skipped += 1
-            self.last_skip_reason = skip
+        if self.gate.skips(obs.stamp):  # the base policy's own chunk, exactly as without planning
             return self.base.infer(obs, seed=base_seed, **({"prefix": prefix} if prefix is not None else {}))
         seeds = [base_seed + i for i in range(n)]
         outs = self.infer_batch(obs, seeds, prefix=prefix)
@@ -431,7 +426,7 @@ class PlanningBackend:
 
     def start_episode(self, stamp: float) -> None:
         """An episode began at ``stamp`` (ROS time, the observations' clock): the planning window counts from here."""
-        self.episode_start = float(stamp)
+        self.gate.start_episode(stamp)
 
     def _fallback(self, outs: List[PolicyOutput], kind: str, reason: str, t0: float) -> PolicyOutput:
         self.fallbacks[kind] += 1
@@ -469,10 +464,11 @@ class PlanningBackend:
             "planning_last_wait_s": self.last_wait, "planning_last_fallback_reason": self.last_fallback_reason or "none"}
         for k, v in self.fallbacks.items():
             values[f"planning_fallbacks_{k}"] = v
-        if self.window is not None:
-            values["planning_window_s"] = f"[{self.window.start:g}, {self.window.end:g})"
-            values["planning_skipped"] = self.skipped
-            values["planning_last_skip_reason"] = self.last_skip_reason or "none"
+        gate = self.gate
+        if gate.window is not None:
+            values["planning_window_s"] = f"[{gate.window.start:g}, {gate.window.end:g})"
+            values["planning_skipped"] = gate.skipped
+            values["planning_last_skip_reason"] = gate.last_skip_reason or "none"
         return values
 
     def diagnostic_level(self):
@@ -481,7 +477,7 @@ class PlanningBackend:
 
         if self.last_fell_back:
             return dg.WARN, f"planning fell back to candidate 0: {self.last_fallback_reason}"
-        if self.window is not None and self.episode_start is None and self.skipped:
+        if self.gate.window is not None and self.gate.episode_start is None and self.gate.skipped:
             return dg.WARN, "planning window set but no episode start heard: every decision runs the base chunk"
         if self.decisions_used == 0:
             return dg.OK, "no planning decision yet"

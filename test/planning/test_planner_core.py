@@ -278,14 +278,14 @@ def test_local_planning_backend_plans_only_inside_its_window(tiny_model, observa
     at = lambda t: replace(observation, stamp=t)  # noqa: E731
     base = tiny_model.infer(at(100.5), seed=10)
     out = backend.infer(at(100.5), seed=10)  # no episode start yet: the base policy's own chunk
-    assert backend.last_result is None and backend.skipped == 1 and backend.last_skip_reason == "no episode start known"
+    assert backend.last_result is None and backend.gate.skipped == 1 and backend.gate.last_skip_reason == "no episode start known"
     np.testing.assert_array_equal(out.actions, base.actions)
     backend.start_episode(100.0)
     out = backend.infer(at(100.5), seed=10)  # 0.5 s in: before the window
-    assert backend.last_result is None and backend.skipped == 2
+    assert backend.last_result is None and backend.gate.skipped == 2
     np.testing.assert_array_equal(out.actions, base.actions)
     out = backend.infer(at(102.0), seed=10)  # 2 s in: planned
     assert backend.last_result is not None and backend.last_result.candidate_seeds == [10, 11, 12]
-    assert out.seed == 10 + backend.last_result.chosen and backend.skipped == 2
+    assert out.seed == 10 + backend.last_result.chosen and backend.gate.skipped == 2
     backend.infer(at(103.5), seed=10)  # past the window
-    assert backend.last_result is None and backend.skipped == 3
+    assert backend.last_result is None and backend.gate.skipped == 3

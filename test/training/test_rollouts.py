@@ -415,6 +415,6 @@ def test_a_planning_window_counts_from_each_episodes_reset(setup):
     planner = Planner(policy, PlannerConfig(future_state_steps=(1,), value_steps=(1,), decode_future_images="none"))
     backend = LocalPlanningBackend(policy, planner, num_candidates=2, window=PlanWindow(0.3, 0.9))
     res = run_episode(backend, sim, 4, execute=10, image_size=SIZE)
-    assert res.queries == 4 and backend.skipped == 2
+    assert res.queries == 4 and backend.gate.skipped == 2
     run_episode(backend, sim, 5, execute=10, image_size=SIZE)
-    assert backend.skipped == 4 and backend.episode_start == 0.0
+    assert backend.gate.skipped == 4 and backend.gate.episode_start == 0.0
