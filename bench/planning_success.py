@@ -151,7 +151,8 @@ def main(argv=None) -> int:
         def infer(self, obs, seed=None, prefix=None):
             q, self.query = self.query, self.query + 1
             if self.plan_queries is not None and q not in self.plan_queries:
-                return self.base.infer(obs, seed=seed)  # the base policy's chunk: candidate 0, not a decision
+                # the base policy's chunk (candidate 0, not a decision), inpainted like every chunk when streaming
+                return self.base.infer(obs, seed=seed, **({"prefix": prefix} if prefix is not None else {}))
             t0 = time.perf_counter()
             out = super().infer(obs, seed=seed, prefix=prefix)
             if self.last_result is None:
