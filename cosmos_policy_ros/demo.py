@@ -232,6 +232,13 @@ def trace_figures(rows) -> Tuple[int, float]:
     return held, jump
 
 
+def plan_record(msg) -> Dict[str, object]:
+    """One PlanDecision as plain values: the observation it decided for, the kept candidate, the planner's time."""
+    return {"stamp": _stamp(msg), "ok": bool(msg.ok), "chosen": int(msg.chosen), "candidates": int(msg.num_candidates),
+            "planning_s": round(float(msg.planning_time), 4), "queue_s": round(float(msg.queue_time), 4),
+            "error": msg.error}
+
+
 def _stamp(msg) -> float:
     return msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
 
@@ -255,7 +262,8 @@ def run_demo(args) -> int:
 
     from std_msgs.msg import Float64MultiArray
 
-    from cosmos_policy_ros.msg import ActionChunk, SimStatus
+    from cosmos_policy_ros.msg import ActionChunk, PlanDecision, SimStatus
+    from cosmos_policy_ros.ros.planning_client import DEFAULT_DECISION_TOPIC
     from cosmos_policy_ros.ros import graph
     from cosmos_policy_ros.ros.conversions import image_msg_to_rgb
     from cosmos_policy_ros.ros.harness import Collector, RosSession, wait_for
@@ -294,15 +302,22 @@ def run_demo(args) -> int:
         print(f"[demo] planning: best of {args.planning_candidates} candidates, planning model {args.planning_model}")
     # The policy needs one frame set per chunk; rendering 3 x 480x640 at 30 Hz costs most of a core that
     # inference needs on a 2-core machine, so the demo renders fewer frames (full size, real topics).
-    node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}}
+    node_params = {"sim_bridge": {"seed": int(args.seed), "camera_rate_hz": float(args.camera_rate)}, "policy": {}}
+    if args.sim_steps:
+        node_params["sim_bridge"]["max_steps"] = int(args.sim_steps)
     if args.planning_window:
-        node_params["policy"] = {"planning_window": [float(v) for v in args.planning_window]}
+        arguments["planning_window"] = [float(v) for v in args.planning_window]
         print(f"[demo] planning only for observations {args.planning_window[0]:g}..{args.planning_window[1]:g} s "
               f"into the episode (the base chunk elsewhere)")
+    if args.planning_deadline is not None:
+        node_params["policy"]["planning_deadline"] = float(args.planning_deadline)
+    node_params = {k: v for k, v in node_params.items() if v}
     pairs = FramePairs()
     with graph.run("sim", arguments, log_dir=str(log_dir), node_parameters=node_params) as procs, RosSession() as ros:
         node = ros.make_node("demo")
         chunks = Collector(node, ActionChunk, "/policy/action_chunk", 10)
+        # the planner's answers (best-of-N): which candidate each decision kept and how long it took
+        decisions = Collector(node, PlanDecision, DEFAULT_DECISION_TOPIC, 10) if args.planning_model else None
         trace = Collector(node, Float64MultiArray, "/commander/trace", 100)  # held ticks and chunk switches
         status = Collector(node, SimStatus, "/sim_bridge/status", 50)
 
@@ -348,6 +363,7 @@ def run_demo(args) -> int:
                 raise RuntimeError(f"commander refused to start the episode: {started.message}")
             episode_id = started.message
             n_chunks0, t_ep, n_trace0 = len(chunks), time.monotonic(), len(trace)
+            n_dec0 = len(decisions) if decisions is not None else 0
             print(f"[demo] episode {episode_id} (seed {seed}) running", flush=True)
 
             def current():
@@ -376,6 +392,10 @@ def run_demo(args) -> int:
                 time.sleep(0.1)
             final = current()
             held_ticks, switch_jump = trace_figures([m.data for m in trace.snapshot()[n_trace0:]])
+            # each chunk's latency: its arrival here on the wall clock (the graph's ROS time) minus its observation stamp
+            mine, wall_minus_mono = chunks.timed(n_chunks0), time.time() - time.monotonic()
+            latencies = [t_arr + wall_minus_mono - _stamp(m) for m, t_arr in mine]
+            planned = [] if decisions is None else [plan_record(m) for m in decisions.snapshot()[n_dec0:]]
             _call(node, Trigger, "/commander/stop_episode", Trigger.Request(), 30)
             success = bool(final.ever_success)
             outcome = "success" if success else ("partial" if final.max_reward >= 2 else "failure")
@@ -394,7 +414,9 @@ def run_demo(args) -> int:
             return dict(seed=seed, success=success, outcome=outcome, score=score, sim_time=final.sim_time,
                         max_reward=final.max_reward, chunks=len(chunks) - n_chunks0, label=label,
                         episode_id=episode_id, bag=bag_path, stamp0=_stamp(final) - final.sim_time,
-                        held_ticks=held_ticks, max_switch_jump_rad=switch_jump)
+                        held_ticks=held_ticks, max_switch_jump_rad=switch_jump,
+                        chunk_stamps=[_stamp(m) for m, _ in mine], chunk_latency_s=[round(v, 4) for v in latencies],
+                        plan_decisions=planned)
 
         results = [run_episode(args.seed + i) for i in range(args.episodes)]
         result = results[0]
@@ -463,6 +485,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--planning-window", type=float, nargs=2, metavar=("START", "END"), default=None,
                         help="with --planning-model: plan only for observations taken START..END s after the episode "
                              "start (e.g. 1 3: the grasp, where planning pays on this task; docs/planning.md)")
+    parser.add_argument("--planning-deadline", type=float, default=None,
+                        help="with --planning-model: seconds the policy node waits for the planner's decision before "
+                             "it falls back to candidate 0 (default: the node's 15 s; a CPU-only planner needs more)")
+    parser.add_argument("--sim-steps", type=int, default=None,
+                        help="50 Hz physics steps per simulated episode (default: the sim bridge's 600, 12 s); the "
+                             "simulator keeps running while the robot holds for an inference")
     parser.add_argument("--startup-timeout", type=float, default=180.0, help="seconds to wait for the graph")
     parser.add_argument("--out", default=None, help="output directory (default ./out/demo-<time>)")
     return parser
@@ -481,6 +509,12 @@ def main(argv=None) -> int:
             PlanWindow.parse(args.planning_window)
         except ValueError as exc:
             parser.error(str(exc))
+    if args.planning_deadline is not None and not args.planning_model:
+        parser.error("--planning-deadline: only with --planning-model")
+    if args.planning_deadline is not None and not (0 < args.planning_deadline < float("inf")):
+        parser.error(f"--planning-deadline: expected a finite number of seconds > 0, got {args.planning_deadline}")
+    if args.sim_steps is not None and args.sim_steps < 1:
+        parser.error(f"--sim-steps: expected a positive number of physics steps, got {args.sim_steps}")
     if args.min_chunks < 0 or args.min_chunks_wait < 0:
         parser.error(f"--min-chunks and --min-chunks-wait must be >= 0, got {args.min_chunks} and {args.min_chunks_wait}")
     try:

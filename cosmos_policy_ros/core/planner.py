@@ -62,7 +62,7 @@ from .images import ImageConfig, preprocess_batch
 from .rf_sampler import RFSamplerConfig, make_scheduler, rf_initial_noise
 from .sampler import SamplerConfig, check_mixed_rows, condition_rows, initial_noise, karras_sigmas, rf_scalings
 from .plan_window import PlanGate, PlanWindow
-from .types import DEFAULT_SEED, Observation, PolicyOutput
+from .types import DEFAULT_SEED, Observation, PolicyOutput, PolicyWrapper
 
 AGGREGATIONS = ("majority_mean", "mean", "lcb")
 SCORE_MODES = ("value_v", "value_q")
@@ -616,7 +616,7 @@ def plan(policy, planner: Planner, obs: Observation, num_candidates: int = 8,
     return outs[result.chosen], result, outs
 
 
-class LocalPlanningBackend:
+class LocalPlanningBackend(PolicyWrapper):
     """PolicyBackend running best-of-N in one process (policy and planning model on one or two devices).
 
     ``infer`` samples ``num_candidates`` chunks with the base backend and returns the chosen one; the

@@ -109,3 +109,17 @@ class PolicyBackend(Protocol):
     def infer_batch(self, obs: Observation, seeds: Sequence[int]) -> List[PolicyOutput]:
         """Sample one chunk per seed for the same observation in one batched forward per step."""
         ...
+
+
+class PolicyWrapper:
+    """Base of the planning backends, which wrap a policy (``self.base``): settings meant for the policy reach it."""
+
+    @property
+    def decode_future_images(self):
+        """The base policy's future-image decoding (``"deferred"``: after the chunk is out). Setting it here sets the
+        base's: a caller that configures the backend it holds must reach the policy inside the wrapper."""
+        return self.base.decode_future_images  # AttributeError when the base has none: hasattr() is False
+
+    @decode_future_images.setter
+    def decode_future_images(self, mode) -> None:
+        self.base.decode_future_images = mode

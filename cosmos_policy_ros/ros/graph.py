@@ -87,6 +87,9 @@ def load_definition(path: Optional[Path] = None) -> Dict[str, Any]:
                                      f"uses unknown argument {arg!r}")
             if node.get("when") and node["when"] not in data["arguments"]:
                 raise ValueError(f"{path}: node {node['name']!r}: 'when' names unknown argument {node['when']!r}")
+    for name, spec in data["arguments"].items():
+        if spec.get("type") not in (None, "numbers"):
+            raise ValueError(f"{path}: argument {name!r}: unknown type {spec['type']!r}; expected 'numbers' or none")
     data["_path"] = str(path)
     return data
 
@@ -119,6 +122,29 @@ def _parse(value: Any) -> Any:
     return value if parsed is None or isinstance(parsed, (dict, list)) else parsed
 
 
+def _numbers(name: str, value: Any) -> Optional[List[float]]:
+    """A ``type: numbers`` argument: "" (or []) = not set, so the node keeps its own default; else a list of numbers
+    written as YAML ("[1.0, 3.0]") or separated by commas or spaces ("1.0 3.0", as a shell passes it)."""
+    raw = value
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = None
+        else:
+            value = text.replace(",", " ").split()
+    items = value if isinstance(value, (list, tuple)) else None
+    try:
+        out = [float(v) for v in items] if items is not None else None
+    except (TypeError, ValueError):
+        out = None
+    if out is None:
+        raise ValueError(f"launch argument {name}: expected numbers like [1.0, 3.0] (or empty), got {raw!r}")
+    return out or None
+
+
 def graph_nodes(graph: str, arguments: Optional[Mapping[str, Any]] = None, *,
                 definition: Optional[Mapping[str, Any]] = None, config: Optional[Path] = None,
                 node_parameters: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -138,6 +164,9 @@ def graph_nodes(graph: str, arguments: Optional[Mapping[str, Any]] = None, *,
         if k not in values:
             raise ValueError(f"unknown launch argument {k!r}; expected one of {sorted(values)}")
         values[k] = _parse(v)
+    for name, spec in d["arguments"].items():  # list-valued arguments: parsed here, unset when empty
+        if spec.get("type") == "numbers":
+            values[name] = _numbers(name, (arguments or {}).get(name, spec.get("default", "")))
     overrides = dict(node_parameters or {})
     out: List[GraphNode] = []
     for node in d["graphs"][graph]["nodes"]:
@@ -154,7 +183,8 @@ def graph_nodes(graph: str, arguments: Optional[Mapping[str, Any]] = None, *,
         files += [str(f) for f in extra_params_files]
         params: Dict[str, Any] = dict(node.get("parameters") or {})
         for param, arg in (node.get("arguments") or {}).items():
-            params[param] = values[arg]
+            if values[arg] is not None:  # None: an empty list-valued argument, the node's own default applies
+                params[param] = values[arg]
         for arg, extra in (node.get("parameters_when") or {}).items():  # fixed parameters gated by an argument
             if arg not in values:
                 raise ValueError(f"graph {graph!r} node {node['name']!r}: parameters_when names unknown argument {arg!r}")

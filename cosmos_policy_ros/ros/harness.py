@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import rclpy
 from rclpy.context import Context
@@ -116,6 +116,11 @@ class Collector:
         """A copy of the messages received so far."""
         with self._lock:
             return list(self.messages)
+
+    def timed(self, start: int = 0) -> List[Tuple[Any, float]]:
+        """(message, receive time) pairs from the ``start``-th message on."""
+        with self._lock:
+            return list(zip(self.messages[start:], self.times[start:]))
 
     def wait(self, count: int = 1, timeout: float = 10.0) -> List[Any]:
         """Wait until at least ``count`` messages arrived; return them."""

@@ -30,7 +30,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..core.plan_window import PlanGate
-from ..core.types import DEFAULT_SEED, Observation, PolicyOutput
+from ..core.types import DEFAULT_SEED, Observation, PolicyOutput, PolicyWrapper
 from .params import Param, declare
 
 DEFAULT_CANDIDATES_TOPIC = "/planner/candidates"
@@ -291,7 +291,7 @@ class ClientConfig:
                    image_size=int(p["planning_image_size"]), require_subscriber=bool(p["planning_require_subscriber"]))
 
 
-class PlanningBackend:
+class PlanningBackend(PolicyWrapper):
     """PolicyBackend that sends N candidates to the planner node and returns its choice (see module docstring).
 
     base: the wrapped backend; node: the rclpy node to publish / subscribe on (the policy node);
@@ -360,7 +360,6 @@ class PlanningBackend:
     @property
     def instructions(self) -> List[str]:
         return list(getattr(self.base, "instructions", []) or [])
-
     def infer_batch(self, obs: Observation, seeds: Sequence[int], prefix=None) -> List[PolicyOutput]:
         """Plain batched sampling (no planning), delegated to the base backend."""
         return self.base.infer_batch(obs, seeds, **({"prefix": prefix} if prefix is not None else {}))

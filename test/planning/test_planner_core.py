@@ -289,3 +289,22 @@ def test_local_planning_backend_plans_only_inside_its_window(tiny_model, observa
     assert out.seed == 10 + backend.last_result.chosen and backend.gate.skipped == 2
     backend.infer(at(103.5), seed=10)  # past the window
     assert backend.last_result is None and backend.gate.skipped == 3
+
+
+def test_planning_backends_pass_future_image_decoding_to_the_policy_inside(tiny_model, observation):
+    """The policy node asks the backend it holds to decode the future images only after the chunk is out
+    ("deferred"); behind a planning backend the request must reach the policy, or every chunk (and every
+    candidate) waits for a decode before the robot gets it."""
+    planner = P.Planner(tiny_model, P.PlannerConfig(future_state_steps=(1,), value_steps=(1,),
+                                                    decode_future_images="none"))
+    backend = P.LocalPlanningBackend(tiny_model, planner, num_candidates=2)
+    before = tiny_model.decode_future_images
+    try:
+        assert hasattr(backend, "decode_future_images")  # the node's check before it sets the mode
+        backend.decode_future_images = "deferred"
+        assert tiny_model.decode_future_images == "deferred" and backend.decode_future_images == "deferred"
+        out = backend.infer(observation, seed=4)  # a planned decision: the kept candidate decodes on demand
+        assert out.future_images == {} and out.future_images_pending
+        assert set(out.decode_future()) == set(tiny_model.layout.cameras)
+    finally:
+        tiny_model.decode_future_images = before

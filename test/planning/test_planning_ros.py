@@ -119,6 +119,10 @@ def test_planner_node_scores_candidates_and_the_client_uses_its_choice(ros_sessi
         decisions = Collector(node, PlanDecision, "/planner/decision")
         requests = Collector(node, PlanCandidates, "/planner/candidates")
         backend = PlanningBackend(policy, node, ClientConfig(num_candidates=3, deadline=120.0))
+        before = policy.decode_future_images
+        backend.decode_future_images = "deferred"  # as the policy node sets it: it must reach the policy inside
+        assert policy.decode_future_images == "deferred"
+        policy.decode_future_images = before
         wait_for_publishers(node, "/planner/decision")
         out = backend.infer(obs, seed=195)
         assert backend.fallbacks == {"timeout": 0, "planner_error": 0, "no_planner": 0, "bad_candidates": 0}, \
@@ -229,6 +233,7 @@ def test_client_without_planner_does_not_wait(ros_session):
                               publish_diagnostics=False)
     out = backend.infer(_ObsSource.make(), seed=5)
     assert out.seed == 5 and backend.fallbacks["no_planner"] == 1 and backend.last_wait < 30.0
+    assert not hasattr(backend, "decode_future_images")  # its base decodes nothing: the node leaves it alone
     assert backend.last_fallback_reason == "no planner subscribed to /planner/candidates"
 
 

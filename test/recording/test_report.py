@@ -3,6 +3,7 @@ measured), holds, the predicted value and the safety interventions.
 
 The bag comes from `make demo`'s own code path (the sim graph: sim bridge, policy node with the embedded
 checkpoint, 25 Hz commander, recorder), a short episode."""
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ def demo_bag(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     # At least 2 chunks run whatever the load: on a busy 2-core machine the first inference alone can take 4 s.
     proc = subprocess.run([sys.executable, "-m", "cosmos_policy_ros.demo", "--duration", "4", "--min-chunks", "2",
-                           "--out", str(out)],
+                           "--out", str(out), "--json", str(out / "results.json")],
                           capture_output=True, text=True, timeout=400, env=dict(os.environ))
     bags = sorted(p for p in (out / "bags").iterdir() if p.is_dir()) if (out / "bags").is_dir() else []
     assert proc.returncode == 0 and len(bags) == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -59,6 +60,16 @@ def test_report_writes_the_episode_png_with_every_panel(demo_bag, tmp_path):
     assert summary["chunk_switches"] >= 2  # the first running chunk counts, then each change
     assert summary["value_points"] >= 1
     assert summary["held_ticks"] is not None and summary["held_ticks"] < summary["ticks"]
+
+
+def test_demo_json_times_every_chunk_from_its_observation(demo_bag):
+    """`make demo --json`: each chunk's observation stamp and its latency to the demo's node (what the planning
+    benchmark's graph rows are timed from); no planner, no decisions."""
+    [episode] = json.loads((demo_bag.parent.parent / "results.json").read_text())
+    stamps, latencies = episode["chunk_stamps"], episode["chunk_latency_s"]
+    assert episode["chunks"] >= 2 and len(stamps) == len(latencies) == episode["chunks"]
+    assert stamps == sorted(stamps) and all(0 < lat < 60 for lat in latencies)
+    assert episode["plan_decisions"] == []
 
 
 def test_cli_writes_one_png_per_episode_and_finds_an_episode_by_id(demo_bag, tmp_path):

@@ -80,6 +80,25 @@ def test_graph_definition_builds_both_graphs_with_arguments(repo_root):
         graph.graph_nodes("aloha", {"chekpoint": "x"}, definition=d)
 
 
+@pytest.mark.parametrize("given", ["[1.0, 3.0]", "1 3", "1,3", [1, 3.0]])
+def test_planning_window_launch_argument_reaches_the_policy_node_as_numbers(repo_root, given):
+    """`ros2 launch ... planning_window:=[1.0,3.0]` (a string, as launch passes it) sets the policy node's list
+    parameter; left empty, the node keeps its own default (no planning window) instead of receiving ""."""
+    from cosmos_policy_ros.ros import graph
+
+    d = graph.load_definition(repo_root / "config" / "graph.yaml")
+    for name in ("sim", "aloha"):
+        pol = next(n.spec for n in graph.graph_nodes(name, {"planning_window": given}, definition=d)
+                   if n.name == "policy")
+        assert pol.parameters["planning_window"] == [1.0, 3.0]
+        unset = next(n.spec for n in graph.graph_nodes(name, {}, definition=d) if n.name == "policy")
+        assert "planning_window" not in unset.parameters
+    assert "planning_window" not in next(n.spec for n in graph.graph_nodes("sim", {"planning_window": ""}, definition=d)
+                                         if n.name == "policy").parameters
+    with pytest.raises(ValueError, match=r"launch argument planning_window: expected numbers like \[1.0, 3.0\]"):
+        graph.graph_nodes("sim", {"planning_window": "early"}, definition=d)
+
+
 def test_node_params_files_declare_only_known_parameters(repo_root):
     import yaml
 
