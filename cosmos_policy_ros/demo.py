@@ -392,7 +392,9 @@ def run_demo(args) -> int:
                 time.sleep(0.1)
             final = current()
             held_ticks, switch_jump = trace_figures([m.data for m in trace.snapshot()[n_trace0:]])
-            # each chunk's latency: its arrival here on the wall clock (the graph's ROS time) minus its observation stamp
+            # the episode's chunks are those received until it ended (not those arriving while it is stopped and
+            # labelled); each one's latency: its arrival here on the wall clock (the graph's ROS time) minus its
+            # observation stamp
             mine, wall_minus_mono = chunks.timed(n_chunks0), time.time() - time.monotonic()
             latencies = [t_arr + wall_minus_mono - _stamp(m) for m, t_arr in mine]
             planned = [] if decisions is None else [plan_record(m) for m in decisions.snapshot()[n_dec0:]]
@@ -412,7 +414,7 @@ def run_demo(args) -> int:
                     print(f"[demo] warning: {exc}", file=sys.stderr)
                     bag_path = None
             return dict(seed=seed, success=success, outcome=outcome, score=score, sim_time=final.sim_time,
-                        max_reward=final.max_reward, chunks=len(chunks) - n_chunks0, label=label,
+                        max_reward=final.max_reward, chunks=len(mine), label=label,
                         episode_id=episode_id, bag=bag_path, stamp0=_stamp(final) - final.sim_time,
                         held_ticks=held_ticks, max_switch_jump_rad=switch_jump,
                         chunk_stamps=[_stamp(m) for m, _ in mine], chunk_latency_s=[round(v, 4) for v in latencies],
