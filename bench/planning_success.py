@@ -266,10 +266,14 @@ def main(argv=None) -> int:
            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch threads "
                       f"{args.threads}",
            "date": time.strftime("%Y-%m-%d", time.gmtime()), "wall_s": round(time.monotonic() - t_start, 1)}
-    out = carry_other_loop(out, args.carry, "ros-free")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return finish(carry_other_loop(out, args.carry, "ros-free"), args.json)
+
+
+def finish(out: dict, path) -> int:
+    """Write the figures (``--json``) and print the markdown section; the exit code."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(out, indent=1) + "\n")
     print(render(out))
     return 0
 
@@ -296,14 +300,11 @@ def graph_row(n: int, window, episodes: list) -> dict:
     """One graph row from ``make demo --json`` episode records (their chunk latencies and planner decisions)."""
     decisions = [d for e in episodes for d in e.get("plan_decisions", [])]
     planned_stamps = {round(d["stamp"], 6) for d in decisions}
-    latencies, planned_latencies = [], []
-    for e in episodes:
-        # make demo records each chunk's latency; a chunk's stamp is its observation's, as the decision's
-        for lat in e.get("chunk_latency_s", []):
-            latencies.append(lat)
-        for stamp, lat in zip(e.get("chunk_stamps", []), e.get("chunk_latency_s", [])):
-            if round(stamp, 6) in planned_stamps:
-                planned_latencies.append(lat)
+    # make demo records each chunk's latency; a chunk's stamp is its observation's, as the decision's
+    latencies = [lat for e in episodes for lat in e.get("chunk_latency_s", [])]
+    planned_latencies = [lat for e in episodes for stamp, lat in zip(e.get("chunk_stamps", []),
+                                                                     e.get("chunk_latency_s", []))
+                         if round(stamp, 6) in planned_stamps]
     usable = [d for d in decisions if d["ok"]]
     med = lambda xs: float(statistics.median(xs)) if xs else None  # noqa: E731
     return {"loop": "graph", "candidates": n, "episodes": len(episodes),
@@ -311,7 +312,7 @@ def graph_row(n: int, window, episodes: list) -> dict:
             "decision_s": med(planned_latencies) if n > 1 else med(latencies),
             "changed_choice_fraction": (sum(d["chosen"] != 0 for d in usable) / len(usable)) if usable else 0.0,
             "max_reward_counts": [int(sum(e["max_reward"] == k for e in episodes)) for k in range(5)],
-            "decisions": len(decisions) if n > 1 else int(sum(len(e.get("chunk_latency_s", [])) for e in episodes)),
+            "decisions": len(decisions) if n > 1 else len(latencies),
             "per_seed": [bool(e["success"]) for e in episodes],
             "plan_window": None if window is None else [float(window[0]), float(window[1])],
             "planning_s": med([d["planning_s"] for d in usable]), "fallbacks": len(decisions) - len(usable),
@@ -364,12 +365,7 @@ def run_graph(args) -> int:
              "planning_deadline_s": args.graph_deadline, "seed_start": args.seed_start,
              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores",
              "wall_s": round(time.monotonic() - t_start, 1)}
-    out = carry_other_loop({"rows": rows, "graph": graph}, args.carry, "graph")
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
-    print(render(out))
-    return 0
+    return finish(carry_other_loop({"rows": rows, "graph": graph}, args.carry, "graph"), args.json)
 
 
 #: the window that holds the grasp decision in each loop: tick 50 of the ROS-free pause loop; the graph's second
@@ -379,17 +375,16 @@ GRASP_WINDOWS = {"ros-free": (1.0, 3.0), "graph": (1.0, 5.0)}
 
 def windowed_note(rows) -> str:
     """The table's words for rows that plan only inside a window (empty when there are none)."""
-    wins = sorted({tuple(r["plan_window"]) for r in rows if r.get("plan_window")})
-    if not wins:
+    windowed = [r for r in rows if r.get("plan_window")]
+    if not windowed:
         return ""
-    spans = ", ".join(f"{a:g}-{b:g} s" for a, b in wins)
+    spans = ", ".join(f"{a:g}-{b:g} s" for a, b in sorted({tuple(r["plan_window"]) for r in windowed}))
+    loops = sorted({r["loop"] for r in windowed}, reverse=True)  # ros-free first
     grasp = ""
-    if all(tuple(r["plan_window"]) == GRASP_WINDOWS.get(r["loop"]) for r in rows if r.get("plan_window")):
-        grasp = "; " + " and ".join(f"{GRASP_WINDOWS[loop][0]:g}-{GRASP_WINDOWS[loop][1]:g} s"
-                                    f"{' in the ROS-free pause loop' if loop == 'ros-free' else ' in the graph'}"
-                                    for loop in sorted({r["loop"] for r in rows if r.get("plan_window")}, reverse=True))
-        grasp += " hold the grasp decision" if len({r["loop"] for r in rows if r.get("plan_window")}) > 1 else \
-            " holds the grasp decision"
+    if all(tuple(r["plan_window"]) == GRASP_WINDOWS.get(r["loop"]) for r in windowed):
+        where = {"ros-free": " in the ROS-free pause loop", "graph": " in the graph"}
+        grasp = ("; " + " and ".join(f"{GRASP_WINDOWS[lp][0]:g}-{GRASP_WINDOWS[lp][1]:g} s{where[lp]}" for lp in loops)
+                 + (" hold" if len(loops) > 1 else " holds") + " the grasp decision")
     return (f" (of the planned decisions); a row marked {spans} only plans for observations taken that long after "
             f"the episode start (`planning_window`{grasp}) and runs the base policy's chunk at the others")
 
